@@ -1,0 +1,123 @@
+"""chatter-inject: post one JSON message into a chatter node.
+
+    chatter-inject 127.0.0.1:8080 '{"DebugMessage":{"text":"hello world"}}'
+    echo '{"DebugMessage":{"text":"hi"}}' | chatter-inject 127.0.0.1:8080
+
+The node acknowledges what it accepted; chatter-inject retries until it gets the
+acknowledgement (UDP loses packets) and prints the message id and the node that accepted
+it. ``--no-wait`` sends once and exits. Any problem: one line on stderr, non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import time
+import uuid
+from typing import Any, NoReturn
+
+from chatterd.core import payloads, wire
+
+EXIT_USAGE = 2  # bad arguments or bad message: nothing was sent
+EXIT_FAILED = 1  # sent, but not accepted (no acknowledgement, or rejected by the node)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="chatter-inject", description="Post one JSON message into a chatter node over UDP.")
+    p.add_argument("addr", metavar="ADDR", help="UDP address of the node, HOST:PORT")
+    p.add_argument("json", nargs="?", metavar="JSON", help="the message; read from stdin when omitted")
+    p.add_argument("--no-wait", action="store_true", help="send once, do not wait for the acknowledgement")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the acknowledgement (default: 5)")
+    p.add_argument("--retry", type=float, default=0.2, help="seconds between retries (default: 0.2)")
+    p.add_argument(
+        "--hops", type=int, default=None, help="hop budget (default: chosen by the node from the cluster size)"
+    )
+    p.add_argument("--max-datagram", type=int, default=1400, help="size limit of the datagram (default: 1400)")
+    return p
+
+
+def fail(code: int, message: str) -> NoReturn:
+    print(f"chatter-inject: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        addr = wire.parse_addr(args.addr)
+    except ValueError as e:
+        fail(EXIT_USAGE, str(e))
+    text = args.json if args.json is not None else sys.stdin.read()
+    try:
+        payload: Any = json.loads(text)
+    except json.JSONDecodeError as e:
+        fail(EXIT_USAGE, f"invalid JSON: {e}")
+    except RecursionError:
+        fail(EXIT_USAGE, "invalid JSON: nested too deeply")
+    try:
+        payloads.validate(payload)
+        if wire.depth(payload) > 32:
+            raise payloads.PayloadError("payload nesting deeper than 32")
+    except payloads.PayloadError as e:
+        fail(EXIT_USAGE, f"invalid message: {e}")
+    if args.hops is not None and args.hops < 0:
+        fail(EXIT_USAGE, "--hops must be >= 0")
+    rid = uuid.uuid4().hex
+    data = wire.encode([wire.Inject(rid=rid, payload=payload, hops=args.hops)])
+    limit = wire.max_message_size(args.max_datagram)
+    if len(data) > limit:
+        fail(EXIT_USAGE, f"message too large: {len(data)} bytes encoded, limit {limit}")
+    try:
+        infos = socket.getaddrinfo(addr[0], addr[1], socket.AF_INET, socket.SOCK_DGRAM)
+    except OSError as e:
+        fail(EXIT_USAGE, f"cannot resolve {args.addr}: {e.strerror or e}")
+    target = infos[0][4][:2]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        if args.no_wait:
+            sock.sendto(data, target)
+            return 0
+        return _send_until_acked(sock, data, target, rid, args)
+
+
+def _send_until_acked(
+    sock: socket.socket, data: bytes, target: tuple[str, int], rid: str, args: argparse.Namespace
+) -> int:
+    deadline = time.monotonic() + args.timeout
+    while True:
+        try:
+            sock.sendto(data, target)
+        except OSError as e:
+            fail(EXIT_FAILED, f"cannot send to {args.addr}: {e.strerror or e}")
+        retry_at = min(time.monotonic() + args.retry, deadline)
+        while (left := retry_at - time.monotonic()) > 0:
+            sock.settimeout(left)
+            try:
+                reply, _src = sock.recvfrom(65536)
+            except TimeoutError:
+                break
+            except ConnectionRefusedError:
+                time.sleep(min(left, args.retry))  # nothing listening (yet): keep trying
+                break
+            try:
+                dgram = wire.decode(reply)
+            except wire.WireError:
+                continue
+            for msg in dgram.m:
+                if isinstance(msg, wire.InjectAck) and msg.rid == rid:
+                    print(f"{msg.id} {msg.node}")
+                    return 0
+                if isinstance(msg, wire.InjectNack) and msg.rid == rid:
+                    fail(EXIT_FAILED, f"rejected by {args.addr}: {msg.error}")
+        if time.monotonic() >= deadline:
+            fail(EXIT_FAILED, f"no acknowledgement from {args.addr} within {args.timeout:g} s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Read-only HTTP JSON API of a node (Starlette app served by Hypercorn on trio).
+
+GET /v1/members   one object per known member
+GET /v1/devices   the cluster's device table
+GET /v1/events    recent deliveries and membership changes (?since=SEQ for newer ones)
+GET /v1/health    whether this node is healthy, and its counters
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+from hypercorn.config import Config as HyperConfig
+from hypercorn.trio import serve
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from chatterd.core import wire
+
+if TYPE_CHECKING:
+    from chatterd.runtime import Runtime
+
+
+def build_app(rt: Runtime) -> Starlette:
+    async def members(request: Request) -> JSONResponse:
+        assert rt.node is not None
+        return JSONResponse(rt.node.member_rows(trio.current_time()))
+
+    async def devices(request: Request) -> JSONResponse:
+        assert rt.node is not None
+        return JSONResponse(rt.node.device_rows())
+
+    async def events(request: Request) -> JSONResponse:
+        try:
+            since = int(request.query_params.get("since", "0"))
+        except ValueError:
+            return JSONResponse({"error": "since must be an integer"}, status_code=400)
+        return JSONResponse([e for e in rt.events if e["seq"] > since])
+
+    async def health(request: Request) -> JSONResponse:
+        h = rt.health()
+        return JSONResponse(h, status_code=200 if h["status"] == "ok" else 503)
+
+    return Starlette(
+        routes=[
+            Route("/v1/members", members),
+            Route("/v1/devices", devices),
+            Route("/v1/events", events),
+            Route("/v1/health", health),
+        ]
+    )
+
+
+async def serve_api(
+    rt: Runtime, addr: tuple[str, int], *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+) -> None:
+    cfg = HyperConfig()
+    cfg.bind = [wire.format_addr(addr)]
+    cfg.accesslog = None
+    cfg.errorlog = logging.getLogger("hypercorn.error")  # through our structlog handler
+    cfg.graceful_timeout = 0.2
+    await serve(build_app(rt), cfg, task_status=task_status)  # type: ignore[arg-type]

@@ -1,0 +1,155 @@
+"""chatterd: run one chatter node.
+
+chatterd --listen 127.0.0.1:8080 --join 127.0.0.1:8081 --name n1
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import socket
+import sys
+from typing import NoReturn
+
+import trio
+
+from chatterd import logs
+from chatterd.config import DEFAULT_PORT, PROFILES, Config
+from chatterd.core import wire
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One clear line and exit status 2 (argparse prints the whole usage otherwise)."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _addr(text: str) -> tuple[str, int]:
+    try:
+        return wire.parse_addr(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _positive(kind: type) -> object:
+    def conv(text: str) -> object:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+        return v
+
+    conv.__name__ = kind.__name__
+    return conv
+
+
+# Protocol knobs exposed as options: (option, Config field, type, help).
+TUNABLES = [
+    ("--fanout", "fanout", int, "peers each new message is pushed to per round"),
+    ("--heartbeat-interval", "heartbeat_interval", float, "seconds between heartbeats to each monitor"),
+    ("--monitors", "monitors", int, "how many peers watch each node's heartbeats"),
+    ("--suspect-after", "suspect_after", float, "seconds of heartbeat silence before a monitor suspects a node"),
+    ("--suspicion-min", "suspicion_min", float, "suspicion timeout when every monitor agrees (s)"),
+    ("--suspicion-max", "suspicion_max", float, "suspicion timeout with a single accuser (s)"),
+    ("--gossip-interval", "gossip_interval", float, "seconds between retransmission rounds"),
+    ("--pushpull-interval", "pushpull_interval", float, "seconds between full-state exchanges"),
+    ("--max-datagram", "max_datagram", int, "largest datagram built, in bytes"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="chatterd",
+        description="Run a chatter node: gossip membership, failure detection and JSON messages over UDP.",
+        epilog="Log level: CHATTER_LOG (or RUST_LOG), e.g. CHATTER_LOG=warn,chatterd.membership=debug.",
+    )
+    p.add_argument(
+        "--listen",
+        type=_addr,
+        default=("0.0.0.0", DEFAULT_PORT),
+        metavar="ADDR",
+        help=f"UDP address to listen on (default: 0.0.0.0:{DEFAULT_PORT})",
+    )
+    p.add_argument(
+        "--join",
+        type=_addr,
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="seed to join through; repeatable; retried until one answers (default: none, a new cluster)",
+    )
+    p.add_argument("--name", help="node name, unique in the cluster (default: HOSTNAME:PORT)")
+    p.add_argument(
+        "--advertise",
+        type=_addr,
+        metavar="ADDR",
+        help="address given to peers (default: the listen address, or this host's IP if that is 0.0.0.0)",
+    )
+    p.add_argument(
+        "--http",
+        default=None,
+        metavar="ADDR|off",
+        help="TCP address of the HTTP API (default: 127.0.0.1 at the --listen port; 'off' to disable)",
+    )
+    p.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default="lan",
+        help="timing profile: lan (default) or local (shorter timers, one host)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=["auto", "console", "json"],
+        default="auto",
+        help="console lines on a terminal, JSON lines otherwise (default: auto)",
+    )
+    defaults = Config()
+    for opt, fieldname, kind, text in TUNABLES:
+        p.add_argument(
+            opt,
+            type=_positive(kind),
+            dest=fieldname,
+            default=None,
+            help=f"{text} (default: {getattr(defaults, fieldname)} in the lan profile)",
+        )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from chatterd.runtime import Options, Runtime  # imported late: --help stays fast
+
+    config = PROFILES[args.profile]
+    overrides = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if getattr(args, f.name, None) is not None
+    }
+    config = config.replace(**overrides)
+    if args.http is None:
+        http: tuple[str, int] | None = ("127.0.0.1", args.listen[1])
+    elif args.http == "off":
+        http = None
+    else:
+        try:
+            http = wire.parse_addr(args.http)
+        except ValueError as e:
+            print(f"chatterd: error: --http: {e}", file=sys.stderr)
+            return 2
+    name = args.name or f"{socket.gethostname()}:{args.listen[1]}"
+    logs.setup(fmt=args.log_format)
+    rt = Runtime(
+        Options(listen=args.listen, name=name, config=config, advertise=args.advertise, seeds=args.join, http=http)
+    )
+    try:
+        trio.run(rt.run)
+    except OSError as e:
+        print(f"chatterd: error: {e.strerror or e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

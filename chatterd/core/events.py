@@ -1,0 +1,39 @@
+"""What the core tells its shell: things that happened, as plain data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class MemberEvent:
+    """A member changed state as seen by this node.
+
+    kind: member-join, member-leave, member-failed, member-recover, member-suspect,
+    member-alive (a suspicion refuted) or member-update (address or id changed).
+    """
+
+    kind: str
+    node: str
+    id: str
+    addr: str
+    inc: int
+    state: str
+    by: str | None = None  # who accused it, for suspect/failed
+    after_s: float | None = None  # for member-failed: seconds since it was last heard
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """An application message delivered here (exactly once per node)."""
+
+    id: str
+    kind: str  # debug, device, view, user
+    origin: str
+    ts: int
+    hops: int
+    payload: dict[str, Any] = field(hash=False)
+
+
+Event = MemberEvent | Delivery

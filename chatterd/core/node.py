@@ -1,0 +1,626 @@
+"""The chatter protocol as a pure state machine (sans-IO, in the manner of h11).
+
+A :class:`Node` does no I/O and reads no clock. Its shell feeds it datagrams and the time:
+
+    node.receive(data, addr, now)      # a datagram arrived
+    node.handle_timers(now)            # the time is now; run what is due
+    node.next_deadline()               # when to call handle_timers next
+    node.take_outgoing()               # [(datagram, addr)] to send
+    node.take_events()                 # [MemberEvent | Delivery] that happened
+
+``now`` is a monotonic clock in seconds; ``wall_offset`` turns it into Unix time for the
+timestamps carried on the wire. Randomness comes from the ``rng`` passed in, so a seeded
+simulation is reproducible. The same object runs under trio (runtime.py) and under the
+virtual-time simulator (sim.py).
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections import Counter
+from typing import Any
+
+import structlog
+
+from chatterd.config import Config
+from chatterd.core import payloads, wire
+from chatterd.core.dedup import SeenSet
+from chatterd.core.devices import DeviceTable
+from chatterd.core.dissemination import BroadcastQueue
+from chatterd.core.events import Delivery, Event, MemberEvent
+from chatterd.core.membership import ALIVE, DEAD, LEFT, SUSPECT, Member, MemberTable, Transition
+from chatterd.core.ring import Ring
+from chatterd.core.suspicion import Suspicion
+
+Addr = tuple[str, int]
+
+log_wire = structlog.get_logger("chatterd.wire")
+log_members = structlog.get_logger("chatterd.membership")
+
+# Member transitions (old state, new state) → event kind.
+_EVENT_KIND = {
+    (None, ALIVE): "member-join",
+    (LEFT, ALIVE): "member-join",
+    (DEAD, ALIVE): "member-recover",
+    (SUSPECT, ALIVE): "member-alive",
+    (ALIVE, ALIVE): "member-update",
+    (ALIVE, SUSPECT): "member-suspect",
+    (SUSPECT, SUSPECT): "member-suspect",
+    (ALIVE, DEAD): "member-failed",
+    (SUSPECT, DEAD): "member-failed",
+    (ALIVE, LEFT): "member-leave",
+    (SUSPECT, LEFT): "member-leave",
+    (DEAD, LEFT): "member-leave",
+}
+
+
+class Node:
+    def __init__(
+        self,
+        config: Config,
+        name: str,
+        addr: Addr,
+        *,
+        now: float,
+        wall_offset: float,
+        rng: random.Random,
+        seeds: list[Addr] | None = None,
+        node_id: str | None = None,
+        incarnation: int | None = None,
+    ) -> None:
+        self.cfg = config
+        self.name = name
+        self.addr = addr
+        self.id = node_id or str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        self.wall_offset = wall_offset
+        self.rng = rng
+        # A restarted node must come back with a higher incarnation than its previous life:
+        # starting from the wall clock in milliseconds gives that without any saved state.
+        self.inc = incarnation if incarnation is not None else int((now + wall_offset) * 1000)
+        self.lt = 0  # Lamport clock
+        self.leaving = False
+
+        self.table = MemberTable()
+        self.table.apply_alive(name, self.id, addr, self.inc, now)
+        self.ring = Ring()
+        self.ring.add(name)
+        self.queue = BroadcastQueue()
+        self.seen: SeenSet[None] = SeenSet(config.seen_ttl, config.seen_max)
+        self.injects: SeenSet[str] = SeenSet(config.seen_ttl, 10_000)
+        self.devices = DeviceTable()
+        self.suspicions: dict[str, Suspicion] = {}
+        self.monitored: dict[str, float] = {}  # members we monitor → when we last heard them
+        self.stats: Counter[str] = Counter()
+
+        self._out: list[tuple[bytes, Addr]] = []
+        self._events: list[Event] = []
+        self.seeds = list(seeds or [])
+        self.joined = not self.seeds
+        phase = rng.random()
+        self._next_hb = now + phase * config.heartbeat_interval
+        self._next_flush: float | None = None
+        self._next_pushpull = now + (0.5 + phase) * config.pushpull_interval
+        self._next_reconnect = now + (0.5 + phase) * config.reconnect_interval
+        self._next_join: float | None = now if self.seeds else None
+        self._expected_wake: float | None = None
+        self._refresh_monitored(now)
+
+    # ------------------------------------------------------------------ shell interface
+
+    def take_outgoing(self) -> list[tuple[bytes, Addr]]:
+        out, self._out = self._out, []
+        return out
+
+    def take_events(self) -> list[Event]:
+        ev, self._events = self._events, []
+        return ev
+
+    def wall(self, now: float) -> float:
+        return now + self.wall_offset
+
+    def next_deadline(self) -> float:
+        d = self._next_hb
+        if self._next_flush is not None:
+            d = min(d, self._next_flush)
+        if self._next_join is not None:
+            d = min(d, self._next_join)
+        d = min(d, self._next_pushpull, self._next_reconnect)
+        after = self.cfg.suspect_after
+        for name, last in self.monitored.items():
+            m = self.table.members[name]
+            if m.state == ALIVE:
+                d = min(d, last + after)
+        for s in self.suspicions.values():
+            d = min(d, s.deadline)
+        return d
+
+    def receive(self, data: bytes, addr: Addr, now: float) -> None:
+        self.stats["datagrams_in"] += 1
+        self.stats["bytes_in"] += len(data)
+        try:
+            dgram = wire.decode(data, self.cfg.max_receive, self.cfg.max_payload_depth)
+        except wire.WireError as e:
+            self.stats["malformed"] += 1
+            self.stats[f"malformed_{e.reason}"] += 1
+            log_wire.debug("datagram_dropped", reason=e.reason, detail=e.detail[:200], src=wire.format_addr(addr))
+            return
+        sender = dgram.sender
+        if sender is not None and sender != self.name:
+            m = self.table.get(sender)
+            if m is not None:
+                m.last_heard = now
+                if sender in self.monitored:
+                    self.monitored[sender] = now
+                if m.state in (SUSPECT, DEAD) and not self.leaving:
+                    # It is talking to us, so it is up: tell it what we believe so it refutes.
+                    self._send_direct(self._record_msg(m), m.addr)
+        for msg in dgram.m:
+            self._dispatch(msg, addr, now)
+
+    def handle_timers(self, now: float) -> None:
+        if self._expected_wake is not None:
+            late = now - self._expected_wake
+            if late > self.cfg.max_timer_lateness:
+                self._starved(late)
+        if not self.leaving:
+            if now >= self._next_hb:
+                self._send_heartbeats()
+                self._next_hb = max(self._next_hb + self.cfg.heartbeat_interval, now)
+            self._check_monitored(now)
+            self._check_suspicions(now)
+            if self._next_join is not None and now >= self._next_join:
+                self._send_join(now)
+            if now >= self._next_pushpull:
+                self._pushpull(now)
+            if now >= self._next_reconnect:
+                self._reconnect(now)
+        if self._next_flush is not None and now >= self._next_flush:
+            self._flush(now)
+        self._expected_wake = self.next_deadline()
+
+    def inject(self, payload: Any, now: float, hops: int | None = None) -> str:
+        """Accept a payload into the cluster from this node. Raises PayloadError."""
+        payloads.validate(payload)
+        if wire.depth(payload) > self.cfg.max_payload_depth:
+            raise payloads.PayloadError(f"payload nesting deeper than {self.cfg.max_payload_depth}")
+        self.lt += 1
+        budget = self.cfg.hop_budget(len(self.ring)) if hops is None else max(0, min(hops, self.cfg.max_hops))
+        rumor = wire.Rumor(
+            id=uuid.UUID(int=self.rng.getrandbits(128), version=4).hex,
+            origin=self.name,
+            ts=int(self.wall(now) * 1000),
+            lt=self.lt,
+            hops=budget,
+            payload=payload,
+        )
+        size = len(wire.encode_message(rumor))
+        limit = wire.max_message_size(self.cfg.max_datagram) - len(self.name)
+        if size > limit:
+            raise payloads.PayloadError(f"message is {size} bytes encoded, over the {limit}-byte limit")
+        self._on_rumor(rumor, now, local=True)
+        return rumor.id
+
+    def leave(self, now: float) -> None:
+        """Announce a graceful leave to every live member; the shell exits afterwards."""
+        if self.leaving:
+            return
+        self.leaving = True
+        me = self.table.members[self.name]
+        me.state, me.since = LEFT, now
+        data = wire.encode([wire.Left(node=self.name, inc=self.inc)], self.name)
+        for m in self.table.members.values():
+            if m.name != self.name and m.state in (ALIVE, SUSPECT):
+                self._send(data, m.addr)
+        self.queue.clear()
+        self._next_flush = None
+
+    # ------------------------------------------------------------------ views for the API
+
+    def member_rows(self, now: float) -> list[dict[str, Any]]:
+        rows = []
+        for m in sorted(self.table.members.values(), key=lambda m: m.name):
+            heard = 0.0 if m.name == self.name else (None if m.last_heard is None else now - m.last_heard)
+            rows.append(
+                {
+                    "name": m.name,
+                    "id": m.id,
+                    "addr": wire.format_addr(m.addr),
+                    "state": m.state,
+                    "incarnation": m.inc,
+                    "last_heard_s": None if heard is None else round(heard, 3),
+                    "state_since_s": round(now - m.since, 3),
+                }
+            )
+        return rows
+
+    def device_rows(self) -> list[dict[str, Any]]:
+        return [
+            {"origin": r.origin, "name": r.name, "description": r.description, "metrics": r.metrics}
+            for r in sorted(self.devices.present(), key=lambda r: (r.origin, r.name))
+        ]
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _dispatch(self, msg: wire.Message, src: Addr, now: float) -> None:
+        if isinstance(msg, wire.Heartbeat):
+            return  # its arrival was recorded in receive()
+        if isinstance(msg, wire.Rumor):
+            self._on_rumor(msg, now)
+        elif isinstance(msg, wire.Alive):
+            self._on_alive(msg, now, src)
+        elif isinstance(msg, wire.Suspect):
+            self._on_suspect(msg, now, src)
+        elif isinstance(msg, wire.Dead):
+            self._on_dead(msg, now, src)
+        elif isinstance(msg, wire.Left):
+            self._on_left(msg, now, src)
+        elif isinstance(msg, wire.Join):
+            self._on_join(msg, src, now)
+        elif isinstance(msg, wire.State):
+            self._on_state(msg, src, now)
+        elif isinstance(msg, wire.Inject):
+            self._on_inject(msg, src, now)
+        else:
+            self.stats["unexpected"] += 1
+
+    # ------------------------------------------------------------------ rumors
+
+    def _on_rumor(self, r: wire.Rumor, now: float, local: bool = False) -> None:
+        if not self.seen.add(r.id, now):
+            self.stats["duplicates"] += 1
+            return
+        if not local and self.wall(now) * 1000 - r.ts > self.cfg.max_message_age * 1000:
+            self.stats["stale"] += 1
+            return
+        self.lt = max(self.lt, r.lt) + 1
+        kind = payloads.kind_of(r.payload)
+        if not local and kind != "user":
+            try:
+                payloads.validate(r.payload)
+            except payloads.PayloadError as e:
+                self.stats["malformed"] += 1
+                self.stats["malformed_payload"] += 1
+                log_wire.debug("rumor_dropped", reason="payload", detail=str(e), id=r.id)
+                return
+        self.stats["delivered"] += 1
+        if kind == "device":
+            self.devices.apply(r.payload["DeviceGossip"], (r.lt, r.id), now)
+        elif kind == "view":
+            self._on_view(r.payload["ViewGossip"], now)
+        self._events.append(Delivery(r.id, kind, r.origin, r.ts, r.hops, r.payload))
+        # The origin sends with the full budget; every later hop spends one (chatter-rs's
+        # rule). An absurd budget from the wire is clamped to max_hops.
+        hops = min(r.hops, self.cfg.max_hops)
+        if hops > 0:
+            fwd = r if local else wire.Rumor(r.id, r.origin, r.ts, r.lt, hops - 1, r.payload)
+            self._broadcast("r:" + r.id, fwd, now)
+
+    def _on_view(self, body: dict[str, Any], now: float) -> None:
+        variant, inner = next(iter(body.items()))
+        if variant == "ServerAdded":
+            addr = wire.parse_addr(inner["addr"])
+            if not any(m.addr == addr for m in self.table.members.values()):
+                self._send_direct(self._join_msg(), addr)
+        else:
+            for m in self.table.members.values():
+                if m.id == inner["uuid"] and m.state in (SUSPECT, DEAD):
+                    self._apply(self.table.apply_left(m.name, m.inc, now), now)
+                    self._broadcast("m:" + m.name, wire.Left(node=m.name, inc=m.inc), now)
+
+    def _on_inject(self, msg: wire.Inject, src: Addr, now: float) -> None:
+        known = self.injects.get(msg.rid)
+        if known is not None:
+            self._send_direct(wire.InjectAck(rid=msg.rid, id=known, node=self.name), src)
+            return
+        try:
+            mid = self.inject(msg.payload, now, msg.hops)
+        except payloads.PayloadError as e:
+            self.stats["injects_rejected"] += 1
+            self._send_direct(wire.InjectNack(rid=msg.rid, error=str(e)), src)
+            return
+        self.stats["injects"] += 1
+        self.injects.add(msg.rid, now, mid)
+        self._send_direct(wire.InjectAck(rid=msg.rid, id=mid, node=self.name), src)
+
+    # ------------------------------------------------------------------ membership news
+
+    def _on_alive(self, msg: wire.Alive | wire.Join, now: float, src: Addr | None = None) -> None:
+        if msg.node == self.name:
+            conflict = msg.id != self.id
+            if (msg.inc > self.inc or (conflict and msg.inc == self.inc)) and not self.leaving:
+                if conflict:
+                    log_members.warning("name_conflict", node=msg.node, other_id=msg.id, other_addr=msg.addr)
+                self._refute(msg.inc, now, src)
+            return
+        try:
+            addr = wire.parse_addr(msg.addr)
+        except ValueError:
+            self.stats["malformed"] += 1
+            self.stats["malformed_addr"] += 1
+            return
+        t = self.table.apply_alive(msg.node, msg.id, addr, msg.inc, now)
+        if t is not None:
+            self._apply(t, now)
+            self._broadcast("m:" + msg.node, wire.Alive(node=msg.node, id=msg.id, addr=msg.addr, inc=msg.inc), now)
+
+    def _on_suspect(self, msg: wire.Suspect, now: float, src: Addr | None = None, by: str | None = None) -> None:
+        if msg.node == self.name:
+            if not self.leaving:
+                self._refute(msg.inc, now, src)
+            return
+        accuser = msg.by if by is None else by
+        t = self.table.apply_suspect(msg.node, msg.inc, now)
+        if t is not None:
+            expected = len(self.ring.successors(msg.node, self.cfg.monitors))
+            s = Suspicion(msg.inc, now, expected, self.cfg.suspicion_min, self.cfg.suspicion_max)
+            s.confirm(accuser or None)
+            self.suspicions[msg.node] = s
+            self._apply(t, now, by=accuser)
+            self._broadcast(f"s:{msg.node}:{accuser}", msg, now)
+            return
+        s = self.suspicions.get(msg.node)
+        m = self.table.get(msg.node)
+        if s is not None and m is not None and m.state == SUSPECT and msg.inc == s.inc and s.confirm(accuser or None):
+            self.stats["suspicion_confirmations"] += 1
+            self._broadcast(f"s:{msg.node}:{accuser}", msg, now)
+
+    def _on_dead(self, msg: wire.Dead, now: float, src: Addr | None = None) -> None:
+        if msg.node == self.name:
+            if not self.leaving:
+                self._refute(msg.inc, now, src)
+            return
+        t = self.table.apply_dead(msg.node, msg.inc, now)
+        if t is not None:
+            self._apply(t, now, by=msg.by)
+            self._broadcast("m:" + msg.node, msg, now)
+
+    def _on_left(self, msg: wire.Left, now: float, src: Addr | None = None) -> None:
+        if msg.node == self.name:
+            if not self.leaving and msg.inc >= self.inc:
+                self._refute(msg.inc, now, src)  # news of a previous life's leave
+            return
+        t = self.table.apply_left(msg.node, msg.inc, now)
+        if t is not None:
+            self._apply(t, now)
+            self._broadcast("m:" + msg.node, msg, now)
+
+    def _refute(self, inc: int, now: float, src: Addr | None) -> None:
+        self.inc = max(self.inc, inc) + 1
+        me = self.table.members[self.name]
+        me.inc = self.inc
+        self.stats["refutations"] += 1
+        alive = wire.Alive(node=self.name, id=self.id, addr=wire.format_addr(self.addr), inc=self.inc)
+        self._broadcast("m:" + self.name, alive, now)
+        if src is not None:
+            self._send_direct(alive, src)
+        log_members.info("refuted", inc=self.inc)
+
+    def _apply(self, t: Transition | None, now: float, by: str | None = None) -> None:
+        """Bookkeeping after a member changed state: ring, monitors, suspicions, events."""
+        if t is None:
+            return
+        m = t.member
+        if t.new in (ALIVE, SUSPECT):
+            changed = self.ring.add(m.name)
+        else:
+            changed = self.ring.remove(m.name)
+        if t.new != SUSPECT:
+            self.suspicions.pop(m.name, None)
+        if changed:
+            self._refresh_monitored(now)
+        if t.new == ALIVE and m.name in self.monitored:
+            self.monitored[m.name] = now  # give a refuted or returning member a full period
+        kind = _EVENT_KIND.get((t.old, t.new))
+        if t.updated and t.old == ALIVE:
+            kind = "member-update"
+        if kind is None:
+            return
+        after = None
+        if t.new == DEAD:
+            self.stats["deaths"] += 1
+            after = round(now - m.last_heard, 3) if m.last_heard is not None else None
+        elif t.new == SUSPECT:
+            self.stats["suspicions"] += 1
+        self._events.append(
+            MemberEvent(kind, m.name, m.id, wire.format_addr(m.addr), m.inc, m.state, by=by, after_s=after)
+        )
+
+    def _record_msg(self, m: Member) -> wire.Message:
+        addr = wire.format_addr(m.addr)
+        if m.state == ALIVE:
+            return wire.Alive(node=m.name, id=m.id, addr=addr, inc=m.inc)
+        if m.state == SUSPECT:
+            return wire.Suspect(node=m.name, inc=m.inc, by=self.name)
+        if m.state == DEAD:
+            return wire.Dead(node=m.name, inc=m.inc, by=self.name)
+        return wire.Left(node=m.name, inc=m.inc)
+
+    # ------------------------------------------------------------------ join and anti-entropy
+
+    def _join_msg(self) -> wire.Join:
+        return wire.Join(node=self.name, id=self.id, addr=wire.format_addr(self.addr), inc=self.inc)
+
+    def _send_join(self, now: float) -> None:
+        join = self._join_msg()
+        for seed in self.seeds:
+            if seed != self.addr:
+                self._send_direct(join, seed)
+        self._next_join = now + self.cfg.join_retry_interval
+
+    def _on_join(self, msg: wire.Join, src: Addr, now: float) -> None:
+        self._on_alive(msg, now, src)
+        self._send_state(src, reply=False)
+
+    def _on_state(self, msg: wire.State, src: Addr, now: float) -> None:
+        if not self.joined:
+            self.joined = True
+            self._next_join = None
+        for rec in msg.members:
+            if rec.state == ALIVE:
+                self._on_alive(wire.Alive(node=rec.node, id=rec.id, addr=rec.addr, inc=rec.inc), now, src)
+            elif rec.node == self.name:
+                if rec.inc >= self.inc and not self.leaving:
+                    self._refute(rec.inc, now, src)
+            else:
+                if self.table.get(rec.node) is None:
+                    # Learn of it (so a later alive can update it), then apply the news.
+                    try:
+                        addr = wire.parse_addr(rec.addr)
+                    except ValueError:
+                        continue
+                    self.table.apply_alive(rec.node, rec.id, addr, rec.inc, now)
+                    self.ring.add(rec.node)
+                    self._refresh_monitored(now)
+                if rec.state == SUSPECT:
+                    self._on_suspect(wire.Suspect(node=rec.node, inc=rec.inc, by=""), now, src, by="")
+                elif rec.state == DEAD:
+                    self._on_dead(wire.Dead(node=rec.node, inc=rec.inc, by=""), now, src)
+                else:
+                    self._on_left(wire.Left(node=rec.node, inc=rec.inc), now, src)
+        for dev in msg.devices:
+            self.devices.merge(dev, now)
+        if msg.reply:
+            self._send_state(src, reply=False)
+
+    def _state_records(self) -> tuple[list[bytes], list[bytes]]:
+        members = [
+            wire.encode_message(
+                wire.MemberRecord(node=m.name, id=m.id, addr=wire.format_addr(m.addr), inc=m.inc, state=m.state)
+            )
+            for m in self.table.members.values()
+        ]
+        devices = [wire.encode_message(r) for r in self.devices.records()]
+        return members, devices
+
+    def _send_state(self, dest: Addr, reply: bool) -> None:
+        """Send our whole state as State chunks, each fitting one datagram."""
+        members, devices = self._state_records()
+        budget = wire.max_message_size(self.cfg.max_datagram) - len(self.name) - 64
+        head = wire.encode_message(wire.State(reply=reply))[:-1]  # '{"type":"state"' (+reply)
+        chunks: list[bytes] = []
+        for field, records in (("members", members), ("devices", devices)):
+            batch: list[bytes] = []
+            size = 0
+            for rec in records:
+                if batch and size + len(rec) + 1 > budget:
+                    chunks.append(head + b',"' + field.encode() + b'":[' + b",".join(batch) + b"]}")
+                    batch, size = [], 0
+                batch.append(rec)
+                size += len(rec) + 1
+            if batch:
+                chunks.append(head + b',"' + field.encode() + b'":[' + b",".join(batch) + b"]}")
+        if not chunks:
+            chunks.append(head + b"}")
+        for chunk in chunks:
+            self._send(wire.pack([chunk], self.name, self.cfg.max_datagram)[0], dest)
+        self.stats["pushpull_sent"] += 1
+
+    def _pushpull(self, now: float) -> None:
+        self._next_pushpull = now + self.cfg.pushpull_interval * (0.75 + 0.5 * self.rng.random())
+        peer = self._random_peer()
+        if peer is not None:
+            self._send_state(peer.addr, reply=True)
+
+    def _reconnect(self, now: float) -> None:
+        """Try one dead member: if it was only cut off, the exchange merges both sides."""
+        self._next_reconnect = now + self.cfg.reconnect_interval * (0.75 + 0.5 * self.rng.random())
+        dead = [m for m in self.table.members.values() if m.state == DEAD]
+        if dead:
+            self._send_state(self.rng.choice(dead).addr, reply=True)
+        elif not self.joined or len(self.ring) <= 1:
+            for seed in self.seeds:  # alone: keep knocking on the seeds
+                if seed != self.addr:
+                    self._send_direct(self._join_msg(), seed)
+        self.table.reap(now, self.cfg.reap_after)
+        self.devices.expire(now, self.cfg.tombstone_ttl)
+
+    # ------------------------------------------------------------------ failure detection
+
+    def _refresh_monitored(self, now: float) -> None:
+        watch = set(self.ring.predecessors(self.name, self.cfg.monitors))
+        for name in list(self.monitored):
+            if name not in watch:
+                del self.monitored[name]
+        for name in watch:
+            if name not in self.monitored:
+                self.monitored[name] = now  # a fresh assignment gets a full period of grace
+
+    def _send_heartbeats(self) -> None:
+        data = wire.encode([wire.Heartbeat(inc=self.inc)], self.name)
+        for name in self.ring.successors(self.name, self.cfg.monitors):
+            self._send(data, self.table.members[name].addr)
+
+    def _check_monitored(self, now: float) -> None:
+        after = self.cfg.suspect_after
+        for name, last in list(self.monitored.items()):
+            m = self.table.members[name]
+            if m.state == ALIVE and now - last >= after:
+                msg = wire.Suspect(node=name, inc=m.inc, by=self.name)
+                log_members.info("member_suspected", node=name, silent_s=round(now - last, 3))
+                self._on_suspect(msg, now)
+                self._send_direct(msg, m.addr)  # if it is alive after all, it refutes at once
+
+    def _check_suspicions(self, now: float) -> None:
+        for name, s in list(self.suspicions.items()):
+            if now >= s.deadline:
+                m = self.table.members[name]
+                self._on_dead(wire.Dead(node=name, inc=m.inc, by=self.name), now)
+
+    def _starved(self, late: float) -> None:
+        """Our own timers ran late: do not blame the others for the time we lost."""
+        self.stats["starved"] += 1
+        for name in self.monitored:
+            self.monitored[name] += late
+        for s in self.suspicions.values():
+            s.delay(late)
+        log_members.warning("timers_late", late_s=round(late, 3))
+
+    # ------------------------------------------------------------------ sending
+
+    def _broadcast(self, key: str, msg: wire.Message, now: float) -> None:
+        if self.leaving:
+            return
+        self.queue.add(key, wire.encode_message(msg), self.cfg.retransmits(len(self.ring)))
+        due = now + self.cfg.flush_delay
+        if self._next_flush is None or due < self._next_flush:
+            self._next_flush = due
+
+    def _random_peer(self) -> Member | None:
+        n = len(self.ring)
+        if n <= 1:
+            return None
+        for _ in range(8):
+            name = self.ring.name_at(self.rng.randrange(n))
+            if name != self.name:
+                return self.table.members[name]
+        return None
+
+    def _flush(self, now: float) -> None:
+        n = len(self.ring)
+        if n <= 1:
+            self.queue.clear()
+            self._next_flush = None
+            return
+        k = min(self.cfg.fanout, n - 1)
+        targets: set[str] = set()
+        while len(targets) < k:
+            name = self.ring.name_at(self.rng.randrange(n))
+            if name != self.name:
+                targets.add(name)
+        budget = wire.max_message_size(self.cfg.max_datagram) - len(self.name)
+        for name in targets:
+            msgs = self.queue.take(budget)
+            if not msgs:
+                break
+            for data in wire.pack(msgs, self.name, self.cfg.max_datagram):
+                self._send(data, self.table.members[name].addr)
+        self._next_flush = now + self.cfg.gossip_interval if len(self.queue) else None
+
+    def _send_direct(self, msg: wire.Message, dest: Addr) -> None:
+        self._send(wire.encode([msg], self.name), dest)
+
+    def _send(self, data: bytes, dest: Addr) -> None:
+        self.stats["datagrams_out"] += 1
+        self.stats["bytes_out"] += len(data)
+        self._out.append((data, dest))

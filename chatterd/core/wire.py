@@ -1,0 +1,270 @@
+"""The wire format: one UTF-8 JSON object per UDP datagram, decoded strictly.
+
+    {"v": 1, "from": "<sender name>", "m": [<message>, ...]}
+
+``v`` is the protocol version. Version 1 is plain JSON; a later authenticated, encrypted
+mode will use its own version number with a sealed body, so a version-1 node rejects it as
+"unsupported version" instead of misreading it. ``from`` names the sending node (absent on
+datagrams from clients such as chatter-inject). ``m`` carries one or more messages, each
+tagged by ``type``. Anything that does not match these shapes exactly is rejected with a
+:class:`WireError` naming the reason; the caller drops the whole datagram and counts it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+VERSION = 1
+
+# A message version: (Lamport time, message id). Totally ordered, consistent with causality.
+Version = tuple[int, str]
+
+
+class _Msg(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, omit_defaults=True):
+    pass
+
+
+class Heartbeat(_Msg, tag="hb"):
+    """'I am alive at this incarnation', sent to each of the sender's monitors."""
+
+    inc: int
+
+
+class Alive(_Msg, tag="alive"):
+    node: str
+    id: str
+    addr: str
+    inc: int
+
+
+class Suspect(_Msg, tag="suspect"):
+    node: str
+    inc: int
+    by: str
+
+
+class Dead(_Msg, tag="dead"):
+    node: str
+    inc: int
+    by: str
+
+
+class Left(_Msg, tag="left"):
+    node: str
+    inc: int
+
+
+class Rumor(_Msg, tag="rumor"):
+    """An application message spread by rumor mongering and delivered once per node."""
+
+    id: str
+    origin: str  # name of the node that accepted it into the cluster
+    ts: int  # origin's wall clock, Unix milliseconds (chatter-rs's timestamp_millis)
+    lt: int  # origin's Lamport time: orders device updates
+    hops: int  # forwarded while > 0, decremented at each hop
+    payload: dict[str, Any]
+
+
+class Join(_Msg, tag="join"):
+    """A node asks a seed to be let in; the seed answers with its whole state."""
+
+    node: str
+    id: str
+    addr: str
+    inc: int
+
+
+class MemberRecord(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    node: str
+    id: str
+    addr: str
+    inc: int
+    state: Literal["alive", "suspect", "dead", "left"]
+
+
+class DeviceRecord(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """A device as a set of last-writer-wins fields, each with the version that set it."""
+
+    origin: str
+    name: str
+    description: str = ""
+    description_v: Version = (0, "")
+    metrics: dict[str, Any] = {}
+    metrics_v: Version = (0, "")
+    present_v: Version = (0, "")  # newest DeviceAdded/DeviceStatus
+    removed_v: Version = (0, "")  # newest DeviceRemoved
+
+
+class State(_Msg, tag="state"):
+    """One chunk of a push-pull exchange. ``reply`` asks the receiver to answer in kind."""
+
+    members: list[MemberRecord] = []
+    devices: list[DeviceRecord] = []
+    reply: bool = False
+
+
+class Inject(_Msg, tag="inject"):
+    """From chatter-inject: spread this payload. ``rid`` makes retries idempotent."""
+
+    rid: str
+    payload: Any
+    hops: int | None = None
+
+
+class InjectAck(_Msg, tag="inject-ack"):
+    rid: str
+    id: str
+    node: str
+
+
+class InjectNack(_Msg, tag="inject-nack"):
+    rid: str
+    error: str
+
+
+Message = Heartbeat | Alive | Suspect | Dead | Left | Rumor | Join | State | Inject | InjectAck | InjectNack
+
+
+class Datagram(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    v: int
+    m: list[Message]
+    # "from" is a Python keyword, hence the rename.
+    sender: str | None = msgspec.field(default=None, name="from")
+
+
+class WireError(ValueError):
+    """A datagram that is not valid chatter wire format. ``reason`` is a short counter key."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+_decoder = msgspec.json.Decoder(Datagram)
+_encoder = msgspec.json.Encoder()
+ENVELOPE_OVERHEAD = 64  # bytes reserved for {"v":1,"from":"...","m":[]} around messages
+
+
+def decode(data: bytes, max_size: int = 65_507, max_depth: int = 32) -> Datagram:
+    """Decode one datagram strictly, or raise WireError."""
+    if len(data) > max_size:
+        raise WireError("oversize", f"{len(data)} bytes > {max_size}")
+    if not data:
+        raise WireError("empty", "zero-length datagram")
+    try:
+        dgram = _decoder.decode(data)
+    except msgspec.ValidationError as e:
+        # A version we do not speak gets its own reason, checked before the shape.
+        try:
+            v = msgspec.json.decode(data, type=dict).get("v")
+        except Exception:
+            v = VERSION
+        if isinstance(v, int) and v != VERSION:
+            raise WireError("version", f"unsupported protocol version {v}") from None
+        raise WireError("invalid", str(e)) from None
+    except msgspec.DecodeError as e:
+        raise WireError("malformed", str(e)) from None
+    except RecursionError:
+        raise WireError("too_deep", "nesting exceeds the decoder's limit") from None
+    if dgram.v != VERSION:
+        raise WireError("version", f"unsupported protocol version {dgram.v}")
+    if not dgram.m:
+        raise WireError("invalid", "no messages")
+    for msg in dgram.m:
+        _check(msg, max_depth)
+    return dgram
+
+
+def _check(msg: Message, max_depth: int) -> None:
+    """Semantic checks msgspec's types cannot express."""
+    if isinstance(msg, Rumor):
+        if msg.hops < 0 or msg.lt < 0:
+            raise WireError("invalid", "negative hops or lt in rumor")
+        if depth(msg.payload) > max_depth:
+            raise WireError("too_deep", f"payload nesting > {max_depth}")
+    elif isinstance(msg, Inject):
+        if depth(msg.payload) > max_depth:
+            raise WireError("too_deep", f"payload nesting > {max_depth}")
+    elif isinstance(msg, (Heartbeat, Alive, Suspect, Dead, Left, Join)):
+        if msg.inc < 0:
+            raise WireError("invalid", "negative incarnation")
+
+
+def depth(value: Any, limit: int = 1000) -> int:
+    """Nesting depth of a decoded JSON value (iterative: safe on hostile input)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            deepest = max(deepest, d)
+            if d < limit:
+                stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, list):
+            deepest = max(deepest, d)
+            if d < limit:
+                stack.extend((x, d + 1) for x in v)
+    return deepest
+
+
+def encode_message(msg: Message) -> bytes:
+    return _encoder.encode(msg)
+
+
+def encode(messages: list[Message], sender: str | None = None) -> bytes:
+    return _encoder.encode(Datagram(v=VERSION, m=messages, sender=sender))
+
+
+def pack(encoded: list[bytes], sender: str | None, max_size: int) -> list[bytes]:
+    """Pack already-encoded messages into as few datagrams of at most max_size as possible.
+
+    A message too big to fit in a datagram on its own is sent alone (callers keep messages
+    under the limit; see :func:`max_message_size`).
+    """
+    head = _encoder.encode(Datagram(v=VERSION, m=[], sender=sender))
+    # head ends with b'"m":[]}' or similar; split around the empty list.
+    i = head.index(b"[]")
+    prefix, suffix = head[: i + 1], head[i + 1 :]
+    out: list[bytes] = []
+    batch: list[bytes] = []
+    size = len(prefix) + len(suffix)
+    for m in encoded:
+        extra = len(m) + (1 if batch else 0)
+        if batch and size + extra > max_size:
+            out.append(prefix + b",".join(batch) + suffix)
+            batch, size = [], len(prefix) + len(suffix)
+            extra = len(m)
+        batch.append(m)
+        size += extra
+    if batch:
+        out.append(prefix + b",".join(batch) + suffix)
+    return out
+
+
+def max_message_size(max_datagram: int) -> int:
+    """Largest encoded message that still fits in one datagram with its envelope."""
+    return max_datagram - ENVELOPE_OVERHEAD
+
+
+def parse_addr(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """'HOST:PORT', ':PORT' or 'PORT' → (host, port). Raises ValueError with a clear text."""
+    host, sep, port_s = text.rpartition(":")
+    if not sep:
+        host, port_s = "", text
+    host = host.strip("[]") or default_host
+    try:
+        port = int(port_s)
+    except ValueError:
+        raise ValueError(f"invalid address {text!r}: expected HOST:PORT") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"invalid address {text!r}: port must be 0-65535")
+    if not host or any(c.isspace() for c in host):
+        raise ValueError(f"invalid address {text!r}: bad host")
+    return host, port
+
+
+def format_addr(addr: tuple[str, int]) -> str:
+    return f"{addr[0]}:{addr[1]}"

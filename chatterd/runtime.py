@@ -1,0 +1,261 @@
+"""The trio shell around the protocol core: a UDP socket, the clock, signals, the API.
+
+Everything runs in one nursery. The protocol loop sleeps until the core's next deadline or
+until the socket is readable, drains every datagram waiting in the socket (so a stalled
+loop reads the heartbeats that queued up before it judges anyone), runs the due timers, and
+sends what the core produced. SIGINT/SIGTERM trigger a graceful leave: the core announces
+it to every live member, the datagrams are sent, and the nursery is cancelled.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import signal
+import socket
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+import trio
+
+from chatterd.config import Config
+from chatterd.core import wire
+from chatterd.core.events import Delivery, Event, MemberEvent
+from chatterd.core.node import Node
+
+log = structlog.get_logger("chatterd.runtime")
+log_events = structlog.get_logger("chatterd.events")
+
+Addr = tuple[str, int]
+
+
+@dataclass
+class Options:
+    listen: Addr
+    name: str
+    config: Config
+    advertise: Addr | None = None
+    seeds: list[Addr] = field(default_factory=list)
+    http: Addr | None = None
+    event_buffer: int = 2000
+    leave_linger: float = 0.05  # let the leave datagrams go out before the socket closes
+
+
+class Runtime:
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.node: Node | None = None
+        self.events: deque[dict[str, Any]] = deque(maxlen=opts.event_buffer)
+        self._event_seq = itertools.count(1)
+        self.event_added = trio.Event()
+        self.started_at = time.time()
+        self.sock: socket.socket | None = None
+        self.http_bound: list[str] = []
+        self.stats = {"send_errors": 0, "internal_errors": 0}
+        self._cancel: trio.CancelScope | None = None
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        opts = self.opts
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind(opts.listen)
+        except OSError as e:
+            sock.close()
+            raise OSError(e.errno, f"cannot listen on {wire.format_addr(opts.listen)}: {e.strerror}") from None
+        sock.setblocking(False)
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, 4 * 1024 * 1024)
+            except OSError:
+                pass
+        self.sock = sock
+        bound = sock.getsockname()[:2]
+        advertise = opts.advertise or (bound if bound[0] != "0.0.0.0" else (_local_ip(), bound[1]))
+        now = trio.current_time()
+        self.node = Node(
+            opts.config,
+            opts.name,
+            advertise,
+            now=now,
+            wall_offset=time.time() - now,
+            rng=random.Random(),
+            seeds=opts.seeds,
+            node_id=str(uuid.uuid4()),
+        )
+        log.info(
+            "started",
+            node=opts.name,
+            id=self.node.id,
+            listen=wire.format_addr(bound),
+            advertise=wire.format_addr(advertise),
+            seeds=[wire.format_addr(s) for s in opts.seeds],
+            incarnation=self.node.inc,
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                self._cancel = nursery.cancel_scope
+                nursery.start_soon(self._protocol_loop)
+                nursery.start_soon(self._signals)
+                if opts.http is not None:
+                    from chatterd.api import serve_api
+
+                    self.http_bound = await nursery.start(serve_api, self, opts.http)
+                    log.info("http_listening", addr=self.http_bound)
+                task_status.started()
+        finally:
+            sock.close()
+            log.info("stopped", node=opts.name)
+
+    def stop(self) -> None:
+        if self._cancel is not None:
+            self._cancel.cancel()
+
+    async def leave(self) -> None:
+        """Announce a graceful leave, give the datagrams a moment, then stop."""
+        assert self.node is not None
+        log.info("leaving", node=self.opts.name)
+        self.node.leave(trio.current_time())
+        self._pump()
+        await trio.sleep(self.opts.leave_linger)
+        self.stop()
+
+    async def _signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("signal", signal=signal.Signals(signum).name)
+                await self.leave()
+                return
+
+    # ------------------------------------------------------------------ protocol loop
+
+    async def _protocol_loop(self) -> None:
+        node, sock = self.node, self.sock
+        assert node is not None and sock is not None
+        bufsize = node.cfg.max_receive + 1
+        node.handle_timers(trio.current_time())
+        self._pump()
+        while True:
+            with trio.move_on_at(node.next_deadline()):
+                await trio.lowlevel.wait_readable(sock)
+            now = trio.current_time()
+            while True:  # drain the socket
+                try:
+                    data, addr = sock.recvfrom(bufsize)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as e:  # e.g. ICMP port unreachable surfacing on Linux
+                    log.debug("recv_error", error=str(e))
+                    continue
+                try:
+                    node.receive(data, addr[:2], now)
+                except Exception:
+                    self.stats["internal_errors"] += 1
+                    log.exception("receive_failed", src=wire.format_addr(addr[:2]))
+            try:
+                node.handle_timers(now)
+            except Exception:
+                self.stats["internal_errors"] += 1
+                log.exception("timers_failed")
+            self._pump()
+            await trio.lowlevel.checkpoint_if_cancelled()
+
+    def _pump(self) -> None:
+        """Send what the core produced and record its events."""
+        node, sock = self.node, self.sock
+        assert node is not None and sock is not None
+        for data, addr in node.take_outgoing():
+            try:
+                sock.sendto(data, addr)
+            except OSError as e:
+                self.stats["send_errors"] += 1
+                log.debug("send_failed", dest=wire.format_addr(addr), error=str(e))
+        evs = node.take_events()
+        if evs:
+            for ev in evs:
+                self._record(ev)
+            self.event_added.set()
+            self.event_added = trio.Event()
+
+    def _record(self, ev: Event) -> None:
+        received_at = time.time()
+        seq = next(self._event_seq)
+        if isinstance(ev, Delivery):
+            row = {
+                "seq": seq,
+                "id": ev.id,
+                "kind": ev.kind,
+                "origin": ev.origin,
+                "payload": ev.payload,
+                "received_at": received_at,
+                "sent_at": ev.ts / 1000,
+                "hops": ev.hops,
+            }
+            if ev.kind == "debug":
+                log_events.info("debug_message", text=ev.payload["DebugMessage"]["text"], origin=ev.origin, id=ev.id)
+            else:
+                log_events.debug("delivered", kind=ev.kind, origin=ev.origin, id=ev.id)
+        else:
+            assert isinstance(ev, MemberEvent)
+            payload: dict[str, Any] = {
+                "name": ev.node,
+                "id": ev.id,
+                "addr": ev.addr,
+                "state": ev.state,
+                "incarnation": ev.inc,
+            }
+            if ev.by is not None:
+                payload["by"] = ev.by
+            if ev.after_s is not None:
+                payload["after_s"] = ev.after_s
+            row = {
+                "seq": seq,
+                "id": f"{ev.kind}:{ev.node}:{ev.inc}",
+                "kind": ev.kind,
+                "origin": ev.node,
+                "payload": payload,
+                "received_at": received_at,
+            }
+            level = "warning" if ev.kind == "member-failed" else "info"
+            getattr(log_events, level)(
+                ev.kind.replace("-", "_"), node=ev.node, addr=ev.addr, inc=ev.inc, by=ev.by, after_s=ev.after_s
+            )
+        self.events.append(row)
+
+    # ------------------------------------------------------------------ views for the API
+
+    def health(self) -> dict[str, Any]:
+        node = self.node
+        assert node is not None
+        now = trio.current_time()
+        counts = {s: node.table.count(s) for s in ("alive", "suspect", "dead", "left")}
+        healthy = not node.leaving and (node.joined or not node.seeds)
+        reasons = []
+        if node.leaving:
+            reasons.append("leaving")
+        if not node.joined and node.seeds:
+            reasons.append("not yet joined: no seed has answered")
+        return {
+            "status": "ok" if healthy else "degraded",
+            "reasons": reasons,
+            "name": node.name,
+            "id": node.id,
+            "addr": wire.format_addr(node.addr),
+            "incarnation": node.inc,
+            "members": counts,
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "counters": dict(node.stats) | self.stats,
+            "now": now,
+        }
+
+
+def _local_ip() -> str:
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"

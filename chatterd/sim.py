@@ -1,0 +1,226 @@
+"""Many chatter nodes in one process, in virtual time, over a simulated lossy network.
+
+The protocol core (chatterd.core.node.Node) runs unchanged; this module replaces the
+socket and the clock. Datagrams are delayed by a random latency, dropped with probability
+``loss``, and cut by partitions. Everything is driven by one seeded random generator, so a
+run is reproducible: the same seed gives the same events at the same virtual times.
+
+    sim = Simulation(seed=1, loss=0.05)
+    sim.start_cluster(20)
+    sim.run_for(10)
+    sim.kill("n3")
+    sim.run_for(5)
+    assert all(sim.state_of("n3", seen_by=n) == "dead" for n in sim.live_names())
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from chatterd.config import LAN, Config
+from chatterd.core.events import Delivery, Event, MemberEvent
+from chatterd.core.node import Addr, Node
+
+WALL_OFFSET = 1_800_000_000.0  # virtual Unix time at virtual t=0
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    time: float
+    observer: str
+    event: Event
+
+
+class Simulation:
+    def __init__(
+        self,
+        seed: int = 0,
+        loss: float = 0.0,
+        latency: tuple[float, float] = (0.0002, 0.002),
+        config: Config = LAN,
+    ) -> None:
+        self.rng = random.Random(seed)
+        self.loss = loss
+        self.latency = latency
+        self.config = config
+        self.now = 0.0
+        self.nodes: dict[str, Node] = {}
+        self.addr_of: dict[str, Addr] = {}
+        self.name_at: dict[Addr, str] = {}
+        self.down: set[str] = set()  # killed: receives and sends nothing
+        self.paused: dict[str, list[tuple[bytes, Addr]]] = {}  # starved: inbox held until resume
+        self.group: dict[str, int] = {}  # partition group per node; empty = no partition
+        self.records: list[Record] = []
+        self.sent = 0
+        self.sent_bytes = 0
+        self.dropped = 0
+        self._heap: list[tuple[float, int, str, Any]] = []
+        self._seq = itertools.count()
+        self._scheduled: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ cluster control
+
+    def add_node(self, name: str, join: list[str] | None = None, config: Config | None = None) -> Node:
+        if name not in self.addr_of:
+            addr = ("sim", len(self.addr_of) + 1)
+            self.addr_of[name] = addr
+            self.name_at[addr] = name
+        seeds = [self.addr_of[s] for s in (join or [])]
+        node = Node(
+            config or self.config,
+            name,
+            self.addr_of[name],
+            now=self.now,
+            wall_offset=WALL_OFFSET,
+            rng=random.Random(self.rng.getrandbits(64)),
+            seeds=seeds,
+        )
+        self.nodes[name] = node
+        self.down.discard(name)
+        self._step(node)
+        return node
+
+    def start_cluster(self, n: int, settle: float = 5.0, prefix: str = "n") -> list[str]:
+        """Start n nodes that join through the first one, then let them settle."""
+        names = [f"{prefix}{i}" for i in range(n)]
+        self.add_node(names[0])
+        for name in names[1:]:
+            self.add_node(name, join=[names[0]])
+        self.run_for(settle)
+        return names
+
+    def kill(self, name: str) -> None:
+        self.down.add(name)
+        self._scheduled.pop(name, None)
+
+    def restart(self, name: str, join: list[str]) -> Node:
+        self.run_for(0.001)  # a new life gets a later wall clock, hence a higher incarnation
+        return self.add_node(name, join=join)
+
+    def leave(self, name: str) -> None:
+        node = self.nodes[name]
+        node.leave(self.now)
+        self._step(node)
+        self.kill(name)
+
+    def pause(self, name: str) -> None:
+        self.paused[name] = []
+        self._scheduled.pop(name, None)
+
+    def resume(self, name: str) -> None:
+        inbox = self.paused.pop(name)
+        node = self.nodes[name]
+        for data, src in inbox:
+            node.receive(data, src, self.now)
+        node.handle_timers(self.now)
+        self._step(node)
+
+    def partition(self, *groups: list[str]) -> None:
+        self.group = {name: i for i, g in enumerate(groups) for name in g}
+
+    def heal(self) -> None:
+        self.group = {}
+
+    def inject(self, name: str, payload: dict[str, Any]) -> str:
+        node = self.nodes[name]
+        mid = node.inject(payload, self.now)
+        self._step(node)
+        return mid
+
+    # ------------------------------------------------------------------ running
+
+    def run_for(self, seconds: float) -> None:
+        self.run_until(self.now + seconds)
+
+    def run_until(self, until: float) -> None:
+        heap = self._heap
+        while heap and heap[0][0] <= until:
+            t, _, kind, data = heapq.heappop(heap)
+            self.now = t
+            if kind == "timer":
+                name = data
+                if self._scheduled.get(name) != t:
+                    continue  # superseded
+                node = self.nodes[name]
+                node.handle_timers(t)
+                self._step(node)
+            else:
+                dest, payload, src = data
+                if dest in self.down:
+                    continue
+                if dest in self.paused:
+                    self.paused[dest].append((payload, src))
+                    continue
+                node = self.nodes[dest]
+                node.receive(payload, src, t)
+                node.handle_timers(t)
+                self._step(node)
+        self.now = until
+
+    def _step(self, node: Node) -> None:
+        name = node.name
+        t = self.now
+        for data, addr in node.take_outgoing():
+            self._transmit(name, data, addr)
+        for ev in node.take_events():
+            self.records.append(Record(t, name, ev))
+        if name in self.down or name in self.paused:
+            return
+        d = max(node.next_deadline(), t)
+        if self._scheduled.get(name) != d:
+            self._scheduled[name] = d
+            heapq.heappush(self._heap, (d, next(self._seq), "timer", name))
+
+    def _transmit(self, src: str, data: bytes, addr: Addr) -> None:
+        self.sent += 1
+        self.sent_bytes += len(data)
+        dest = self.name_at.get(addr)
+        if dest is None or src in self.down:
+            self.dropped += 1
+            return
+        if self.group and self.group.get(src, -1) != self.group.get(dest, -2):
+            self.dropped += 1
+            return
+        if self.loss and self.rng.random() < self.loss:
+            self.dropped += 1
+            return
+        delay = self.rng.uniform(*self.latency)
+        heapq.heappush(self._heap, (self.now + delay, next(self._seq), "deliver", (dest, data, self.addr_of[src])))
+
+    # ------------------------------------------------------------------ observations
+
+    def live_names(self) -> list[str]:
+        return [n for n in self.nodes if n not in self.down]
+
+    def state_of(self, name: str, seen_by: str) -> str | None:
+        m = self.nodes[seen_by].table.get(name)
+        return None if m is None else m.state
+
+    def member_events(self, kind: str, node: str | None = None) -> list[Record]:
+        return [
+            r
+            for r in self.records
+            if isinstance(r.event, MemberEvent) and r.event.kind == kind and (node is None or r.event.node == node)
+        ]
+
+    def deliveries(self, message_id: str) -> dict[str, float]:
+        """observer → virtual time it got the message (first and only delivery)."""
+        out: dict[str, float] = {}
+        counts: dict[str, int] = defaultdict(int)
+        for r in self.records:
+            if isinstance(r.event, Delivery) and r.event.id == message_id:
+                counts[r.observer] += 1
+                out.setdefault(r.observer, r.time)
+        dup = {k: v for k, v in counts.items() if v > 1}
+        assert not dup, f"delivered more than once: {dup}"
+        return out
+
+    def false_deaths(self, alive: set[str] | None = None) -> list[Record]:
+        """member-failed events about nodes that were never killed."""
+        live = alive if alive is not None else set(self.live_names())
+        return [r for r in self.member_events("member-failed") if r.event.node in live]  # type: ignore[union-attr]
