@@ -128,8 +128,7 @@ class Node:
         d = min(d, self._next_pushpull, self._next_reconnect)
         after = self.cfg.suspect_after
         for name, last in self.monitored.items():
-            m = self.table.members[name]
-            if m.state == ALIVE:
+            if self._may_accuse(name):
                 d = min(d, last + after)
         for s in self.suspicions.values():
             d = min(d, s.deadline)
@@ -554,12 +553,23 @@ class Node:
     def _check_monitored(self, now: float) -> None:
         after = self.cfg.suspect_after
         for name, last in list(self.monitored.items()):
-            m = self.table.members[name]
-            if m.state == ALIVE and now - last >= after:
+            if now - last >= after and self._may_accuse(name):
+                m = self.table.members[name]
                 msg = wire.Suspect(node=name, inc=m.inc, by=self.name)
                 log_members.info("member_suspected", node=name, silent_s=round(now - last, 3))
                 self._on_suspect(msg, now)
                 self._send_direct(msg, m.addr)  # if it is alive after all, it refutes at once
+
+    def _may_accuse(self, name: str) -> bool:
+        """A monitor accuses a silent member once: when it is alive, or suspected by others
+        (then our accusation is an independent confirmation that shortens the timeout)."""
+        state = self.table.members[name].state
+        if state == ALIVE:
+            return True
+        if state == SUSPECT:
+            s = self.suspicions.get(name)
+            return s is None or self.name not in s.accusers
+        return False
 
     def _check_suspicions(self, now: float) -> None:
         for name, s in list(self.suspicions.items()):

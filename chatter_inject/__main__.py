@@ -1,0 +1,5 @@
+import sys
+
+from chatter_inject.cli import main
+
+sys.exit(main())

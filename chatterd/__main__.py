@@ -1,0 +1,5 @@
+import sys
+
+from chatterd.cli import main
+
+sys.exit(main())
