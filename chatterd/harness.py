@@ -70,7 +70,7 @@ class LocalNode:
 
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, f"{self.name} already running"
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in reap()
+        self._log = open(self.log_path, "ab")  # closed in reap()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "chatterd", *self.args],
             stdout=self._log,
