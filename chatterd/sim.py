@@ -55,6 +55,7 @@ class Simulation:
         self.down: set[str] = set()  # killed: receives and sends nothing
         self.paused: dict[str, list[tuple[bytes, Addr]]] = {}  # starved: inbox held until resume
         self.group: dict[str, int] = {}  # partition group per node; empty = no partition
+        self.blocked: set[tuple[str, str]] = set()  # one-way link failures (src, dest)
         self.records: list[Record] = []
         self.sent = 0
         self.sent_bytes = 0
@@ -125,6 +126,11 @@ class Simulation:
 
     def heal(self) -> None:
         self.group = {}
+        self.blocked.clear()
+
+    def block(self, src: str, dest: str) -> None:
+        """Drop every datagram from src to dest (one direction only)."""
+        self.blocked.add((src, dest))
 
     def inject(self, name: str, payload: dict[str, Any]) -> str:
         node = self.nodes[name]
@@ -183,7 +189,7 @@ class Simulation:
         if dest is None or src in self.down:
             self.dropped += 1
             return
-        if self.group and self.group.get(src, -1) != self.group.get(dest, -2):
+        if (self.group and self.group.get(src, -1) != self.group.get(dest, -2)) or (src, dest) in self.blocked:
             self.dropped += 1
             return
         if self.loss and self.rng.random() < self.loss:

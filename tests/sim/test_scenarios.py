@@ -1,0 +1,213 @@
+"""Protocol scenarios in virtual time over a simulated lossy network (seeded, reproducible)."""
+
+from collections.abc import Callable
+
+import pytest
+
+from chatterd.core.events import Delivery, MemberEvent
+from chatterd.sim import Simulation
+
+Cluster = Callable[..., tuple[Simulation, list[str]]]
+UUID = "541b10e7-d13a-45e8-8567-7d450ce86603"
+
+
+def views(sim: Simulation, name: str) -> set[str | None]:
+    return {sim.state_of(name, seen_by=n) for n in sim.live_names() if n != name}
+
+
+def test_cluster_forms_through_one_seed(cluster: Cluster) -> None:
+    sim, names = cluster(30)
+    for n in names:
+        assert {m.name for m in sim.nodes[n].table.members.values() if m.state == "alive"} == set(names)
+
+
+def test_message_reaches_every_node_exactly_once(cluster: Cluster) -> None:
+    sim, names = cluster(30)
+    mid = sim.inject("n4", {"DebugMessage": {"text": "hello world"}})
+    t0 = sim.now
+    sim.run_for(2)
+    got = sim.deliveries(mid)  # asserts no node got it twice
+    assert set(got) == set(names)
+    assert max(got.values()) - t0 < 0.2
+
+
+def test_delivery_ratio_at_5_percent_loss(cluster: Cluster) -> None:
+    """Rumor mongering reaches >= 99.9 % of (message, node) pairs at 5 % loss."""
+    sim, names = cluster(20, loss=0.05)
+    ids = []
+    for i in range(300):
+        ids.append(sim.inject(names[i % 20], {"seq": {"i": i}}))
+        sim.run_for(0.05)
+    sim.run_for(2)
+    delivered = sum(len(sim.deliveries(mid)) for mid in ids)
+    assert delivered / (len(ids) * 20) >= 0.999
+
+
+def test_cluster_wide_sends_per_message_are_o_n_fanout(cluster: Cluster) -> None:
+    """No message storm: each node transmits a message at most R times (R ~ log N)."""
+    sim, names = cluster(50)
+    sim.run_for(3)
+    before = sim.sent
+    t0 = sim.now
+    sim.inject("n0", {"x": {"payload": 1}})
+    sim.run_for(3)
+    idle = Simulation(seed=1)  # same cluster without the message, for the background traffic
+    idle_names = idle.start_cluster(50)
+    assert idle_names == names
+    idle.run_for(3)
+    idle_before = idle.sent
+    idle.run_for(sim.now - t0)
+    extra = (sim.sent - before) - (idle.sent - idle_before)
+    r = sim.config.retransmits(50)
+    assert extra <= 50 * r  # every node at most R datagrams for it (often packed with others)
+
+
+def test_kill_detected_by_every_survivor_within_bound(cluster: Cluster) -> None:
+    sim, names = cluster(30)
+    sim.kill("n7")
+    t_kill = sim.now
+    sim.run_for(6)
+    fails = {r.observer: r.time - t_kill for r in sim.member_events("member-failed", "n7")}
+    survivors = set(names) - {"n7"}
+    assert set(fails) == survivors  # each survivor exactly once ...
+    assert len(sim.member_events("member-failed", "n7")) == len(survivors)
+    cfg = sim.config
+    bound = cfg.suspect_after + cfg.suspicion_min + 0.2  # ... and within the bound
+    assert max(fails.values()) <= bound
+    assert max(fails.values()) <= 3.0
+    assert not sim.false_deaths()
+
+
+def test_kill_detected_at_5_percent_loss(cluster: Cluster) -> None:
+    sim, _names = cluster(30, loss=0.05)
+    sim.kill("n11")
+    t_kill = sim.now
+    sim.run_for(10)
+    assert views(sim, "n11") == {"dead"}
+    fails = [r.time - t_kill for r in sim.member_events("member-failed", "n11")]
+    assert max(fails) <= sim.config.suspect_after + sim.config.suspicion_max + 0.5
+    assert not sim.false_deaths()
+
+
+def test_graceful_leave_is_seen_at_once_not_as_failure(cluster: Cluster) -> None:
+    sim, names = cluster(20, loss=0.05)
+    sim.leave("n3")
+    t = sim.now
+    sim.run_for(1)
+    leaves = {r.observer: r.time - t for r in sim.member_events("member-leave", "n3")}
+    assert set(leaves) == set(names) - {"n3"}
+    assert max(leaves.values()) < 0.5
+    sim.run_for(10)
+    assert views(sim, "n3") == {"left"}
+    assert not sim.member_events("member-failed", "n3")
+
+
+def test_restarted_node_comes_back_alive(cluster: Cluster) -> None:
+    sim, _names = cluster(10)
+    sim.kill("n5")
+    sim.run_for(5)
+    assert views(sim, "n5") == {"dead"}
+    sim.restart("n5", join=["n0"])
+    sim.run_for(3)
+    assert views(sim, "n5") == {"alive"}
+    assert len(sim.member_events("member-recover", "n5")) == 9
+    assert {m.state for m in sim.nodes["n5"].table.members.values()} == {"alive"}
+
+
+def test_one_lossy_monitor_is_refuted_not_fatal(cluster: Cluster) -> None:
+    """A single monitor that stops hearing a live node suspects it; the node refutes."""
+    sim, _names = cluster(10)
+    target = "n2"
+    monitor = sim.nodes[target].ring.successors(target, 3)[0]
+    sim.block(target, monitor)
+    sim.run_for(30)
+    assert sim.member_events("member-suspect", target)
+    assert sim.nodes[target].stats["refutations"] >= 1
+    assert not sim.false_deaths()
+    assert views(sim, target) == {"alive"}
+
+
+def test_partition_then_heal_converges(cluster: Cluster) -> None:
+    sim, names = cluster(20)
+    a, b = names[:10], names[10:]
+    sim.partition(a, b)
+    sim.run_for(10)
+    for n in a:
+        assert {sim.state_of(m, seen_by=n) for m in b} == {"dead"}
+    sim.heal()
+    t = sim.now
+    for _ in range(60):
+        sim.run_for(1)
+        if all(views(sim, n) == {"alive"} for n in names):
+            break
+    assert all(views(sim, n) == {"alive"} for n in names), "did not converge after heal"
+    assert sim.now - t <= 30
+
+
+def test_starved_node_does_not_accuse_the_others(cluster: Cluster) -> None:
+    """Lifeguard's local health: a node whose own timers stalled blames nobody for it."""
+    sim, _names = cluster(10)
+    sim.pause("n4")
+    sim.run_for(5)  # the others declare n4 dead meanwhile
+    sim.resume("n4")
+    sim.run_for(5)
+    accusations = [
+        r
+        for r in sim.records
+        if r.observer == "n4"
+        and isinstance(r.event, MemberEvent)
+        and r.event.kind in ("member-suspect", "member-failed")
+        and r.event.node != "n4"
+    ]
+    assert accusations == []
+    assert sim.nodes["n4"].stats["starved"] >= 1
+    assert views(sim, "n4") == {"alive"}  # it refuted and came back
+
+
+@pytest.mark.parametrize("loss", [0.05, 0.15])
+def test_long_soak_under_loss_has_no_false_deaths(cluster: Cluster, loss: float) -> None:
+    sim, names = cluster(20, loss=loss)
+    sim.run_for(600)  # ten virtual minutes
+    assert sim.false_deaths() == []
+    assert all(views(sim, n) == {"alive"} for n in names)
+
+
+def test_devices_converge_and_late_joiner_catches_up(cluster: Cluster) -> None:
+    sim, names = cluster(10, loss=0.05)
+    sim.inject("n1", {"DeviceGossip": {"DeviceAdded": {"origin": UUID, "name": "gw", "description": "router"}}})
+    sim.run_for(0.5)
+    metrics = {"load": {"Text": "0.3"}}
+    sim.inject("n2", {"DeviceGossip": {"DeviceStatus": {"origin": UUID, "name": "gw", "metrics": metrics}}})
+    sim.inject("n3", {"DeviceGossip": {"DeviceAdded": {"origin": UUID, "name": "ap", "description": "wifi"}}})
+    sim.run_for(0.5)
+    sim.inject("n4", {"DeviceGossip": {"DeviceRemoved": {"origin": UUID, "name": "ap"}}})
+    sim.run_for(2)
+    want = [{"origin": UUID, "name": "gw", "description": "router", "metrics": metrics}]
+    for n in names:
+        assert sim.nodes[n].device_rows() == want
+    sim.add_node("late", join=["n0"])
+    sim.run_for(2)
+    assert sim.nodes["late"].device_rows() == want
+
+
+def test_same_seed_same_history() -> None:
+    def run() -> list[tuple[float, str, str]]:
+        sim = Simulation(seed=42, loss=0.1)
+        sim.start_cluster(10)
+        sim.kill("n3")
+        sim.inject("n1", {"a": {"b": 1}})
+        sim.run_for(5)
+        return [(r.time, r.observer, type(r.event).__name__) for r in sim.records]
+
+    assert run() == run()
+
+
+def test_hop_budget_limits_forwarding(cluster: Cluster) -> None:
+    sim, _names = cluster(10)
+    node = sim.nodes["n0"]
+    mid = node.inject({"x": {"y": 1}}, sim.now, hops=0)
+    sim._step(node)
+    sim.run_for(1)
+    assert set(sim.deliveries(mid)) == {"n0"}  # hops 0: delivered locally, never forwarded
+    rows = [r for r in sim.records if isinstance(r.event, Delivery) and r.event.id == mid]
+    assert len(rows) == 1
