@@ -31,9 +31,9 @@ class Config:
     # all, so that the chance that a live node never receives it stays far below 0.1 % at 5 %
     # loss (see tests/sim). Grows with log N like memberlist's RetransmitMult.
     retransmit_mult: float = 4.0
-    # A message that arrives is forwarded after at most this delay (lets bursts share a
-    # datagram; small enough that forwarding is effectively immediate).
-    flush_delay: float = 0.002
+    # A message that arrives is forwarded after this delay. 0: at once, in the same turn of
+    # the event loop; the messages drained from the socket together still share datagrams.
+    flush_delay: float = 0.0
     # While a node still has messages to retransmit, it flushes again at this interval.
     gossip_interval: float = 0.03
     # Hop budget given to new messages: ceil(log_fanout(N)) + hop_margin, at most max_hops.

@@ -54,6 +54,12 @@ class MemberTable:
     def count(self, *states: str) -> int:
         return sum(1 for m in self.members.values() if m.state in states)
 
+    def insert(self, name: str, id: str, addr: tuple[str, int], inc: int, state: State, now: float) -> Member:
+        """Record a member we only know from history (dead or left before we joined)."""
+        m = Member(name, id, addr, inc, state, now)
+        self.members[name] = m
+        return m
+
     def apply_alive(self, name: str, id: str, addr: tuple[str, int], inc: int, now: float) -> Transition | None:
         m = self.members.get(name)
         if m is None:

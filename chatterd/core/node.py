@@ -400,12 +400,17 @@ class Node:
         if t is None:
             return
         m = t.member
+        # How long it had been silent: our own observation if we watched it, otherwise
+        # estimated from when its monitors began to suspect it.
+        last = self.monitored.get(m.name)
         if t.new in (ALIVE, SUSPECT):
             changed = self.ring.add(m.name)
         else:
             changed = self.ring.remove(m.name)
         if t.new != SUSPECT:
-            self.suspicions.pop(m.name, None)
+            ended = self.suspicions.pop(m.name, None)
+            if last is None and ended is not None:
+                last = ended.start - self.cfg.suspect_after
         if changed:
             self._refresh_monitored(now)
         if t.new == ALIVE and m.name in self.monitored:
@@ -418,7 +423,7 @@ class Node:
         after = None
         if t.new == DEAD:
             self.stats["deaths"] += 1
-            after = round(now - m.last_heard, 3) if m.last_heard is not None else None
+            after = None if last is None else round(now - last, 3)
         elif t.new == SUSPECT:
             self.stats["suspicions"] += 1
         self._events.append(
@@ -463,14 +468,15 @@ class Node:
                     self._refute(rec.inc, now, src)
             else:
                 if self.table.get(rec.node) is None:
-                    # Learn of it (so a later alive can update it), then apply the news.
                     try:
                         addr = wire.parse_addr(rec.addr)
                     except ValueError:
                         continue
-                    self.table.apply_alive(rec.node, rec.id, addr, rec.inc, now)
-                    self.ring.add(rec.node)
-                    self._refresh_monitored(now)
+                    if rec.state in (DEAD, LEFT):
+                        # History from before we joined: remember it quietly, no events.
+                        self.table.insert(rec.node, rec.id, addr, rec.inc, rec.state, now)
+                        continue
+                    self._on_alive(wire.Alive(node=rec.node, id=rec.id, addr=rec.addr, inc=rec.inc), now, src)
                 if rec.state == SUSPECT:
                     self._on_suspect(wire.Suspect(node=rec.node, inc=rec.inc, by=""), now, src, by="")
                 elif rec.state == DEAD:

@@ -75,6 +75,12 @@ def test_kill_detected_by_every_survivor_within_bound(cluster: Cluster) -> None:
     bound = cfg.suspect_after + cfg.suspicion_min + 0.2  # ... and within the bound
     assert max(fails.values()) <= bound
     assert max(fails.values()) <= 3.0
+    # after_s, the silence each survivor reports, matches the time since the kill
+    # (within one heartbeat interval: the last heartbeat went out before the kill).
+    for r in sim.member_events("member-failed", "n7"):
+        assert r.event.after_s is not None  # type: ignore[union-attr]
+        silence_at_kill = r.event.after_s - (r.time - t_kill)  # type: ignore[union-attr]
+        assert -0.05 <= silence_at_kill <= cfg.heartbeat_interval + 0.05
     assert not sim.false_deaths()
 
 
@@ -123,7 +129,9 @@ def test_one_lossy_monitor_is_refuted_not_fatal(cluster: Cluster) -> None:
     sim.run_for(30)
     assert sim.member_events("member-suspect", target)
     assert sim.nodes[target].stats["refutations"] >= 1
-    assert not sim.false_deaths()
+    assert not sim.false_deaths()  # one accuser never outlasts the refutation
+    sim.heal()
+    sim.run_for(5)
     assert views(sim, target) == {"alive"}
 
 

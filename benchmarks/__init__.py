@@ -1,0 +1,1 @@
+"""Benchmarks that run real chatterd processes on loopback (``python -m benchmarks.latency``)."""
