@@ -63,4 +63,12 @@ async def serve_api(
     cfg.accesslog = None
     cfg.errorlog = logging.getLogger("hypercorn.error")  # through our structlog handler
     cfg.graceful_timeout = 0.2
-    await serve(build_app(rt), cfg, task_status=task_status)  # type: ignore[arg-type]
+    try:
+        await serve(build_app(rt), cfg, task_status=task_status)  # type: ignore[arg-type]
+    except (OSError, BaseExceptionGroup) as e:
+        from chatterd.runtime import os_error_of
+
+        err = os_error_of(e)
+        if err is None:
+            raise
+        raise OSError(err.errno, f"cannot serve HTTP on {cfg.bind[0]}: {err.strerror}") from None

@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from chatterd.runtime import Options, Runtime  # imported late: --help stays fast
+    from chatterd.runtime import Options, Runtime, os_error_of  # imported late: --help stays fast
 
     config = PROFILES[args.profile]
     overrides = {
@@ -143,8 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         trio.run(rt.run)
-    except OSError as e:
-        print(f"chatterd: error: {e.strerror or e}", file=sys.stderr)
+    except (OSError, ExceptionGroup) as e:
+        err = os_error_of(e)
+        if err is None:
+            raise
+        print(f"chatterd: error: {err.strerror or err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

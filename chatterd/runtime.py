@@ -254,6 +254,18 @@ class Runtime:
         }
 
 
+def os_error_of(e: BaseException) -> OSError | None:
+    """The OSError behind a start-up failure, also when a nursery wrapped it in a group."""
+    if isinstance(e, OSError):
+        return e
+    if isinstance(e, BaseExceptionGroup):
+        for inner in e.exceptions:
+            found = os_error_of(inner)
+            if found is not None:
+                return found
+    return None
+
+
 def _local_ip() -> str:
     try:
         return socket.gethostbyname(socket.gethostname())

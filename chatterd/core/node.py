@@ -194,7 +194,7 @@ class Node:
             payload=payload,
         )
         size = len(wire.encode_message(rumor))
-        limit = wire.max_message_size(self.cfg.max_datagram) - len(self.name)
+        limit = wire.max_message_size(self.cfg.max_datagram)
         if size > limit:
             raise payloads.PayloadError(f"message is {size} bytes encoded, over the {limit}-byte limit")
         self._on_rumor(rumor, now, local=True)
@@ -269,19 +269,20 @@ class Node:
         if not self.seen.add(r.id, now):
             self.stats["duplicates"] += 1
             return
-        if not local and self.wall(now) * 1000 - r.ts > self.cfg.max_message_age * 1000:
-            self.stats["stale"] += 1
-            return
+        if not local:
+            if self.wall(now) * 1000 - r.ts > self.cfg.max_message_age * 1000:
+                self.stats["stale"] += 1
+                return
+            if r.hops > self.cfg.max_hops:
+                r = wire.Rumor(r.id, r.origin, r.ts, r.lt, self.cfg.max_hops, r.payload)
+            reason = self._check_rumor(r)
+            if reason is not None:
+                self.stats["malformed"] += 1
+                self.stats[f"malformed_{reason[0]}"] += 1
+                log_wire.debug("rumor_dropped", reason=reason[0], detail=reason[1], id=r.id)
+                return
         self.lt = max(self.lt, r.lt) + 1
         kind = payloads.kind_of(r.payload)
-        if not local and kind != "user":
-            try:
-                payloads.validate(r.payload)
-            except payloads.PayloadError as e:
-                self.stats["malformed"] += 1
-                self.stats["malformed_payload"] += 1
-                log_wire.debug("rumor_dropped", reason="payload", detail=str(e), id=r.id)
-                return
         self.stats["delivered"] += 1
         if kind == "device":
             self.devices.apply(r.payload["DeviceGossip"], (r.lt, r.id), now)
@@ -289,11 +290,23 @@ class Node:
             self._on_view(r.payload["ViewGossip"], now)
         self._events.append(Delivery(r.id, kind, r.origin, r.ts, r.hops, r.payload))
         # The origin sends with the full budget; every later hop spends one (chatter-rs's
-        # rule). An absurd budget from the wire is clamped to max_hops.
-        hops = min(r.hops, self.cfg.max_hops)
-        if hops > 0:
-            fwd = r if local else wire.Rumor(r.id, r.origin, r.ts, r.lt, hops - 1, r.payload)
+        # rule). An absurd budget from the wire was clamped to max_hops above.
+        if r.hops > 0:
+            fwd = r if local else wire.Rumor(r.id, r.origin, r.ts, r.lt, r.hops - 1, r.payload)
             self._broadcast("r:" + r.id, fwd, now)
+
+    def _check_rumor(self, r: wire.Rumor) -> tuple[str, str] | None:
+        """Why a rumor from the network must be dropped, or None. Peers are held to the
+        same rules as local injects: a valid payload, small enough to forward."""
+        try:
+            payloads.validate(r.payload)
+        except payloads.PayloadError as e:
+            return "payload", str(e)
+        size = len(wire.encode_message(r))
+        limit = wire.max_message_size(self.cfg.max_datagram)
+        if size > limit:
+            return "too_big", f"rumor is {size} bytes, over the {limit}-byte limit"
+        return None
 
     def _on_view(self, body: dict[str, Any], now: float) -> None:
         variant, inner = next(iter(body.items()))

@@ -167,6 +167,8 @@ def decode(data: bytes, max_size: int = 65_507, max_depth: int = 32) -> Datagram
         raise WireError("invalid", str(e)) from None
     except msgspec.DecodeError as e:
         raise WireError("malformed", str(e)) from None
+    except UnicodeDecodeError as e:
+        raise WireError("malformed", f"invalid UTF-8: {e.reason}") from None
     except RecursionError:
         raise WireError("too_deep", "nesting exceeds the decoder's limit") from None
     if dgram.v != VERSION:

@@ -41,6 +41,7 @@ def test_round_trip_every_message_type() -> None:
     [
         (b"", "empty"),
         (b"\xff\xfe\x00", "malformed"),
+        (b'{"v":1,"from":"\xff","m":[{"type":"hb","inc":1}]}', "malformed"),  # invalid UTF-8
         (b'{"v":1,"m":[{"type":"hb","inc":1}]', "malformed"),  # truncated
         (b'{"v":2,"m":[{"type":"hb","inc":1}]}', "version"),
         (b'{"v":1,"m":[]}', "invalid"),
