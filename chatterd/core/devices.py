@@ -11,11 +11,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from chatterd.core.digest import Digest, bucket_of, signature
 from chatterd.core.wire import DeviceRecord, Version
 
 
+def device_bucket(origin: str, name: str) -> int:
+    return bucket_of(f"{origin}/{name}")
+
+
+def _sig(r: DeviceRecord) -> int:
+    return signature(r.origin, r.name, r.description_v, r.metrics_v, r.present_v, r.removed_v)
+
+
 class DeviceTable:
-    def __init__(self) -> None:
+    """The device table; ``digest`` (shared with the member table) follows every change."""
+
+    def __init__(self, digest: Digest | None = None) -> None:
+        self.digest = digest or Digest()
         self._devices: dict[tuple[str, str], DeviceRecord] = {}
         self._removed_at: dict[tuple[str, str], float] = {}  # local time a tombstone appeared
 
@@ -43,6 +55,7 @@ class DeviceTable:
 
     def _merge(self, key: tuple[str, str], rec: DeviceRecord, u: DeviceRecord, now: float) -> bool:
         before = _snapshot(rec)
+        old_sig = _sig(rec) if key in self._devices else 0
         if u.description_v > rec.description_v:
             rec.description, rec.description_v = u.description, u.description_v
         if u.metrics_v > rec.metrics_v:
@@ -54,11 +67,14 @@ class DeviceTable:
             self._removed_at.setdefault(key, now)
         else:
             self._removed_at.pop(key, None)
+        self.digest.update(device_bucket(*key), old_sig, _sig(rec))
         return _snapshot(rec) != before
 
-    def records(self) -> list[DeviceRecord]:
-        """Every record, tombstones included (for anti-entropy)."""
-        return list(self._devices.values())
+    def records(self, buckets: set[int] | None = None) -> list[DeviceRecord]:
+        """Every record, tombstones included (for anti-entropy), or those in some buckets."""
+        if buckets is None:
+            return list(self._devices.values())
+        return [r for k, r in self._devices.items() if device_bucket(*k) in buckets]
 
     def present(self) -> list[DeviceRecord]:
         return [r for r in self._devices.values() if r.present_v > r.removed_v]
@@ -67,7 +83,8 @@ class DeviceTable:
         for key, t in list(self._removed_at.items()):
             if now - t >= ttl:
                 del self._removed_at[key]
-                del self._devices[key]
+                rec = self._devices.pop(key)
+                self.digest.update(device_bucket(*key), _sig(rec), 0)
 
 
 def _snapshot(r: DeviceRecord) -> tuple[Version, Version, Version, Version]:

@@ -15,8 +15,10 @@ news changed something, so the caller spreads it on, or None when it was old new
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Literal
+
+from chatterd.core.digest import Digest, bucket_of, signature
 
 State = Literal["alive", "suspect", "dead", "left"]
 ALIVE, SUSPECT, DEAD, LEFT = "alive", "suspect", "dead", "left"
@@ -31,6 +33,11 @@ class Member:
     state: State
     since: float  # local monotonic time of the last state change
     last_heard: float | None = None  # local time of the last datagram straight from it
+    bucket: int = field(default=-1)  # digest bucket, from the name
+    shared: bool = False  # owned by several tables (a simulation's bootstrap): copy before changing
+
+    def signature(self) -> int:
+        return signature(self.name, self.id, self.addr[0], self.addr[1], self.inc, self.state)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +49,32 @@ class Transition:
 
 
 class MemberTable:
-    def __init__(self) -> None:
+    """Members by name. Every change goes through these methods, which keep ``digest``
+    (the bucket hashes anti-entropy compares) in step with the table."""
+
+    def __init__(self, digest: Digest | None = None) -> None:
         self.members: dict[str, Member] = {}
+        self.digest = digest or Digest()
+
+    def adopt(self, members: dict[str, Member], hashes: list[int]) -> None:
+        """Start from a converged view shared with other tables (the simulator's bootstrap of
+        thousands of nodes): records are copied only when this table changes them."""
+        for m in members.values():
+            m.shared = True
+        self.members = dict(members)
+        self.digest.hashes[:] = hashes
+
+    def _own(self, m: Member) -> Member:
+        if m.shared:
+            m = replace(m, shared=False)
+            self.members[m.name] = m
+        return m
+
+    def heard(self, m: Member, now: float) -> Member:
+        """A datagram came straight from m."""
+        m = self._own(m)
+        m.last_heard = now
+        return m
 
     def __len__(self) -> int:
         return len(self.members)
@@ -54,27 +85,44 @@ class MemberTable:
     def count(self, *states: str) -> int:
         return sum(1 for m in self.members.values() if m.state in states)
 
+    def _add(self, m: Member) -> Member:
+        m.bucket = bucket_of(m.name)
+        self.members[m.name] = m
+        self.digest.update(m.bucket, 0, m.signature())
+        return m
+
     def insert(self, name: str, id: str, addr: tuple[str, int], inc: int, state: State, now: float) -> Member:
         """Record a member we only know from history (dead or left before we joined)."""
-        m = Member(name, id, addr, inc, state, now)
-        self.members[name] = m
+        return self._add(Member(name, id, addr, inc, state, now))
+
+    def set(self, m: Member, now: float, *, inc: int | None = None, state: State | None = None) -> Member:
+        """Change a member (our own record: refutations, leaving)."""
+        m = self._own(m)
+        old = m.signature()
+        if inc is not None:
+            m.inc = inc
+        if state is not None and state != m.state:
+            m.state, m.since = state, now
+        self.digest.update(m.bucket, old, m.signature())
         return m
 
     def apply_alive(self, name: str, id: str, addr: tuple[str, int], inc: int, now: float) -> Transition | None:
         m = self.members.get(name)
         if m is None:
-            m = Member(name, id, addr, inc, ALIVE, now)
-            self.members[name] = m
+            m = self._add(Member(name, id, addr, inc, ALIVE, now))
             return Transition(m, None, ALIVE)
         if inc <= m.inc:
             return None
+        m = self._own(m)
+        old_sig = m.signature()
         old = m.state
         updated = (m.id, m.addr) != (id, addr)
         m.id, m.addr, m.inc = id, addr, inc
         if old != ALIVE:
             m.state, m.since = ALIVE, now
-        elif not updated:
-            return None  # a newer incarnation of a live member: nothing to report
+        self.digest.update(m.bucket, old_sig, m.signature())
+        # A newer incarnation of a live member is news to pass on (it may refute a suspicion
+        # others hold) even when there is no event to report here.
         return Transition(m, old, ALIVE, updated)
 
     def apply_suspect(self, name: str, inc: int, now: float) -> Transition | None:
@@ -83,9 +131,7 @@ class MemberTable:
             return None
         if (m.state == ALIVE and inc >= m.inc) or (m.state == SUSPECT and inc > m.inc):
             old = m.state
-            m.inc = inc
-            if old != SUSPECT:
-                m.state, m.since = SUSPECT, now
+            m = self.set(m, now, inc=inc, state=SUSPECT)
             return Transition(m, old, SUSPECT)
         return None
 
@@ -100,12 +146,13 @@ class MemberTable:
         if m is None or inc < m.inc or m.state not in replaces:
             return None
         old = m.state
-        m.inc, m.state, m.since = inc, state, now
+        m = self.set(m, now, inc=inc, state=state)
         return Transition(m, old, state)
 
     def reap(self, now: float, after: float) -> list[str]:
         """Forget members dead or left for longer than ``after`` seconds."""
         gone = [n for n, m in self.members.items() if m.state in (DEAD, LEFT) and now - m.since >= after]
         for n in gone:
-            del self.members[n]
+            m = self.members.pop(n)
+            self.digest.update(m.bucket, m.signature(), 0)
         return gone

@@ -27,6 +27,7 @@ from chatterd.config import Config
 from chatterd.core import payloads, wire
 from chatterd.core.dedup import SeenSet
 from chatterd.core.devices import DeviceTable
+from chatterd.core.digest import Digest
 from chatterd.core.dissemination import BroadcastQueue
 from chatterd.core.events import Delivery, Event, MemberEvent
 from chatterd.core.membership import ALIVE, DEAD, LEFT, SUSPECT, Member, MemberTable, Transition
@@ -44,7 +45,6 @@ _EVENT_KIND = {
     (LEFT, ALIVE): "member-join",
     (DEAD, ALIVE): "member-recover",
     (SUSPECT, ALIVE): "member-alive",
-    (ALIVE, ALIVE): "member-update",
     (ALIVE, SUSPECT): "member-suspect",
     (SUSPECT, SUSPECT): "member-suspect",
     (ALIVE, DEAD): "member-failed",
@@ -81,16 +81,18 @@ class Node:
         self.lt = 0  # Lamport clock
         self.leaving = False
 
-        self.table = MemberTable()
+        self.digest = Digest()  # summary of members and devices, for anti-entropy
+        self.table = MemberTable(self.digest)
         self.table.apply_alive(name, self.id, addr, self.inc, now)
         self.ring = Ring()
         self.ring.add(name)
         self.queue = BroadcastQueue()
         self.seen: SeenSet[None] = SeenSet(config.seen_ttl, config.seen_max)
         self.injects: SeenSet[str] = SeenSet(config.seen_ttl, 10_000)
-        self.devices = DeviceTable()
+        self.devices = DeviceTable(self.digest)
         self.suspicions: dict[str, Suspicion] = {}
         self.monitored: dict[str, float] = {}  # members we monitor → when we last heard them
+        self._dead: set[str] = set()  # members we believe dead (reconnect candidates)
         self.stats: Counter[str] = Counter()
 
         self._out: list[tuple[bytes, Addr]] = []
@@ -148,7 +150,7 @@ class Node:
         if sender is not None and sender != self.name:
             m = self.table.get(sender)
             if m is not None:
-                m.last_heard = now
+                m = self.table.heard(m, now)
                 if sender in self.monitored:
                     self.monitored[sender] = now
                 if m.state in (SUSPECT, DEAD) and not self.leaving:
@@ -205,14 +207,22 @@ class Node:
         if self.leaving:
             return
         self.leaving = True
-        me = self.table.members[self.name]
-        me.state, me.since = LEFT, now
+        self.table.set(self.table.members[self.name], now, state=LEFT)
         data = wire.encode([wire.Left(node=self.name, inc=self.inc)], self.name)
         for m in self.table.members.values():
             if m.name != self.name and m.state in (ALIVE, SUSPECT):
                 self._send(data, m.addr)
         self.queue.clear()
         self._next_flush = None
+
+    def adopt(self, members: dict[str, Member], hashes: list[int], ring: Ring, now: float) -> None:
+        """Start from an already converged view (the simulator's bootstrap of big clusters),
+        shared copy-on-write with the other nodes instead of built by thousands of joins."""
+        self.table.adopt(members, hashes)
+        self.ring.adopt(ring)
+        self.joined = True
+        self._next_join = None
+        self._refresh_monitored(now)
 
     # ------------------------------------------------------------------ views for the API
 
@@ -258,6 +268,10 @@ class Node:
             self._on_join(msg, src, now)
         elif isinstance(msg, wire.State):
             self._on_state(msg, src, now)
+        elif isinstance(msg, wire.DigestMsg):
+            self._on_digest(msg, src)
+        elif isinstance(msg, wire.Want):
+            self._send_state(src, reply=False, buckets=set(msg.buckets))
         elif isinstance(msg, wire.Inject):
             self._on_inject(msg, src, now)
         else:
@@ -345,6 +359,9 @@ class Node:
                     log_members.warning("name_conflict", node=msg.node, other_id=msg.id, other_addr=msg.addr)
                 self._refute(msg.inc, now, src)
             return
+        known = self.table.members.get(msg.node)
+        if known is not None and msg.inc <= known.inc:
+            return  # old news (the common case): skip parsing
         try:
             addr = wire.parse_addr(msg.addr)
         except ValueError:
@@ -399,8 +416,7 @@ class Node:
 
     def _refute(self, inc: int, now: float, src: Addr | None) -> None:
         self.inc = max(self.inc, inc) + 1
-        me = self.table.members[self.name]
-        me.inc = self.inc
+        self.table.set(self.table.members[self.name], now, inc=self.inc)
         self.stats["refutations"] += 1
         alive = wire.Alive(node=self.name, id=self.id, addr=wire.format_addr(self.addr), inc=self.inc)
         self._broadcast("m:" + self.name, alive, now)
@@ -426,6 +442,10 @@ class Node:
                 last = ended.start - self.cfg.suspect_after
         if changed:
             self._refresh_monitored(now)
+        if t.new == DEAD:
+            self._dead.add(m.name)
+        else:
+            self._dead.discard(m.name)
         if t.new == ALIVE and m.name in self.monitored:
             self.monitored[m.name] = now  # give a refuted or returning member a full period
         kind = _EVENT_KIND.get((t.old, t.new))
@@ -473,7 +493,11 @@ class Node:
         if not self.joined:
             self.joined = True
             self._next_join = None
+        members = self.table.members
         for rec in msg.members:
+            m = members.get(rec.node)
+            if m is not None and (rec.inc < m.inc or (rec.inc == m.inc and rec.state == m.state)):
+                continue  # old news: the common case, kept cheap
             if rec.state == ALIVE:
                 self._on_alive(wire.Alive(node=rec.node, id=rec.id, addr=rec.addr, inc=rec.inc), now, src)
             elif rec.node == self.name:
@@ -501,19 +525,28 @@ class Node:
         if msg.reply:
             self._send_state(src, reply=False)
 
-    def _state_records(self) -> tuple[list[bytes], list[bytes]]:
+    def _on_digest(self, msg: wire.DigestMsg, src: Addr) -> None:
+        """Push-pull by digest: send the records of the buckets that differ, ask for theirs."""
+        differ = self.digest.differing(msg.h)
+        if differ:
+            self.stats["pushpull_differ"] += 1
+            self._send_state(src, reply=False, buckets=set(differ))
+            self._send_direct(wire.Want(buckets=differ), src)
+
+    def _state_records(self, buckets: set[int] | None) -> tuple[list[bytes], list[bytes]]:
         members = [
             wire.encode_message(
                 wire.MemberRecord(node=m.name, id=m.id, addr=wire.format_addr(m.addr), inc=m.inc, state=m.state)
             )
             for m in self.table.members.values()
+            if buckets is None or m.bucket in buckets
         ]
-        devices = [wire.encode_message(r) for r in self.devices.records()]
+        devices = [wire.encode_message(r) for r in self.devices.records(buckets)]
         return members, devices
 
-    def _send_state(self, dest: Addr, reply: bool) -> None:
-        """Send our whole state as State chunks, each fitting one datagram."""
-        members, devices = self._state_records()
+    def _send_state(self, dest: Addr, reply: bool, buckets: set[int] | None = None) -> None:
+        """Send our state (all of it, or the records in some buckets) as State chunks."""
+        members, devices = self._state_records(buckets)
         budget = wire.max_message_size(self.cfg.max_datagram) - len(self.name) - 64
         head = wire.encode_message(wire.State(reply=reply))[:-1]  # '{"type":"state"' (+reply)
         chunks: list[bytes] = []
@@ -538,19 +571,22 @@ class Node:
         self._next_pushpull = now + self.cfg.pushpull_interval * (0.75 + 0.5 * self.rng.random())
         peer = self._random_peer()
         if peer is not None:
-            self._send_state(peer.addr, reply=True)
+            self._send_direct(wire.DigestMsg(h=list(self.digest.hashes)), peer.addr)
 
     def _reconnect(self, now: float) -> None:
         """Try one dead member: if it was only cut off, the exchange merges both sides."""
         self._next_reconnect = now + self.cfg.reconnect_interval * (0.75 + 0.5 * self.rng.random())
-        dead = [m for m in self.table.members.values() if m.state == DEAD]
+        dead = [m for name in self._dead if (m := self.table.members.get(name)) is not None and m.state == DEAD]
         if dead:
-            self._send_state(self.rng.choice(dead).addr, reply=True)
+            # A digest is small: a member that is really gone costs us one datagram; one
+            # that was only cut off answers, and the exchange merges both sides.
+            self._send_direct(wire.DigestMsg(h=list(self.digest.hashes)), self.rng.choice(dead).addr)
         elif not self.joined or len(self.ring) <= 1:
             for seed in self.seeds:  # alone: keep knocking on the seeds
                 if seed != self.addr:
                     self._send_direct(self._join_msg(), seed)
-        self.table.reap(now, self.cfg.reap_after)
+        for name in self.table.reap(now, self.cfg.reap_after):
+            self._dead.discard(name)
         self.devices.expire(now, self.cfg.tombstone_ttl)
 
     # ------------------------------------------------------------------ failure detection

@@ -11,39 +11,51 @@ shorten when they agree.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def ring_item(name: str) -> tuple[int, str]:
+    """The ring position of a name (cached: positions never change)."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big"), name
+
+
 def ring_key(name: str) -> int:
-    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big")
+    return ring_item(name)[0]
 
 
 class Ring:
-    def __init__(self) -> None:
-        self._keys: list[tuple[int, str]] = []
-        self._names: set[str] = set()
+    def __init__(self, names: list[str] | None = None) -> None:
+        self._keys: list[tuple[int, str]] = sorted(ring_item(n) for n in names or ())
 
     def __len__(self) -> int:
         return len(self._keys)
 
+    def _index(self, name: str) -> int | None:
+        item = ring_item(name)
+        i = bisect.bisect_left(self._keys, item)
+        return i if i < len(self._keys) and self._keys[i] == item else None
+
     def __contains__(self, name: str) -> bool:
-        return name in self._names
+        return self._index(name) is not None
 
     def add(self, name: str) -> bool:
-        if name in self._names:
+        if name in self:
             return False
-        bisect.insort(self._keys, (ring_key(name), name))
-        self._names.add(name)
+        bisect.insort(self._keys, ring_item(name))
         return True
 
     def remove(self, name: str) -> bool:
-        if name not in self._names:
+        i = self._index(name)
+        if i is None:
             return False
-        item = (ring_key(name), name)
-        i = bisect.bisect_left(self._keys, item)
         del self._keys[i]
-        self._names.discard(name)
         return True
+
+    def adopt(self, other: Ring) -> None:
+        """Copy another ring's order (a simulation's bootstrap)."""
+        self._keys = list(other._keys)
 
     def successors(self, name: str, k: int) -> list[str]:
         """The k members after ``name`` on the ring (its monitors)."""
@@ -55,9 +67,9 @@ class Ring:
 
     def _walk(self, name: str, k: int, step: int) -> list[str]:
         n = len(self._keys)
-        if name not in self._names or n <= 1:
+        i = self._index(name)
+        if i is None or n <= 1:
             return []
-        i = bisect.bisect_left(self._keys, (ring_key(name), name))
         return [self._keys[(i + step * j) % n][1] for j in range(1, min(k, n - 1) + 1)]
 
     def name_at(self, i: int) -> str:

@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from chatterd.core.digest import BUCKETS
+
 VERSION = 1
 
 # A message version: (Lamport time, message id). Totally ordered, consistent with causality.
@@ -105,6 +107,18 @@ class State(_Msg, tag="state"):
     reply: bool = False
 
 
+class DigestMsg(_Msg, tag="digest"):
+    """Anti-entropy, step 1: the sender's 64 bucket hashes (see core/digest.py)."""
+
+    h: list[int]
+
+
+class Want(_Msg, tag="want"):
+    """Anti-entropy, step 2: 'send me your records in these buckets'."""
+
+    buckets: list[int]
+
+
 class Inject(_Msg, tag="inject"):
     """From chatter-inject: spread this payload. ``rid`` makes retries idempotent."""
 
@@ -124,7 +138,21 @@ class InjectNack(_Msg, tag="inject-nack"):
     error: str
 
 
-Message = Heartbeat | Alive | Suspect | Dead | Left | Rumor | Join | State | Inject | InjectAck | InjectNack
+Message = (
+    Heartbeat
+    | Alive
+    | Suspect
+    | Dead
+    | Left
+    | Rumor
+    | Join
+    | State
+    | DigestMsg
+    | Want
+    | Inject
+    | InjectAck
+    | InjectNack
+)
 
 
 class Datagram(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -193,6 +221,12 @@ def _check(msg: Message, max_depth: int) -> None:
     elif isinstance(msg, (Heartbeat, Alive, Suspect, Dead, Left, Join)):
         if msg.inc < 0:
             raise WireError("invalid", "negative incarnation")
+    elif isinstance(msg, DigestMsg):
+        if len(msg.h) != BUCKETS:
+            raise WireError("invalid", f"digest must have {BUCKETS} buckets")
+    elif isinstance(msg, Want):
+        if len(msg.buckets) > BUCKETS or any(not 0 <= b < BUCKETS for b in msg.buckets):
+            raise WireError("invalid", "bucket out of range")
 
 
 def depth(value: Any, limit: int = 1000) -> int:

@@ -59,7 +59,9 @@ def test_address_change_is_an_update() -> None:
     t = table()
     tr = t.apply_alive("x", "id1", ("127.0.0.1", 2), 6, 1)
     assert tr is not None and tr.updated and (tr.old, tr.new) == ("alive", "alive")
-    assert t.apply_alive("x", "id1", ("127.0.0.1", 2), 7, 1) is None  # nothing new to report
+    tr = t.apply_alive("x", "id1", ("127.0.0.1", 2), 7, 1)  # newer incarnation: news, not an update
+    assert tr is not None and not tr.updated and (tr.old, tr.new) == ("alive", "alive")
+    assert t.apply_alive("x", "id1", ("127.0.0.1", 2), 7, 1) is None  # old news
 
 
 def test_reap_forgets_long_dead_members() -> None:

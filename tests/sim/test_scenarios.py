@@ -219,3 +219,16 @@ def test_hop_budget_limits_forwarding(cluster: Cluster) -> None:
     assert set(sim.deliveries(mid)) == {"n0"}  # hops 0: delivered locally, never forwarded
     rows = [r for r in sim.records if isinstance(r.event, Delivery) and r.event.id == mid]
     assert len(rows) == 1
+
+
+def test_anti_entropy_repairs_what_gossip_missed(cluster: Cluster) -> None:
+    """A device update that is never forwarded (hops 0) still reaches every node by push-pull."""
+    sim, names = cluster(20)
+    node = sim.nodes["n0"]
+    node.inject({"DeviceGossip": {"DeviceAdded": {"origin": UUID, "name": "gw", "description": "r"}}}, sim.now, hops=0)
+    sim._step(node)
+    sim.run_for(1)
+    assert sum(1 for n in names if sim.nodes[n].device_rows()) == 1  # gossip did not carry it
+    sim.run_for(60)
+    assert all(sim.nodes[n].device_rows() for n in names)
+    assert len({tuple(sim.nodes[n].digest.hashes) for n in names}) == 1  # every digest agrees
