@@ -100,7 +100,11 @@ class Node:
         self.seeds = list(seeds or [])
         self.joined = not self.seeds
         phase = rng.random()
-        self._next_hb = now + phase * config.heartbeat_interval
+        # Heartbeats go out on a grid shared by every node (multiples of the interval in wall
+        # time): a node's own sends and its monitored peers' heartbeats then arrive together,
+        # and an idle node wakes up about twice per interval instead of 1 + monitors times.
+        hb = config.heartbeat_interval
+        self._next_hb = now + hb - (now + wall_offset) % hb
         self._next_flush: float | None = None
         self._next_pushpull = now + (0.5 + phase) * config.pushpull_interval
         self._next_reconnect = now + (0.5 + phase) * config.reconnect_interval
