@@ -35,7 +35,10 @@ class Config:
     # the event loop; the messages drained from the socket together still share datagrams.
     flush_delay: float = 0.0
     # While a node still has messages to retransmit, it flushes again at this interval.
-    gossip_interval: float = 0.03
+    # A node missed by the first wave of pushes (about e^-fanout of them) gets the message in
+    # the next round, so this bounds the slowest delivery: 10 ms gives ~25 ms to every node
+    # of 30 in simulation, against ~65 ms with 30 ms. No cost when idle.
+    gossip_interval: float = 0.01
     # Hop budget given to new messages: ceil(log_fanout(N)) + hop_margin, at most max_hops.
     hop_margin: int = 3
     max_hops: int = 32
