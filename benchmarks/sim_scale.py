@@ -166,6 +166,7 @@ def main() -> None:
     p.add_argument("--losses", type=float, nargs="+", default=[0.0, 0.05, 0.10, 0.15, 0.20])
     p.add_argument("--loss-n", type=int, default=1000, help="cluster size of the loss sweep")
     p.add_argument("--messages", type=int, default=5)
+    p.add_argument("--partition-sizes", type=int, nargs="+", default=[100, 300])
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", type=Path, default=Path("docs/sim_scale.json"))
     p.add_argument("--quick", action="store_true", help="N = 100 only, shorter runs (a smoke test)")
@@ -192,7 +193,7 @@ def main() -> None:
             out["loss"].append(row)
     if "partition" not in args.skip:
         out["partition"] = []
-        for n in [100] if args.quick else [100, 1000]:
+        for n in [100] if args.quick else args.partition_sizes:
             row = run_partition(n, args.seed)
             show("partition", row)
             out["partition"].append(row)

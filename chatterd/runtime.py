@@ -102,6 +102,7 @@ class Runtime:
                 self._cancel = nursery.cancel_scope
                 nursery.start_soon(self._protocol_loop)
                 nursery.start_soon(self._signals)
+                await trio.sleep(0)  # let the protocol loop send its joins before the API's imports
                 if opts.http is not None:
                     from chatterd.api import serve_api
 
