@@ -3,7 +3,8 @@
 GET /v1/members   one object per known member
 GET /v1/devices   the cluster's device table
 GET /v1/events    recent deliveries and membership changes (?since=SEQ for newer ones)
-GET /v1/health    whether this node is healthy, and its counters
+GET /v1/health    whether this node is healthy (503 when not, with the reasons), and its counters
+GET /metrics      Prometheus text format (chatterd.metrics)
 """
 
 from __future__ import annotations
@@ -14,18 +15,24 @@ from typing import TYPE_CHECKING
 import trio
 from hypercorn.config import Config as HyperConfig
 from hypercorn.trio import serve
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from chatterd.core import wire
+from chatterd.metrics import Metrics
 
 if TYPE_CHECKING:
     from chatterd.runtime import Runtime
 
 
 def build_app(rt: Runtime) -> Starlette:
+    if rt.metrics is None:
+        rt.metrics = Metrics(rt)  # this runtime's own registry, never prometheus_client's global one
+    metrics = rt.metrics
+
     async def members(request: Request) -> JSONResponse:
         assert rt.node is not None
         return JSONResponse(rt.node.member_rows(trio.current_time()))
@@ -45,12 +52,16 @@ def build_app(rt: Runtime) -> Starlette:
         h = rt.health()
         return JSONResponse(h, status_code=200 if h["status"] == "ok" else 503)
 
+    async def prometheus(request: Request) -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
     return Starlette(
         routes=[
             Route("/v1/members", members),
             Route("/v1/devices", devices),
             Route("/v1/events", events),
             Route("/v1/health", health),
+            Route("/metrics", prometheus),
         ]
     )
 

@@ -16,6 +16,7 @@ import trio
 from chatterd import logs
 from chatterd.config import DEFAULT_PORT, PROFILES, Config
 from chatterd.core import wire
+from chatterd.handlers import DEFAULT_QUEUE, DEFAULT_TIMEOUT, HandlerSpecError, parse_spec
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,6 +29,13 @@ def _addr(text: str) -> tuple[str, int]:
     try:
         return wire.parse_addr(text)
     except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _handler(text: str) -> object:
+    try:
+        return parse_spec(text)
+    except HandlerSpecError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
@@ -105,6 +113,32 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="console lines on a terminal, JSON lines otherwise (default: auto)",
     )
+    p.add_argument(
+        "--event-handler",
+        type=_handler,
+        action="append",
+        default=[],
+        dest="handlers",
+        metavar="[FILTER=]COMMAND",
+        help="run COMMAND (through /bin/sh -c) for each event FILTER matches: an event type (member-join, "
+        "member-leave, member-failed, member-update, member-recover, member-suspect, member-alive, debug, "
+        "device, view, user), user:NAME, * or a comma list; no filter = every event; the event comes as "
+        "JSON on stdin; repeatable",
+    )
+    p.add_argument(
+        "--handler-queue",
+        type=_positive(int),
+        default=DEFAULT_QUEUE,
+        metavar="N",
+        help=f"events waiting for handlers beyond which new ones are dropped (default: {DEFAULT_QUEUE})",
+    )
+    p.add_argument(
+        "--handler-timeout",
+        type=_positive(float),
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"a handler still running after this is killed (default: {DEFAULT_TIMEOUT:g})",
+    )
     defaults = Config()
     for opt, fieldname, kind, text in TUNABLES:
         p.add_argument(
@@ -139,7 +173,17 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or f"{socket.gethostname()}:{args.listen[1]}"
     logs.setup(fmt=args.log_format)
     rt = Runtime(
-        Options(listen=args.listen, name=name, config=config, advertise=args.advertise, seeds=args.join, http=http)
+        Options(
+            listen=args.listen,
+            name=name,
+            config=config,
+            advertise=args.advertise,
+            seeds=args.join,
+            http=http,
+            handlers=args.handlers,
+            handler_queue=args.handler_queue,
+            handler_timeout=args.handler_timeout,
+        )
     )
     try:
         trio.run(rt.run)

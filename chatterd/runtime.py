@@ -9,6 +9,7 @@ it to every live member, the datagrams are sent, and the nursery is cancelled.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import random
 import signal
@@ -17,7 +18,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
@@ -26,6 +27,11 @@ from chatterd.config import Config
 from chatterd.core import wire
 from chatterd.core.events import Delivery, Event, MemberEvent
 from chatterd.core.node import Node
+from chatterd.handlers import DEFAULT_QUEUE, DEFAULT_TIMEOUT, Handlers, HandlerSpec
+from chatterd.health import HealthWatch, member_counts
+
+if TYPE_CHECKING:
+    from chatterd.metrics import Metrics
 
 log = structlog.get_logger("chatterd.runtime")
 log_events = structlog.get_logger("chatterd.events")
@@ -43,6 +49,9 @@ class Options:
     http: Addr | None = None
     event_buffer: int = 2000
     leave_linger: float = 0.05  # let the leave datagrams go out before the socket closes
+    handlers: list[HandlerSpec] = field(default_factory=list)  # --event-handler
+    handler_queue: int = DEFAULT_QUEUE
+    handler_timeout: float = DEFAULT_TIMEOUT
 
 
 class Runtime:
@@ -56,7 +65,12 @@ class Runtime:
         self.sock: socket.socket | None = None
         self.http_bound: list[str] = []
         self.stats = {"send_errors": 0, "internal_errors": 0}
+        self.health_watch = HealthWatch()
+        self.metrics: Metrics | None = None  # GET /metrics: created by the API (chatterd.metrics)
         self._cancel: trio.CancelScope | None = None
+        self.handlers = Handlers(
+            opts.handlers, name=opts.name, queue_size=opts.handler_queue, timeout=opts.handler_timeout
+        )
 
     # ------------------------------------------------------------------ life cycle
 
@@ -102,8 +116,12 @@ class Runtime:
                 self._cancel = nursery.cancel_scope
                 nursery.start_soon(self._protocol_loop)
                 nursery.start_soon(self._signals)
+                nursery.start_soon(self.handlers.run, wire.format_addr(advertise))
                 await trio.sleep(0)  # let the protocol loop send its joins before the API's imports
                 if opts.http is not None:
+                    # The API's imports take ~0.3 s of CPU, more on a busy machine: in a thread, so
+                    # the protocol loop keeps its timers (it would count the pause as a starvation).
+                    await trio.to_thread.run_sync(importlib.import_module, "chatterd.api")
                     from chatterd.api import serve_api
 
                     self.http_bound = await nursery.start(serve_api, self, opts.http)
@@ -203,6 +221,8 @@ class Runtime:
                 log_events.debug("delivered", kind=ev.kind, origin=ev.origin, id=ev.id)
         else:
             assert isinstance(ev, MemberEvent)
+            if self.metrics is not None:
+                self.metrics.observe(ev)  # detection latency histogram
             payload: dict[str, Any] = {
                 "name": ev.node,
                 "id": ev.id,
@@ -227,6 +247,7 @@ class Runtime:
                 ev.kind.replace("-", "_"), node=ev.node, addr=ev.addr, inc=ev.inc, by=ev.by, after_s=ev.after_s
             )
         self.events.append(row)
+        self.handlers.submit(row)
 
     # ------------------------------------------------------------------ views for the API
 
@@ -234,15 +255,10 @@ class Runtime:
         node = self.node
         assert node is not None
         now = trio.current_time()
-        counts = {s: node.table.count(s) for s in ("alive", "suspect", "dead", "left")}
-        healthy = not node.leaving and (node.joined or not node.seeds)
-        reasons = []
-        if node.leaving:
-            reasons.append("leaving")
-        if not node.joined and node.seeds:
-            reasons.append("not yet joined: no seed has answered")
+        counts = member_counts(node)
+        reasons = self.health_watch.reasons(node, counts, self.stats["internal_errors"], now)
         return {
-            "status": "ok" if healthy else "degraded",
+            "status": "degraded" if reasons else "ok",
             "reasons": reasons,
             "name": node.name,
             "id": node.id,
@@ -250,7 +266,7 @@ class Runtime:
             "incarnation": node.inc,
             "members": counts,
             "uptime_s": round(time.time() - self.started_at, 3),
-            "counters": dict(node.stats) | self.stats,
+            "counters": dict(node.stats) | self.stats | self.handlers.stats,
             "now": now,
         }
 

@@ -193,6 +193,7 @@ class Simulation:
                 name = data
                 if self._scheduled.get(name) != t:
                     continue  # superseded
+                del self._scheduled[name]  # fired: the same deadline may be scheduled again
                 node = self.nodes[name]
                 node.handle_timers(t)
                 self._step(node)

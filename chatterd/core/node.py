@@ -110,6 +110,7 @@ class Node:
         self._next_reconnect = now + (0.5 + phase) * config.reconnect_interval
         self._next_join: float | None = now if self.seeds else None
         self._expected_wake: float | None = None
+        self.starved_at: float | None = None  # when our own timers last ran late (local health)
         self._refresh_monitored(now)
 
     # ------------------------------------------------------------------ shell interface
@@ -167,6 +168,7 @@ class Node:
         if self._expected_wake is not None:
             late = now - self._expected_wake
             if late > self.cfg.max_timer_lateness:
+                self.starved_at = now
                 self._starved(late)
         if not self.leaving:
             if now >= self._next_hb:
@@ -302,6 +304,7 @@ class Node:
         self.lt = max(self.lt, r.lt) + 1
         kind = payloads.kind_of(r.payload)
         self.stats["delivered"] += 1
+        self.stats["delivered_" + kind] += 1
         if kind == "device":
             self.devices.apply(r.payload["DeviceGossip"], (r.lt, r.id), now)
         elif kind == "view":
@@ -612,7 +615,7 @@ class Node:
     def _check_monitored(self, now: float) -> None:
         after = self.cfg.suspect_after
         for name, last in list(self.monitored.items()):
-            if now - last >= after and self._may_accuse(name):
+            if last + after <= now and self._may_accuse(name):  # the same sum as next_deadline
                 m = self.table.members[name]
                 msg = wire.Suspect(node=name, inc=m.inc, by=self.name)
                 log_members.info("member_suspected", node=name, silent_s=round(now - last, 3))
