@@ -38,6 +38,10 @@ log_events = structlog.get_logger("chatterd.events")
 
 Addr = tuple[str, int]
 
+# Datagrams read per turn of the loop before the timers run. Under overload an unbounded drain
+# would never reach them: no heartbeats, no forwarding, and the node would count itself starved.
+DRAIN_BATCH = 64
+
 
 @dataclass
 class Options:
@@ -163,7 +167,7 @@ class Runtime:
             with trio.move_on_at(node.next_deadline()):
                 await trio.lowlevel.wait_readable(sock)
             now = trio.current_time()
-            while True:  # drain the socket
+            for _ in range(DRAIN_BATCH):  # drain the socket, a bounded batch per turn
                 try:
                     data, addr = sock.recvfrom(bufsize)
                 except (BlockingIOError, InterruptedError):
@@ -171,6 +175,7 @@ class Runtime:
                 except OSError as e:  # e.g. ICMP port unreachable surfacing on Linux
                     log.debug("recv_error", error=str(e))
                     continue
+                now = trio.current_time()
                 try:
                     node.receive(data, addr[:2], now)
                 except Exception:

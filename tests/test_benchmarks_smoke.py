@@ -92,3 +92,50 @@ def test_simulator_scale_benchmark_smoke(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     row = data["size"][0]
     assert row["n"] == 30 and row["detection"]["reported"] == 29 and row["false_deaths"] == 0
+
+
+def test_throughput_benchmark_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "tp.json"
+    r = run(
+        [
+            "benchmarks.throughput",
+            "--parts",
+            "core,process",
+            "--core-count",
+            "500",
+            "--rates",
+            "1000",
+            "--series",
+            "new-user",
+            "--step",
+            "1",
+            "--no-py-spy",
+            "--json",
+            str(out),
+        ]
+    )
+    assert "sustained" in r.stdout
+    assert json.loads(out.read_text())
+
+
+def test_scale_benchmark_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "scale.json"
+    r = run(
+        [
+            "benchmarks.scale",
+            "--n",
+            "5",
+            "--minutes",
+            "0.1",
+            "--cpu-window",
+            "2",
+            "--settle",
+            "1",
+            "--log-dir",
+            str(tmp_path / "logs"),
+            "--json",
+            str(out),
+        ]
+    )
+    assert "false failures" in r.stdout
+    assert json.loads(out.read_text())
