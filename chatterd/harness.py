@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import trio
@@ -45,15 +45,48 @@ def free_port() -> int:
     raise RuntimeError("no free port found")
 
 
+class ManagedProcess:
+    """At most one running child process at a time, stopped by PID (shared by the chatter
+    nodes here and the peers' launchers in benchmarks/peers)."""
+
+    proc: subprocess.Popen[bytes] | None = None
+    _out: IO[bytes] | None = None  # the child's output file, closed in reap()
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.running():
+            assert self.proc is not None
+            os.kill(self.proc.pid, sig)
+
+    async def wait_exit(self, timeout: float = 15.0) -> int:
+        assert self.proc is not None
+        with trio.fail_after(timeout):
+            while self.proc.poll() is None:
+                await trio.sleep(0.02)
+        self.reap()
+        return self.proc.returncode
+
+    def reap(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+
 @dataclass
-class LocalNode:
+class LocalNode(ManagedProcess):
     name: str
     port: int
     args: list[str]
     log_path: Path
     env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
-    _log: Any = None
+    _out: IO[bytes] | None = None
     client: httpx.AsyncClient = field(default_factory=lambda: httpx.AsyncClient(timeout=2.0))
 
     @property
@@ -64,41 +97,16 @@ class LocalNode:
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
     def start(self) -> None:
-        assert self.proc is None or self.proc.poll() is not None, f"{self.name} already running"
-        self._log = open(self.log_path, "ab")  # closed in reap()
+        assert not self.running(), f"{self.name} already running"
+        self._out = open(self.log_path, "ab")  # closed in reap()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "chatterd", *self.args],
-            stdout=self._log,
+            stdout=self._out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=self.env,
         )
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.running():
-            assert self.proc is not None
-            os.kill(self.proc.pid, sig)
-
-    async def wait_exit(self, timeout: float = 10.0) -> int:
-        assert self.proc is not None
-        with trio.fail_after(timeout):
-            while self.proc.poll() is None:
-                await trio.sleep(0.02)
-        self.reap()
-        return self.proc.returncode
-
-    def reap(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
     async def get(self, path: str) -> Any:
         r = await self.client.get(self.url + path)

@@ -25,16 +25,16 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import os
 import signal
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import trio
+
+from chatterd.harness import ManagedProcess
 
 HOST = "127.0.0.1"
 ALIVE, SUSPECT, FAILED, LEFT, USER, SENT = "alive", "suspect", "failed", "left", "user", "sent"
@@ -52,7 +52,7 @@ class Row:
     source: str = "main"  # which record it came from (Serf: "main" = event handler, "log" = agent log)
 
 
-class PeerNode(abc.ABC):
+class PeerNode(ManagedProcess, abc.ABC):
     """One node: a name, a gossip port, and at most one running process at a time."""
 
     name: str
@@ -61,43 +61,18 @@ class PeerNode(abc.ABC):
     def __init__(self, name: str, port: int) -> None:
         self.name = name
         self.port = port
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc = None
+        self._out = None
         self.lives = 0  # how many processes this node has had
         self.up: dict[int, float] = {}  # PID → Unix time the process said it was loaded and starting
-        self._out: IO[bytes] | None = None
 
     @property
     def addr(self) -> str:
         return f"{HOST}:{self.port}"
 
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     @abc.abstractmethod
     def start(self) -> None:
         """Start a new process for this node (same name, same port)."""
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.running():
-            assert self.proc is not None
-            os.kill(self.proc.pid, sig)
-
-    async def wait_exit(self, timeout: float = 15.0) -> int:
-        assert self.proc is not None
-        with trio.fail_after(timeout):
-            while self.proc.poll() is None:
-                await trio.sleep(0.02)
-        self.reap()
-        return self.proc.returncode
-
-    def reap(self) -> None:
-        if self._out is not None:
-            self._out.close()
-            self._out = None
 
 
 class PeerCluster(abc.ABC):
