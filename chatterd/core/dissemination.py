@@ -2,8 +2,9 @@
 
 Each queued message has a budget of transmissions (``Config.retransmits``: fanout plus a
 term growing with log N). A flush sends a datagram to each of ``fanout`` random peers,
-packing the least-sent messages first (newest first among equals); each message it
-carries spends one transmission, and leaves the queue when its budget is spent. A newer
+packing the least-sent messages first (oldest first among equals, so a burst cannot starve
+older messages); each message it carries spends one transmission, and leaves the queue when
+its budget is spent. A newer
 message under the same key (news about the same member) replaces the older one, like
 memberlist's invalidating broadcasts. A heap keeps each take O(k log n) for k messages
 packed, so a long queue (a join storm, a burst of user messages) stays cheap.
@@ -30,7 +31,8 @@ class BroadcastQueue:
 
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
-        self._heap: list[tuple[int, int, _Entry]] = []  # (sent, -seq, entry); stale items skipped
+        self._heap: list[tuple[int, int, _Entry]] = []  # (sent, seq, entry); stale items skipped
+        self.bytes = 0  # encoded size of the queued messages
         self._seq = itertools.count()
 
     def __len__(self) -> int:
@@ -38,8 +40,12 @@ class BroadcastQueue:
 
     def add(self, key: str, data: bytes, transmits: int) -> None:
         e = _Entry(key, data, transmits, 0, next(self._seq))
+        old = self._entries.get(key)
+        if old is not None:
+            self.bytes -= len(old.data)
         self._entries[key] = e
-        heapq.heappush(self._heap, (0, -e.seq, e))
+        self.bytes += len(data)
+        heapq.heappush(self._heap, (0, e.seq, e))
 
     def take(self, budget: int) -> list[bytes]:
         """Messages for one datagram of at most ``budget`` bytes of message data."""
@@ -67,8 +73,9 @@ class BroadcastQueue:
             e.remaining -= 1
             if e.remaining <= 0:
                 del entries[e.key]
+                self.bytes -= len(e.data)
             else:
-                heapq.heappush(heap, (e.sent, -e.seq, e))
+                heapq.heappush(heap, (e.sent, e.seq, e))
         for item in skipped:
             heapq.heappush(heap, item)
         if not entries:
@@ -78,3 +85,4 @@ class BroadcastQueue:
     def clear(self) -> None:
         self._entries.clear()
         self._heap.clear()
+        self.bytes = 0

@@ -36,6 +36,8 @@ from chatterd.core.suspicion import Suspicion
 
 Addr = tuple[str, int]
 
+MAX_FLUSH_DATAGRAMS = 16  # datagrams one flush may send to one target
+
 log_wire = structlog.get_logger("chatterd.wire")
 log_members = structlog.get_logger("chatterd.membership")
 
@@ -681,8 +683,16 @@ class Node:
             if name != self.name:
                 targets.add(name)
         budget = wire.max_message_size(self.cfg.max_datagram) - len(self.name)
+        # Enough datagrams per target to carry the whole backlog once (a loaded node drains
+        # many messages per turn), at most MAX_FLUSH_DATAGRAMS each.
+        per_target = min(MAX_FLUSH_DATAGRAMS, max(1, -(-self.queue.bytes // budget)))
         for name in targets:
-            msgs = self.queue.take(budget)
+            msgs: list[bytes] = []
+            for _ in range(per_target):
+                batch = self.queue.take(budget)
+                if not batch:
+                    break
+                msgs += batch
             if not msgs:
                 break
             for data in wire.pack(msgs, self.name, self.cfg.max_datagram):
