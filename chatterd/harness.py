@@ -78,6 +78,16 @@ class ManagedProcess:
             self._out = None
 
 
+async def stop_processes(nodes: Sequence[ManagedProcess]) -> None:
+    """SIGKILL every node's process by PID, then wait for each to exit."""
+    for n in nodes:
+        n.kill(signal.SIGKILL)
+    for n in nodes:
+        if n.proc is not None:
+            with contextlib.suppress(trio.TooSlowError):
+                await n.wait_exit(10)
+
+
 @dataclass
 class LocalNode(ManagedProcess):
     name: str
@@ -190,12 +200,8 @@ class LocalCluster:
         return await self.wait_for(check, timeout)
 
     async def stop_all(self) -> None:
+        await stop_processes(self.nodes)
         for n in self.nodes:
-            n.kill(signal.SIGKILL)
-        for n in self.nodes:
-            if n.proc is not None:
-                with contextlib.suppress(trio.TooSlowError):
-                    await n.wait_exit(10)
             await n.client.aclose()
 
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import trio
 
-from chatterd.harness import ManagedProcess
+from chatterd.harness import ManagedProcess, stop_processes
 
 HOST = "127.0.0.1"
 ALIVE, SUSPECT, FAILED, LEFT, USER, SENT = "alive", "suspect", "failed", "left", "user", "sent"
@@ -153,12 +153,7 @@ class PeerCluster(abc.ABC):
         return t0
 
     async def stop_all(self) -> None:
-        for n in self.nodes:
-            n.kill(signal.SIGKILL)
-        for n in self.nodes:
-            if n.proc is not None:
-                with contextlib.suppress(trio.TooSlowError):
-                    await n.wait_exit(10)
+        await stop_processes(self.nodes)
 
     async def aclose(self) -> None:  # noqa: B027 (optional hook)
         """Release what the launcher holds besides the processes (clients, threads)."""

@@ -14,20 +14,13 @@ import pytest
 import trio
 from e2e_helpers import DELIVERY_TIMEOUT, FAILURE_TIMEOUT, counters, inject_ok, wait_delivered, wait_until
 
+from chatterd import handlers
 from chatterd.harness import LocalNode, local_cluster
 
 pytestmark = pytest.mark.e2e
 
 HANDLER_TIMEOUT = 60.0  # handlers to catch up with the events (a loaded machine runs python slowly)
-MEMBER_KINDS = {
-    "member-join",
-    "member-leave",
-    "member-failed",
-    "member-update",
-    "member-recover",
-    "member-suspect",
-    "member-alive",
-}
+MEMBER_KINDS = set(handlers.MEMBER_KINDS)
 
 # One file per run, written atomically: {"stdin": <the event row>, "env": {CHATTER_* but CHATTER_LOG}}.
 RECORD = """\
