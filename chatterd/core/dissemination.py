@@ -28,6 +28,7 @@ class _Entry:
 
 class BroadcastQueue:
     MAX_SKIPPED = 16  # messages too big for the room left that one take looks past
+    MIN_ROOM = 256  # ... and only while at least this much room is left (else: full enough)
 
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
@@ -54,7 +55,7 @@ class BroadcastQueue:
         spent: list[_Entry] = []
         skipped: list[tuple[int, int, _Entry]] = []
         used = 0
-        while heap and len(skipped) < self.MAX_SKIPPED:
+        while heap:
             item = heapq.heappop(heap)
             e = item[2]
             if entries.get(e.key) is not e:
@@ -62,6 +63,8 @@ class BroadcastQueue:
             size = len(e.data) + 1
             if used + size > budget and chosen:
                 skipped.append(item)
+                if budget - used < self.MIN_ROOM or len(skipped) >= self.MAX_SKIPPED:
+                    break
                 continue
             chosen.append(e.data)
             spent.append(e)
