@@ -50,6 +50,14 @@ class Config:
     # seen_ttl - max_message_age between hosts.
     max_message_age: float = 60.0
 
+    # Repair of the rumors mongering missed (core/repair.py): rumors delivered in the last
+    # repair_window seconds are kept, and every repair_interval a node that holds some swaps
+    # a summary with one random peer. A gap is asked for once it is repair_grace old (younger
+    # ones are usually still in flight). The window must stay under max_message_age.
+    repair_interval: float = 1.0
+    repair_window: float = 30.0
+    repair_grace: float = 0.5
+
     # --- failure detection ------------------------------------------------------------
     # Each node sends a heartbeat to `monitors` peers (its successors on a hash ring) every
     # heartbeat_interval. The load per node is monitors / heartbeat_interval datagrams per

@@ -21,6 +21,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
+import msgspec
 import structlog
 
 from chatterd.config import Config
@@ -31,12 +32,14 @@ from chatterd.core.digest import Digest
 from chatterd.core.dissemination import BroadcastQueue
 from chatterd.core.events import Delivery, Event, MemberEvent
 from chatterd.core.membership import ALIVE, DEAD, LEFT, SUSPECT, Member, MemberTable, Transition
+from chatterd.core.repair import RepairStore
 from chatterd.core.ring import Ring
 from chatterd.core.suspicion import Suspicion
 
 Addr = tuple[str, int]
 
 MAX_FLUSH_DATAGRAMS = 16  # datagrams one flush may send to one target
+MAX_REPAIR_RUMORS = 256  # rumors sent in answer to one repair summary
 
 log_wire = structlog.get_logger("chatterd.wire")
 log_members = structlog.get_logger("chatterd.membership")
@@ -81,6 +84,8 @@ class Node:
         # starting from the wall clock in milliseconds gives that without any saved state.
         self.inc = incarnation if incarnation is not None else int((now + wall_offset) * 1000)
         self.lt = 0  # Lamport clock
+        self.boot = int(self.wall(now) * 1000)  # names the stream of rumors we originate
+        self.seq = 0  # last sequence number in that stream
         self.leaving = False
 
         self.digest = Digest()  # summary of members and devices, for anti-entropy
@@ -92,9 +97,10 @@ class Node:
         self.seen: SeenSet[None] = SeenSet(config.seen_ttl, config.seen_max)
         self.injects: SeenSet[str] = SeenSet(config.seen_ttl, 10_000)
         self.devices = DeviceTable(self.digest)
+        self.repair = RepairStore(config.repair_window, config.repair_grace)
         self.suspicions: dict[str, Suspicion] = {}
         self.monitored: dict[str, float] = {}  # members we monitor → when we last heard them
-        self._dead: set[str] = set()  # members we believe dead (reconnect candidates)
+        self._dead: dict[str, None] = {}  # members we believe dead (reconnect candidates), in order
         self.stats: Counter[str] = Counter()
 
         self._out: list[tuple[bytes, Addr]] = []
@@ -111,6 +117,7 @@ class Node:
         self._next_pushpull = now + (0.5 + phase) * config.pushpull_interval
         self._next_reconnect = now + (0.5 + phase) * config.reconnect_interval
         self._next_join: float | None = now if self.seeds else None
+        self._next_repair: float | None = None  # set while we hold recent rumors
         self._expected_wake: float | None = None
         self.starved_at: float | None = None  # when our own timers last ran late (local health)
         self._refresh_monitored(now)
@@ -134,6 +141,8 @@ class Node:
             d = min(d, self._next_flush)
         if self._next_join is not None:
             d = min(d, self._next_join)
+        if self._next_repair is not None:
+            d = min(d, self._next_repair)
         d = min(d, self._next_pushpull, self._next_reconnect)
         after = self.cfg.suspect_after
         for name, last in self.monitored.items():
@@ -184,6 +193,8 @@ class Node:
                 self._pushpull(now)
             if now >= self._next_reconnect:
                 self._reconnect(now)
+            if self._next_repair is not None and now >= self._next_repair:
+                self._repair_round(now)
         if self._next_flush is not None and now >= self._next_flush:
             self._flush(now)
         self._expected_wake = self.next_deadline()
@@ -194,6 +205,10 @@ class Node:
         if wire.depth(payload) > self.cfg.max_payload_depth:
             raise payloads.PayloadError(f"payload nesting deeper than {self.cfg.max_payload_depth}")
         self.lt += 1
+        # Messages for the whole cluster are numbered for repair; a message given a limited
+        # hop budget (chatter-rs's scoped sends, hops 0 = this node only) is not repaired.
+        if hops is None:
+            self.seq += 1
         budget = self.cfg.hop_budget(len(self.ring)) if hops is None else max(0, min(hops, self.cfg.max_hops))
         rumor = wire.Rumor(
             id=uuid.UUID(int=self.rng.getrandbits(128), version=4).hex,
@@ -202,6 +217,8 @@ class Node:
             lt=self.lt,
             hops=budget,
             payload=payload,
+            boot=self.boot if hops is None else 0,
+            seq=self.seq if hops is None else 0,
         )
         size = len(wire.encode_message(rumor))
         limit = wire.max_message_size(self.cfg.max_datagram)
@@ -280,6 +297,8 @@ class Node:
             self._on_digest(msg, src)
         elif isinstance(msg, wire.Want):
             self._send_state(src, reply=False, buckets=set(msg.buckets))
+        elif isinstance(msg, wire.Have):
+            self._on_have(msg, src, now)
         elif isinstance(msg, wire.Inject):
             self._on_inject(msg, src, now)
         else:
@@ -296,7 +315,7 @@ class Node:
                 self.stats["stale"] += 1
                 return
             if r.hops > self.cfg.max_hops:
-                r = wire.Rumor(r.id, r.origin, r.ts, r.lt, self.cfg.max_hops, r.payload)
+                r = msgspec.structs.replace(r, hops=self.cfg.max_hops)
             reason = self._check_rumor(r)
             if reason is not None:
                 self.stats["malformed"] += 1
@@ -312,10 +331,15 @@ class Node:
         elif kind == "view":
             self._on_view(r.payload["ViewGossip"], now)
         self._events.append(Delivery(r.id, kind, r.origin, r.ts, r.hops, r.payload))
+        if r.seq:
+            if self.repair.record((r.origin, r.boot), r.seq, r.ts, r, now):
+                self.stats["repaired"] += 1
+            if self._next_repair is None:
+                self._next_repair = now + self.cfg.repair_interval * (0.5 + self.rng.random())
         # The origin sends with the full budget; every later hop spends one (chatter-rs's
         # rule). An absurd budget from the wire was clamped to max_hops above.
         if r.hops > 0:
-            fwd = r if local else wire.Rumor(r.id, r.origin, r.ts, r.lt, r.hops - 1, r.payload)
+            fwd = r if local else msgspec.structs.replace(r, hops=r.hops - 1)
             self._broadcast("r:" + r.id, fwd, now)
 
     def _check_rumor(self, r: wire.Rumor) -> tuple[str, str] | None:
@@ -452,9 +476,9 @@ class Node:
         if changed:
             self._refresh_monitored(now)
         if t.new == DEAD:
-            self._dead.add(m.name)
+            self._dead[m.name] = None
         else:
-            self._dead.discard(m.name)
+            self._dead.pop(m.name, None)
         if t.new == ALIVE and m.name in self.monitored:
             self.monitored[m.name] = now  # give a refuted or returning member a full period
         kind = _EVENT_KIND.get((t.old, t.new))
@@ -502,6 +526,9 @@ class Node:
         if not self.joined:
             self.joined = True
             self._next_join = None
+            # The seed's state misses whoever joined after us in a join storm, and gossip can
+            # miss one of them too: an early digest exchange closes the gap in ~2 s, not ~5.
+            self._next_pushpull = min(self._next_pushpull, now + 1.0 + self.rng.random())
         members = self.table.members
         for rec in msg.members:
             m = members.get(rec.node)
@@ -595,8 +622,40 @@ class Node:
                 if seed != self.addr:
                     self._send_direct(self._join_msg(), seed)
         for name in self.table.reap(now, self.cfg.reap_after):
-            self._dead.discard(name)
+            self._dead.pop(name, None)
         self.devices.expire(now, self.cfg.tombstone_ttl)
+
+    # ------------------------------------------------------------------ repair of missed rumors
+
+    def _have(self, now: float, reply: bool) -> wire.Have:
+        budget = wire.max_message_size(self.cfg.max_datagram) - len(self.name) - 64
+        entries, complete = self.repair.summary(now, budget)
+        return wire.Have(s=entries, since=self.boot, all=complete, reply=reply)  # type: ignore[arg-type]
+
+    def _repair_round(self, now: float) -> None:
+        self.repair.expire(now)
+        if not self.repair.streams:
+            self._next_repair = None  # nothing recent: the timer stops until the next rumor
+            return
+        self._next_repair = now + self.cfg.repair_interval * (0.75 + 0.5 * self.rng.random())
+        peer = self._random_peer()
+        if peer is not None:
+            self.stats["repair_summaries"] += 1
+            self._send_direct(self._have(now, reply=False), peer.addr)
+
+    def _on_have(self, msg: wire.Have, src: Addr, now: float) -> None:
+        """Send a peer the recent rumors its summary lacks; if it has some we lack, say so."""
+        if self.leaving:
+            return
+        missing = self.repair.answer(msg.s, msg.all, msg.since, now, MAX_REPAIR_RUMORS)  # type: ignore[arg-type]
+        if missing:
+            self.stats["repair_sent"] += len(missing)
+            encoded = [wire.encode_message(msgspec.structs.replace(r, hops=0)) for r in missing]
+            for data in wire.pack(encoded, self.name, self.cfg.max_datagram):
+                self._send(data, src)
+        if not msg.reply and self.repair.behind(msg.s):  # type: ignore[arg-type]
+            self.stats["repair_summaries"] += 1
+            self._send_direct(self._have(now, reply=True), src)
 
     # ------------------------------------------------------------------ failure detection
 
@@ -677,11 +736,11 @@ class Node:
             self._next_flush = None
             return
         k = min(self.cfg.fanout, n - 1)
-        targets: set[str] = set()
+        targets: dict[str, None] = {}  # a dict, not a set: its order (and so a seeded run) is reproducible
         while len(targets) < k:
             name = self.ring.name_at(self.rng.randrange(n))
             if name != self.name:
-                targets.add(name)
+                targets[name] = None
         budget = wire.max_message_size(self.cfg.max_datagram) - len(self.name)
         # Enough datagrams per target to carry the whole backlog once (a loaded node drains
         # many messages per turn), at most MAX_FLUSH_DATAGRAMS each.

@@ -67,6 +67,9 @@ class Rumor(_Msg, tag="rumor"):
     lt: int  # origin's Lamport time: orders device updates
     hops: int  # forwarded while > 0, decremented at each hop
     payload: dict[str, Any]
+    # Position in the origin's numbered stream (core/repair.py); 0 = not numbered.
+    boot: int = 0  # the origin's start time, Unix ms: a restart opens a new stream
+    seq: int = 0
 
 
 class Join(_Msg, tag="join"):
@@ -119,6 +122,17 @@ class Want(_Msg, tag="want"):
     buckets: list[int]
 
 
+class Have(_Msg, tag="have"):
+    """Repair of missed rumors (core/repair.py): the sender's recent streams, each as
+    [origin, boot, low seq, high seq, [missing seqs]]. ``all`` says every stream is listed;
+    ``since`` (Unix ms) is when the sender joined; ``reply`` marks an answer to a Have."""
+
+    s: list[tuple[str, int, int, int, list[int]]]
+    since: int
+    all: bool = True
+    reply: bool = False
+
+
 class Inject(_Msg, tag="inject"):
     """From chatter-inject: spread this payload. ``rid`` makes retries idempotent."""
 
@@ -149,6 +163,7 @@ Message = (
     | State
     | DigestMsg
     | Want
+    | Have
     | Inject
     | InjectAck
     | InjectNack
@@ -173,6 +188,8 @@ class WireError(ValueError):
 
 _decoder = msgspec.json.Decoder(Datagram)
 _encoder = msgspec.json.Encoder()
+MAX_HAVE_STREAMS = 256
+MAX_HAVE_GAPS = 64
 ENVELOPE_OVERHEAD = 64  # bytes reserved for {"v":1,"from":"...","m":[]} around messages
 
 
@@ -214,8 +231,8 @@ def decode(data: bytes, max_size: int = 65_507, max_depth: int = 32) -> Datagram
 def _check(msg: Message, max_depth: int | None) -> None:
     """Semantic checks msgspec's types cannot express (max_depth None: nesting known to be fine)."""
     if isinstance(msg, Rumor):
-        if msg.hops < 0 or msg.lt < 0:
-            raise WireError("invalid", "negative hops or lt in rumor")
+        if msg.hops < 0 or msg.lt < 0 or msg.seq < 0:
+            raise WireError("invalid", "negative hops, lt or seq in rumor")
         if max_depth is not None and depth(msg.payload) > max_depth:
             raise WireError("too_deep", f"payload nesting > {max_depth}")
     elif isinstance(msg, Inject):
@@ -227,6 +244,9 @@ def _check(msg: Message, max_depth: int | None) -> None:
     elif isinstance(msg, DigestMsg):
         if len(msg.h) != BUCKETS:
             raise WireError("invalid", f"digest must have {BUCKETS} buckets")
+    elif isinstance(msg, Have):
+        if len(msg.s) > MAX_HAVE_STREAMS or any(len(e[4]) > MAX_HAVE_GAPS for e in msg.s):
+            raise WireError("invalid", "too many streams or gaps in have")
     elif isinstance(msg, Want):
         if len(msg.buckets) > BUCKETS or any(not 0 <= b < BUCKETS for b in msg.buckets):
             raise WireError("invalid", "bucket out of range")
