@@ -10,7 +10,8 @@ GET /metrics      Prometheus text format (chatterd.metrics)
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Reversible
+from typing import TYPE_CHECKING, Any
 
 import trio
 from hypercorn.config import Config as HyperConfig
@@ -26,6 +27,21 @@ from chatterd.metrics import Metrics
 
 if TYPE_CHECKING:
     from chatterd.runtime import Runtime
+
+
+def events_since(events: Reversible[dict[str, Any]], since: int) -> list[dict[str, Any]]:
+    """The rows of ``events`` (ordered by increasing ``seq``) with ``seq > since``, oldest first.
+
+    Walks back from the newest row, so a poller that is up to date costs one comparison
+    instead of a scan of the whole buffer.
+    """
+    newer: list[dict[str, Any]] = []
+    for e in reversed(events):
+        if e["seq"] <= since:
+            break
+        newer.append(e)
+    newer.reverse()
+    return newer
 
 
 def build_app(rt: Runtime) -> Starlette:
@@ -46,7 +62,7 @@ def build_app(rt: Runtime) -> Starlette:
             since = int(request.query_params.get("since", "0"))
         except ValueError:
             return JSONResponse({"error": "since must be an integer"}, status_code=400)
-        return JSONResponse([e for e in rt.events if e["seq"] > since])
+        return JSONResponse(events_since(rt.events, since))
 
     async def health(request: Request) -> JSONResponse:
         h = rt.health()
