@@ -5,12 +5,16 @@ GET /v1/devices   the cluster's device table
 GET /v1/events    recent deliveries and membership changes (?since=SEQ for newer ones)
 GET /v1/health    whether this node is healthy (503 when not, with the reasons), and its counters
 GET /metrics      Prometheus text format (chatterd.metrics)
+GET /             the dashboard: chatterd/static/index.html, which polls the JSON above
+GET /static/...   its script and style sheet (files in the package: no CDN, works offline)
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Reversible
+from importlib import resources
+from typing import TYPE_CHECKING, Any
 
 import trio
 from hypercorn.config import Config as HyperConfig
@@ -18,14 +22,36 @@ from hypercorn.trio import serve
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from chatterd.core import wire
 from chatterd.metrics import Metrics
 
 if TYPE_CHECKING:
     from chatterd.runtime import Runtime
+
+STATIC_PACKAGE = ("chatterd", "static")
+
+
+def events_since(events: Reversible[dict[str, Any]], since: int) -> list[dict[str, Any]]:
+    """The rows of ``events`` (ordered by increasing ``seq``) with ``seq > since``, oldest first.
+
+    Walks back from the newest row, so a poller that is up to date costs one comparison
+    instead of a scan of the whole buffer.
+    """
+    newer: list[dict[str, Any]] = []
+    for e in reversed(events):
+        if e["seq"] <= since:
+            break
+        newer.append(e)
+    newer.reverse()
+    return newer
+
+
+def _dashboard_html() -> bytes:
+    return resources.files(STATIC_PACKAGE[0]).joinpath(STATIC_PACKAGE[1], "index.html").read_bytes()
 
 
 def build_app(rt: Runtime) -> Starlette:
@@ -46,7 +72,7 @@ def build_app(rt: Runtime) -> Starlette:
             since = int(request.query_params.get("since", "0"))
         except ValueError:
             return JSONResponse({"error": "since must be an integer"}, status_code=400)
-        return JSONResponse([e for e in rt.events if e["seq"] > since])
+        return JSONResponse(events_since(rt.events, since))
 
     async def health(request: Request) -> JSONResponse:
         h = rt.health()
@@ -55,6 +81,11 @@ def build_app(rt: Runtime) -> Starlette:
     async def prometheus(request: Request) -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
+    dashboard_html = _dashboard_html()
+
+    async def dashboard(request: Request) -> HTMLResponse:
+        return HTMLResponse(dashboard_html)
+
     return Starlette(
         routes=[
             Route("/v1/members", members),
@@ -62,6 +93,8 @@ def build_app(rt: Runtime) -> Starlette:
             Route("/v1/events", events),
             Route("/v1/health", health),
             Route("/metrics", prometheus),
+            Route("/", dashboard),
+            Mount("/static", StaticFiles(packages=[STATIC_PACKAGE]), name="static"),
         ]
     )
 

@@ -1,0 +1,169 @@
+// chatter dashboard: polls the node's JSON API once a second and redraws, no framework.
+//   GET /v1/health, /v1/members, /v1/devices every POLL_MS;
+//   GET /v1/events?since=SEQ for the rows newer than the last one shown.
+// Every value from the API goes into the page as text (textContent), never as HTML.
+"use strict";
+
+const POLL_MS = 1000;
+const MAX_EVENTS = 200; // rows kept in the feed
+
+let lastSeq = 0; // highest event seq shown
+let nodeId = null; // the node's id: a restarted node numbers its events from 1 again
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("data-")) node.setAttribute(k, v);
+    else node[k] = v;
+  }
+  for (const c of children) node.append(c instanceof Node ? c : String(c));
+  return node;
+}
+
+async function getJSON(path) {
+  const r = await fetch(path, { cache: "no-store" });
+  // /v1/health answers 503, with the same JSON body, when the node is degraded.
+  if (!r.ok && !(r.status === 503 && path === "/v1/health")) throw new Error(`${path}: HTTP ${r.status}`);
+  return r.json();
+}
+
+function seconds(s) {
+  if (s === null || s === undefined) return "never";
+  if (s < 60) return `${s.toFixed(1)} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${Math.floor(s % 60)} s`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
+function clock(unixSeconds) {
+  return new Date(unixSeconds * 1000).toLocaleTimeString([], { hour12: false });
+}
+
+function renderHealth(h) {
+  document.title = `chatter: ${h.name}`;
+  document.getElementById("self-name").textContent = h.name;
+  document.getElementById("self-addr").textContent = `${h.addr} · incarnation ${h.incarnation}`;
+  const badge = document.getElementById("health");
+  badge.dataset.status = h.status;
+  badge.textContent = h.status;
+  const counts = Object.entries(h.members).map(([state, n]) => `${n} ${state}`);
+  document.getElementById("counts").textContent = counts.join(", ");
+  document.getElementById("reasons").textContent = (h.reasons || []).join("; ");
+}
+
+function tagChips(tags) {
+  if (!tags || typeof tags !== "object") return [];
+  return Object.entries(tags)
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([k, v]) => el("span", { class: "tag" }, `${k}=${v}`));
+}
+
+function renderMembers(rows, selfName) {
+  const body = el("tbody");
+  for (const m of rows) {
+    const tr = el(
+      "tr",
+      { class: `member state-${m.state}${m.name === selfName ? " self" : ""}`, "data-name": m.name, "data-state": m.state },
+      el("td", {}, m.name),
+      el("td", { class: "state" }, el("span", { class: "badge" }, m.state)),
+      el("td", {}, m.addr),
+      el("td", { class: "tags" }, ...tagChips(m.tags)),
+      el("td", { class: "num heard" }, m.name === selfName ? "—" : seconds(m.last_heard_s)),
+      el("td", { class: "num" }, seconds(m.state_since_s)),
+      el("td", { class: "num" }, m.incarnation),
+    );
+    tr.title = `id ${m.id}`;
+    body.append(tr);
+  }
+  document.querySelector("#members tbody").replaceWith(body);
+}
+
+function metricText(metrics) {
+  // {"load": {"Text": "0.3"}} → "load=0.3"
+  return Object.entries(metrics || {})
+    .map(([k, v]) => `${k}=${v && typeof v === "object" ? Object.values(v).join(",") : v}`)
+    .join("  ");
+}
+
+function renderDevices(rows) {
+  const body = el("tbody");
+  for (const d of rows) {
+    body.append(
+      el(
+        "tr",
+        { class: "device", "data-name": d.name, "data-origin": d.origin },
+        el("td", {}, d.name),
+        el("td", {}, d.description ?? ""),
+        el("td", {}, metricText(d.metrics)),
+        el("td", { class: "muted" }, d.origin),
+      ),
+    );
+  }
+  document.querySelector("#devices tbody").replaceWith(body);
+}
+
+function summary(e) {
+  const p = e.payload || {};
+  if (e.kind.startsWith("member-")) {
+    let text = `${p.name} ${p.state} at ${p.addr} (incarnation ${p.incarnation})`;
+    if (p.by) text += `, by ${p.by}`;
+    if (p.after_s !== undefined) text += `, silent for ${p.after_s} s`;
+    return text;
+  }
+  if (e.kind === "debug" && p.DebugMessage) return `"${p.DebugMessage.text}" from ${e.origin}`;
+  if (e.kind === "device" && p.DeviceGossip) {
+    const [variant, body] = Object.entries(p.DeviceGossip)[0];
+    const extra = body.description ?? metricText(body.metrics);
+    return `${variant} ${body.name}${extra ? ": " + extra : ""} (via ${e.origin})`;
+  }
+  const json = JSON.stringify(p);
+  return `${json.length > 160 ? json.slice(0, 157) + "..." : json} from ${e.origin}`;
+}
+
+function appendEvents(rows) {
+  const list = document.getElementById("events");
+  for (const e of rows.slice(-MAX_EVENTS)) {
+    list.prepend(
+      el(
+        "li",
+        { "data-seq": e.seq, "data-kind": e.kind, "data-origin": e.origin },
+        el("span", { class: "time" }, clock(e.received_at)),
+        el("span", { class: "kind" }, e.kind),
+        el("span", { class: "text" }, summary(e)),
+      ),
+    );
+  }
+  while (list.children.length > MAX_EVENTS) list.lastElementChild.remove();
+  if (rows.length) lastSeq = Math.max(lastSeq, rows[rows.length - 1].seq);
+}
+
+async function tick() {
+  try {
+    const health = await getJSON("/v1/health");
+    if (health.id !== nodeId) {
+      // First poll, or the node was restarted: start the feed again.
+      nodeId = health.id;
+      lastSeq = 0;
+      document.getElementById("events").replaceChildren();
+    }
+    const [members, devices, events] = await Promise.all([
+      getJSON("/v1/members"),
+      getJSON("/v1/devices"),
+      getJSON(`/v1/events?since=${lastSeq}`),
+    ]);
+    renderHealth(health);
+    renderMembers(members, health.name);
+    renderDevices(devices);
+    appendEvents(events);
+    document.getElementById("updated").textContent = `updated ${clock(Date.now() / 1000)}`;
+  } catch (err) {
+    const badge = document.getElementById("health");
+    badge.dataset.status = "unreachable";
+    badge.textContent = "unreachable";
+    document.getElementById("reasons").textContent = String(err);
+  } finally {
+    setTimeout(tick, POLL_MS);
+  }
+}
+
+tick();
