@@ -1,14 +1,15 @@
 """A node's identity on disk (``--data-dir``), like Serf's snapshot: who it was, so that a
 restarted node comes back as itself and finds its cluster without ``--join``.
 
-    DIR/node.json    {"name": "n1", "id": "<uuid>", "incarnation": 1754..., "peers": ["10.0.0.2:2428", ...]}
+    DIR/node.json    {"name": "n1", "id": "<uuid>", "incarnation": 1754..., "peers": ["10.0.0.2:2428", ...],
+                      "tags": {"role": "db"}}
 
 The file is replaced atomically (a temporary file in the same directory, fsync, rename), so a
 crash leaves either the old file or the new one, never half of one. On start the runtime
-reuses the id, starts at an incarnation above the saved one, and joins through the saved
-peers as well as any ``--join`` seeds. A file that is missing, unreadable or not what we
-write is reported by :func:`load` as a :class:`SnapshotError` (the caller logs one line and
-starts afresh): it never stops the node.
+reuses the id, starts at an incarnation above the saved one, joins through the saved peers
+as well as any ``--join`` seeds, and keeps its saved tags unless ``--tag`` gives new ones.
+A file that is missing, unreadable or not what we write is reported by :func:`load` as a
+:class:`SnapshotError` (the caller logs one line and starts afresh): it never stops the node.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import msgspec
 
-from chatterd.core import wire
+from chatterd.core import tags, wire
 
 FILE_NAME = "node.json"
 # The runtime looks every CHECK_INTERVAL seconds whether what it would save changed. A new
@@ -40,6 +41,7 @@ class Snapshot(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     id: str
     incarnation: int
     peers: list[str] = []
+    tags: dict[str, str] = {}
 
 
 class SnapshotError(Exception):
@@ -71,6 +73,9 @@ def load(data_dir: Path) -> Snapshot | None:
         raise SnapshotError(f"corrupt {path}: empty name or id")
     if snap.incarnation < 0:
         raise SnapshotError(f"corrupt {path}: negative incarnation")
+    reason = tags.problem(snap.tags)
+    if reason is not None:
+        raise SnapshotError(f"corrupt {path}: {reason}")
     for p in snap.peers:
         try:
             wire.parse_addr(p)

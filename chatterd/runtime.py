@@ -31,7 +31,7 @@ from chatterd import persistence
 from chatterd.config import Config
 from chatterd.core import tags, wire
 from chatterd.core.events import Delivery, Event, MemberEvent
-from chatterd.core.node import Node
+from chatterd.core.node import Node, check_tags
 from chatterd.handlers import DEFAULT_QUEUE, DEFAULT_TIMEOUT, Handlers, HandlerSpec
 from chatterd.health import HealthWatch, member_counts
 
@@ -123,7 +123,7 @@ class Runtime:
             seeds=seeds,
             node_id=snap.id if snap is not None else str(uuid.uuid4()),
             incarnation=persistence.next_incarnation(snap, int((now + wall_offset) * 1000)),
-            tags=opts.tags,
+            tags=opts.tags or (snap.tags if snap is not None else {}),  # --tag replaces saved tags
         )
         log.info(
             "started",
@@ -210,7 +210,20 @@ class Runtime:
                 action="starting afresh",
             )
             return None
-        log.info("state_loaded", path=path, id=snap.id, incarnation=snap.incarnation, peers=len(snap.peers))
+        if snap.tags and not self.opts.tags:
+            try:
+                check_tags(self.opts.config, snap.name, snap.tags)
+            except tags.TagsError as e:  # e.g. a smaller --max-datagram than last time
+                log.warning("state_tags_dropped", path=path, error=str(e))
+                snap.tags = {}
+        log.info(
+            "state_loaded",
+            path=path,
+            id=snap.id,
+            incarnation=snap.incarnation,
+            peers=len(snap.peers),
+            tags=snap.tags,
+        )
         return snap
 
     def _snapshot(self) -> persistence.Snapshot:
@@ -222,7 +235,7 @@ class Runtime:
             if m.name != node.name and m.state in ("alive", "suspect")
         )
         peers = peers[: persistence.MAX_PEERS]
-        return persistence.Snapshot(name=node.name, id=node.id, incarnation=node.inc, peers=peers)
+        return persistence.Snapshot(name=node.name, id=node.id, incarnation=node.inc, peers=peers, tags=node.tags)
 
     def _save_snapshot(self) -> None:
         """Save now if anything changed (at start and at exit: blocking, but small)."""

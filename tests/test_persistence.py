@@ -10,7 +10,13 @@ import pytest
 from chatterd import persistence
 from chatterd.persistence import Snapshot, SnapshotError
 
-SNAP = Snapshot(name="n1", id="0b7a4e5c-1d2e-4f00-8a3b-5c6d7e8f9a0b", incarnation=17, peers=["10.0.0.2:2428", "h:1"])
+SNAP = Snapshot(
+    name="n1",
+    id="0b7a4e5c-1d2e-4f00-8a3b-5c6d7e8f9a0b",
+    incarnation=17,
+    peers=["10.0.0.2:2428", "h:1"],
+    tags={"role": "db"},
+)
 
 
 def test_round_trip_and_missing(tmp_path: Path) -> None:
@@ -18,7 +24,16 @@ def test_round_trip_and_missing(tmp_path: Path) -> None:
     persistence.save(tmp_path / "new" / "dir", SNAP)  # created as needed
     assert persistence.load(tmp_path / "new" / "dir") == SNAP
     on_disk = json.loads((tmp_path / "new" / "dir" / "node.json").read_text())
-    assert on_disk == {"name": "n1", "id": SNAP.id, "incarnation": 17, "peers": ["10.0.0.2:2428", "h:1"]}
+    assert on_disk == {
+        "name": "n1",
+        "id": SNAP.id,
+        "incarnation": 17,
+        "peers": ["10.0.0.2:2428", "h:1"],
+        "tags": {"role": "db"},
+    }
+    # Files from before tags were saved (or with none) load with no tags.
+    (tmp_path / "node.json").write_text('{"name": "n1", "id": "x", "incarnation": 3, "peers": []}')
+    assert persistence.load(tmp_path) == Snapshot(name="n1", id="x", incarnation=3)
 
 
 def test_save_replaces_atomically_and_leaves_no_temporary_files(tmp_path: Path) -> None:
@@ -56,8 +71,23 @@ def test_failed_save_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.Monk
         (b'{"name": "", "id": "x", "incarnation": 1}', "empty"),
         (b'{"name": "n1", "id": "x", "incarnation": 1, "peers": ["no port"]}', "peer"),
         (b'{"name": "n1", "id": "x", "incarnation": 1, "extra": true}', "extra"),
+        (b'{"name": "n1", "id": "x", "incarnation": 1, "tags": {"k": 1}}', "tags"),
+        (b'{"name": "n1", "id": "x", "incarnation": 1, "tags": {"k": "%s"}}' % (b"v" * 600), "512-byte limit"),
     ],
-    ids=["empty", "binary", "truncated", "array", "missing", "mistyped", "negative", "no-name", "bad-peer", "unknown"],
+    ids=[
+        "empty",
+        "binary",
+        "truncated",
+        "array",
+        "missing",
+        "mistyped",
+        "negative",
+        "no-name",
+        "bad-peer",
+        "unknown",
+        "mistyped-tags",
+        "tags-too-big",
+    ],
 )
 def test_corrupt_file_is_reported_not_raised_as_anything_else(tmp_path: Path, content: bytes, mentions: str) -> None:
     (tmp_path / "node.json").write_bytes(content)

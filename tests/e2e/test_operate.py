@@ -278,13 +278,15 @@ async def test_data_dir_restart_keeps_identity_and_rejoins_without_join(tmp_path
         c = cluster.add("c", join=[b], args=["--data-dir", str(data)])
         await cluster.wait_converged()
         first = (await a.members())["c"]
+        await ok("tags", "set", "role=cache", "--http", c.addr)
         saved = data / "node.json"
 
         async def peers_saved() -> bool:
             try:
-                return sorted(json.loads(saved.read_text())["peers"]) == sorted([a.addr, b.addr])
+                snap = json.loads(saved.read_text())
             except (OSError, ValueError):
                 return False
+            return sorted(snap["peers"]) == sorted([a.addr, b.addr]) and snap["tags"] == {"role": "cache"}
 
         if sig == signal.SIGKILL:  # no chance to save at exit: the periodic save must have run
             await wait_until(peers_saved, 20, "c's peers in its node.json")
@@ -293,7 +295,7 @@ async def test_data_dir_restart_keeps_identity_and_rejoins_without_join(tmp_path
         await cluster.wait_state("c", "left" if sig == signal.SIGTERM else "dead", timeout=FAILURE_TIMEOUT)
         snap = json.loads(saved.read_text())
         assert snap["name"] == "c" and snap["id"] == first["id"]
-        assert snap["incarnation"] >= first["incarnation"]
+        assert snap["incarnation"] > first["incarnation"]  # the tag change raised it
         assert await peers_saved()
 
         c.args = without_join(c.args)
@@ -303,6 +305,7 @@ async def test_data_dir_restart_keeps_identity_and_rejoins_without_join(tmp_path
         for n in (a, b, c):
             m = (await n.members())["c"]
             assert m["state"] == "alive" and m["id"] == first["id"], n.name
+            assert m["tags"] == {"role": "cache"}, n.name  # the saved tags: no --tag this time
             assert m["incarnation"] > snap["incarnation"], n.name
         log = [json.loads(line) for line in c.log_path.read_text().splitlines() if line.startswith("{")]
         loaded = [line for line in log if line["event"] == "state_loaded"]
