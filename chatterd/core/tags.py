@@ -32,15 +32,22 @@ def encoded_size(tags: Mapping[str, str]) -> int:
     return len(_encoder.encode(dict(tags)))
 
 
+def _key_problem(key: str) -> str | None:
+    if not key:
+        return "tag keys must not be empty"
+    if "=" in key or any(c.isspace() or not c.isprintable() for c in key):
+        return f"tag key {key!r} must not contain '=', white space or control characters"
+    return None
+
+
 def problem(tags: Mapping[str, str]) -> str | None:
     """Why these tags are not acceptable, or None."""
     for k, v in tags.items():
         if not isinstance(k, str) or not isinstance(v, str):
             return "tag keys and values must be strings"
-        if not k:
-            return "tag keys must not be empty"
-        if "=" in k or any(c.isspace() or not c.isprintable() for c in k):
-            return f"tag key {k!r} must not contain '=', white space or control characters"
+        reason = _key_problem(k)
+        if reason is not None:
+            return reason
     size = encoded_size(tags)
     if size > MAX_TAGS_BYTES:
         return f"tags take {size} bytes encoded, over the {MAX_TAGS_BYTES}-byte limit"
@@ -56,12 +63,13 @@ def validate(tags: Mapping[str, str]) -> Tags:
 
 
 def parse_pair(text: str) -> tuple[str, str]:
-    """'KEY=VALUE' → (key, value); the value may be empty or contain '='."""
+    """'KEY=VALUE' → (key, value); the value may be empty or contain '='. The size limit is
+    checked on the tags as a whole (:func:`validate`)."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise TagsError(f"invalid tag {text!r}: expected KEY=VALUE")
-    reason = problem({key: value})
-    if reason is not None and "limit" not in reason:
+    reason = _key_problem(key)
+    if reason is not None:
         raise TagsError(f"invalid tag {text!r}: {reason}")
     return key, value
 

@@ -93,7 +93,7 @@ def test_restarted_node_comes_back_with_its_new_tags(cluster: Cluster) -> None:
     sim.run_for(6)
     assert all(sim.state_of("n4", seen_by=n) == "dead" for n in names if n != "n4")
     sim.restart("n4", join=["n0"])
-    sim.nodes["n4"].set_tags({"version": "2"}, sim.now)
+    sim.set_tags("n4", {"version": "2"})
     sim.run_for(5)
     assert all(sim.nodes[n].table.members["n4"].tags == {"version": "2"} for n in names)
     assert all(sim.state_of("n4", seen_by=n) == "alive" for n in names)
