@@ -1,18 +1,22 @@
-"""Read-only HTTP JSON API of a node (Starlette app served by Hypercorn on trio).
+"""HTTP JSON API of a node (Starlette app served by Hypercorn on trio).
 
-GET /v1/members   one object per known member
-GET /v1/devices   the cluster's device table
-GET /v1/events    recent deliveries and membership changes (?since=SEQ for newer ones)
-GET /v1/health    whether this node is healthy (503 when not, with the reasons), and its counters
-GET /metrics      Prometheus text format (chatterd.metrics)
-GET /             the dashboard: chatterd/static/index.html, which polls the JSON above
-GET /static/...   its script and style sheet (files in the package: no CDN, works offline)
+GET  /v1/members   one object per known member (?status=S and ?tag=KEY=VALUE filter, repeatable)
+GET  /v1/devices   the cluster's device table
+GET  /v1/events    recent deliveries and membership changes (?since=SEQ for newer ones)
+GET  /v1/health    whether this node is healthy (503 when not, with the reasons), and its counters
+PUT  /v1/tags      change this node's tags: {"set": {"k": "v"}, "delete": ["k"]} (POST too)
+POST /v1/leave     leave the cluster gracefully, then the daemon exits
+GET  /metrics      Prometheus text format (chatterd.metrics)
+GET  /             the dashboard: chatterd/static/index.html, which polls the JSON above
+GET  /static/...   its script and style sheet (files in the package: no CDN, works offline)
+
+Errors are answered with a 4xx status and {"error": "<one line>"}.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Reversible
+from collections.abc import Callable, Reversible
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -21,12 +25,14 @@ from hypercorn.config import Config as HyperConfig
 from hypercorn.trio import serve
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from chatterd.core import wire
+from chatterd.core import tags, wire
+from chatterd.core.membership import ALIVE, DEAD, LEFT, SUSPECT
 from chatterd.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -61,7 +67,11 @@ def build_app(rt: Runtime) -> Starlette:
 
     async def members(request: Request) -> JSONResponse:
         assert rt.node is not None
-        return JSONResponse(rt.node.member_rows(trio.current_time()))
+        try:
+            keep = member_filter(request.query_params.getlist("status"), request.query_params.getlist("tag"))
+        except ValueError as e:
+            return error(str(e))
+        return JSONResponse([row for row in rt.node.member_rows(trio.current_time()) if keep(row)])
 
     async def devices(request: Request) -> JSONResponse:
         assert rt.node is not None
@@ -73,6 +83,36 @@ def build_app(rt: Runtime) -> Starlette:
         except ValueError:
             return JSONResponse({"error": "since must be an integer"}, status_code=400)
         return JSONResponse(events_since(rt.events, since))
+
+    async def set_tags(request: Request) -> JSONResponse:
+        node = rt.node
+        assert node is not None
+        try:
+            body = await request.json()
+        except ValueError:
+            return error('the body must be JSON: {"set": {"KEY": "VALUE"}, "delete": ["KEY"]}')
+        if not isinstance(body, dict) or set(body) - {"set", "delete"}:
+            return error('the body must be an object with "set" and/or "delete"')
+        set_, delete = body.get("set", {}), body.get("delete", [])
+        if not isinstance(set_, dict) or not all(isinstance(v, str) for v in set_.values()):
+            return error('"set" must be an object of strings')
+        if not isinstance(delete, list) or not all(isinstance(k, str) for k in delete):
+            return error('"delete" must be a list of strings')
+        if node.leaving:
+            return error("the node is leaving", 409)
+        try:
+            changed = rt.update_tags(set_, delete)
+        except tags.TagsError as e:
+            return error(str(e))
+        return JSONResponse({"name": node.name, "tags": node.tags, "incarnation": node.inc, "changed": changed})
+
+    async def leave(request: Request) -> JSONResponse:
+        node = rt.node
+        assert node is not None
+        if node.leaving:
+            return error("the node is already leaving", 409)
+        # After the answer is sent: the leave stops the daemon, this server included.
+        return JSONResponse({"name": node.name, "leaving": True}, background=BackgroundTask(rt.leave))
 
     async def health(request: Request) -> JSONResponse:
         h = rt.health()
@@ -92,11 +132,35 @@ def build_app(rt: Runtime) -> Starlette:
             Route("/v1/devices", devices),
             Route("/v1/events", events),
             Route("/v1/health", health),
+            Route("/v1/tags", set_tags, methods=["PUT", "POST"]),
+            Route("/v1/leave", leave, methods=["POST"]),
             Route("/metrics", prometheus),
             Route("/", dashboard),
             Mount("/static", StaticFiles(packages=[STATIC_PACKAGE]), name="static"),
         ]
     )
+
+
+STATES = (ALIVE, SUSPECT, DEAD, LEFT)
+
+
+def error(message: str, status: int = 400) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def member_filter(statuses: list[str], tag_pairs: list[str]) -> Callable[[dict[str, Any]], bool]:
+    """A predicate on member rows: state among ``statuses`` (comma lists allowed; none = any)
+    and every KEY=VALUE of ``tag_pairs`` among the member's tags. Raises ValueError."""
+    wanted = {s for item in statuses for s in item.split(",") if s}
+    unknown = wanted - set(STATES)
+    if unknown:
+        raise ValueError(f"unknown status {sorted(unknown)[0]!r}: expected one of {', '.join(STATES)}")
+    pairs = [tags.parse_pair(p) for p in tag_pairs]  # TagsError is a ValueError
+
+    def keep(row: dict[str, Any]) -> bool:
+        return (not wanted or row["state"] in wanted) and all(row["tags"].get(k) == v for k, v in pairs)
+
+    return keep
 
 
 async def serve_api(

@@ -1,6 +1,10 @@
-"""chatterd: run one chatter node.
+"""chatterd: run one chatter node, or ask a running one (chatterd.ctl).
 
 chatterd --listen 127.0.0.1:8080 --join 127.0.0.1:8081 --name n1
+chatterd members --http 127.0.0.1:8080
+
+A first argument that names an operator command (members, devices, events, leave, tags)
+selects the client; anything else is the daemon's command line, as it always was.
 """
 
 from __future__ import annotations
@@ -9,13 +13,12 @@ import argparse
 import dataclasses
 import socket
 import sys
+from pathlib import Path
 from typing import NoReturn
 
-import trio
-
-from chatterd import logs
+from chatterd import ctl
 from chatterd.config import DEFAULT_PORT, PROFILES, Config
-from chatterd.core import wire
+from chatterd.core import tags, wire
 from chatterd.handlers import DEFAULT_QUEUE, DEFAULT_TIMEOUT, HandlerSpecError, parse_spec
 
 
@@ -29,6 +32,13 @@ def _addr(text: str) -> tuple[str, int]:
     try:
         return wire.parse_addr(text)
     except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _tag(text: str) -> tuple[str, str]:
+    try:
+        return tags.parse_pair(text)
+    except tags.TagsError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
@@ -71,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="chatterd",
         description="Run a chatter node: gossip membership, failure detection and JSON messages over UDP.",
-        epilog="Log level: CHATTER_LOG (or RUST_LOG), e.g. CHATTER_LOG=warn,chatterd.membership=debug.",
+        epilog="Log level: CHATTER_LOG (or RUST_LOG), e.g. CHATTER_LOG=warn,chatterd.membership=debug. "
+        "Ask a running node with: chatterd {members,devices,events,leave,tags} [--http ADDR] "
+        "(chatterd COMMAND --help).",
     )
     p.add_argument(
         "--listen",
@@ -100,6 +112,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="ADDR|off",
         help="TCP address of the HTTP API (default: 127.0.0.1 at the --listen port; 'off' to disable)",
+    )
+    p.add_argument(
+        "--tag",
+        type=_tag,
+        action="append",
+        default=[],
+        dest="tags",
+        metavar="KEY=VALUE",
+        help=f"a tag of this node, gossiped with its membership (at most {tags.MAX_TAGS_BYTES} bytes "
+        "in all, as JSON); repeatable; change them later with: chatterd tags set",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep the node's id, incarnation and peers in DIR/node.json, so that a restart comes back as the "
+        "same node and rejoins its peers without --join (default: nothing saved)",
     )
     p.add_argument(
         "--profile",
@@ -152,8 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ctl.COMMANDS:
+        return ctl.main(argv)
     args = build_parser().parse_args(argv)
-    from chatterd.runtime import Options, Runtime, os_error_of  # imported late: --help stays fast
+    import trio  # imported late: --help and the operator commands stay fast
+
+    from chatterd import logs
+    from chatterd.core.node import check_tags
+    from chatterd.runtime import Options, Runtime, os_error_of
 
     config = PROFILES[args.profile]
     overrides = {
@@ -171,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"chatterd: error: --http: {e}", file=sys.stderr)
             return 2
     name = args.name or f"{socket.gethostname()}:{args.listen[1]}"
+    try:
+        node_tags = check_tags(config, name, dict(args.tags))
+    except tags.TagsError as e:
+        print(f"chatterd: error: --tag: {e}", file=sys.stderr)
+        return 2
     logs.setup(fmt=args.log_format)
     rt = Runtime(
         Options(
@@ -183,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             handlers=args.handlers,
             handler_queue=args.handler_queue,
             handler_timeout=args.handler_timeout,
+            tags=node_tags,
+            data_dir=args.data_dir,
         )
     )
     try:

@@ -3,8 +3,10 @@
 Everything runs in one nursery. The protocol loop sleeps until the core's next deadline or
 until the socket is readable, drains every datagram waiting in the socket (so a stalled
 loop reads the heartbeats that queued up before it judges anyone), runs the due timers, and
-sends what the core produced. SIGINT/SIGTERM trigger a graceful leave: the core announces
-it to every live member, the datagrams are sent, and the nursery is cancelled.
+sends what the core produced. SIGINT/SIGTERM (or ``POST /v1/leave``) trigger a graceful
+leave: the core announces it to every live member, the datagrams are sent, and the nursery is
+cancelled. With ``--data-dir`` the node's identity is loaded at start and saved as it changes
+(chatterd.persistence).
 """
 
 from __future__ import annotations
@@ -17,16 +19,19 @@ import socket
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
 
+from chatterd import persistence
 from chatterd.config import Config
-from chatterd.core import wire
+from chatterd.core import tags, wire
 from chatterd.core.events import Delivery, Event, MemberEvent
-from chatterd.core.node import Node
+from chatterd.core.node import Node, check_tags
 from chatterd.handlers import DEFAULT_QUEUE, DEFAULT_TIMEOUT, Handlers, HandlerSpec
 from chatterd.health import HealthWatch, member_counts
 
@@ -56,6 +61,8 @@ class Options:
     handlers: list[HandlerSpec] = field(default_factory=list)  # --event-handler
     handler_queue: int = DEFAULT_QUEUE
     handler_timeout: float = DEFAULT_TIMEOUT
+    tags: dict[str, str] = field(default_factory=dict)  # --tag
+    data_dir: Path | None = None  # --data-dir: identity saved here (chatterd.persistence)
 
 
 class Runtime:
@@ -72,6 +79,10 @@ class Runtime:
         self.health_watch = HealthWatch()
         self.metrics: Metrics | None = None  # GET /metrics: created by the API (chatterd.metrics)
         self._cancel: trio.CancelScope | None = None
+        self._sleep: trio.CancelScope | None = None  # the protocol loop's wait, cut short by kick()
+        self._saved: persistence.Snapshot | None = None  # last snapshot written
+        self._tried: persistence.Snapshot | None = None  # last snapshot we tried to write
+        self._tried_at = 0.0
         self.handlers = Handlers(
             opts.handlers, name=opts.name, queue_size=opts.handler_queue, timeout=opts.handler_timeout
         )
@@ -96,15 +107,23 @@ class Runtime:
         bound = sock.getsockname()[:2]
         advertise = opts.advertise or (bound if bound[0] != "0.0.0.0" else (_local_ip(), bound[1]))
         now = trio.current_time()
+        wall_offset = time.time() - now
+        rng = random.Random()
+        snap = self._load_snapshot()
+        seeds = list(opts.seeds)
+        if snap is not None:
+            seeds += [s for s in persistence.join_seeds(snap, rng, wire.format_addr(advertise)) if s not in seeds]
         self.node = Node(
             opts.config,
             opts.name,
             advertise,
             now=now,
-            wall_offset=time.time() - now,
-            rng=random.Random(),
-            seeds=opts.seeds,
-            node_id=str(uuid.uuid4()),
+            wall_offset=wall_offset,
+            rng=rng,
+            seeds=seeds,
+            node_id=snap.id if snap is not None else str(uuid.uuid4()),
+            incarnation=persistence.next_incarnation(snap, int((now + wall_offset) * 1000)),
+            tags=opts.tags or (snap.tags if snap is not None else {}),  # --tag replaces saved tags
         )
         log.info(
             "started",
@@ -112,15 +131,19 @@ class Runtime:
             id=self.node.id,
             listen=wire.format_addr(bound),
             advertise=wire.format_addr(advertise),
-            seeds=[wire.format_addr(s) for s in opts.seeds],
+            seeds=[wire.format_addr(s) for s in seeds],
             incarnation=self.node.inc,
+            tags=self.node.tags,
         )
+        self._save_snapshot()
         try:
             async with trio.open_nursery() as nursery:
                 self._cancel = nursery.cancel_scope
                 nursery.start_soon(self._protocol_loop)
                 nursery.start_soon(self._signals)
                 nursery.start_soon(self.handlers.run, wire.format_addr(advertise))
+                if opts.data_dir is not None:
+                    nursery.start_soon(self._persist_loop)
                 await trio.sleep(0)  # let the protocol loop send its joins before the API's imports
                 if opts.http is not None:
                     # The API's imports take ~0.3 s of CPU, more on a busy machine: in a thread, so
@@ -133,6 +156,7 @@ class Runtime:
                 task_status.started()
         finally:
             sock.close()
+            self._save_snapshot()
             log.info("stopped", node=opts.name)
 
     def stop(self) -> None:
@@ -147,6 +171,102 @@ class Runtime:
         self._pump()
         await trio.sleep(self.opts.leave_linger)
         self.stop()
+
+    def kick(self) -> None:
+        """Wake the protocol loop now: the core has work from outside the socket (the API)."""
+        if self._sleep is not None:
+            self._sleep.cancel()
+
+    def update_tags(self, set_: Mapping[str, str], delete: Iterable[str]) -> bool:
+        """Change this node's tags (raises TagsError); the loop sends the news at once."""
+        node = self.node
+        assert node is not None
+        changed = node.set_tags(tags.update(node.tags, set_, delete), trio.current_time())
+        if changed:
+            self.kick()
+        return changed
+
+    # ------------------------------------------------------------------ persistence
+
+    def _load_snapshot(self) -> persistence.Snapshot | None:
+        """The saved identity to reuse, or None (one log line says why not)."""
+        data_dir = self.opts.data_dir
+        if data_dir is None:
+            return None
+        path = str(persistence.path_of(data_dir))
+        try:
+            snap = persistence.load(data_dir)
+        except persistence.SnapshotError as e:
+            log.warning("state_unusable", path=path, error=str(e), action="starting afresh")
+            return None
+        if snap is None:
+            log.info("state_fresh", path=path, reason="no saved state yet")
+            return None
+        if snap.name != self.opts.name:
+            log.warning(
+                "state_unusable",
+                path=path,
+                error=f"saved for node {snap.name!r}, not {self.opts.name!r}",
+                action="starting afresh",
+            )
+            return None
+        if snap.tags and not self.opts.tags:
+            try:
+                check_tags(self.opts.config, snap.name, snap.tags)
+            except tags.TagsError as e:  # e.g. a smaller --max-datagram than last time
+                log.warning("state_tags_dropped", path=path, error=str(e))
+                snap.tags = {}
+        log.info(
+            "state_loaded",
+            path=path,
+            id=snap.id,
+            incarnation=snap.incarnation,
+            peers=len(snap.peers),
+            tags=snap.tags,
+        )
+        return snap
+
+    def _snapshot(self) -> persistence.Snapshot:
+        node = self.node
+        assert node is not None
+        peers = sorted(
+            wire.format_addr(m.addr)
+            for m in node.table.members.values()
+            if m.name != node.name and m.state in ("alive", "suspect")
+        )
+        peers = peers[: persistence.MAX_PEERS]
+        return persistence.Snapshot(name=node.name, id=node.id, incarnation=node.inc, peers=peers, tags=node.tags)
+
+    def _save_snapshot(self) -> None:
+        """Save now if anything changed (at start and at exit: blocking, but small)."""
+        if self.opts.data_dir is not None and self.node is not None:
+            snap = self._snapshot()
+            if snap != self._saved:
+                self._write(snap)
+
+    def _write(self, snap: persistence.Snapshot) -> None:
+        """Save (at start, at exit, or in a worker thread); a failure is logged, not fatal."""
+        assert self.opts.data_dir is not None
+        self._tried, self._tried_at = snap, time.monotonic()
+        try:
+            persistence.save(self.opts.data_dir, snap)
+        except OSError as e:
+            log.warning("state_save_failed", path=str(persistence.path_of(self.opts.data_dir)), error=str(e))
+        else:
+            self._saved = snap
+
+    async def _persist_loop(self) -> None:
+        """Save a new incarnation at once, other changes (peers) at most every PEERS_INTERVAL
+        seconds; a failed write is retried on the same terms."""
+        while True:
+            await trio.sleep(persistence.CHECK_INTERVAL)
+            snap = self._snapshot()
+            if snap == self._saved:
+                continue
+            tried = self._tried
+            urgent = tried is None or snap.incarnation != tried.incarnation
+            if urgent or time.monotonic() - self._tried_at >= persistence.PEERS_INTERVAL:
+                await trio.to_thread.run_sync(self._write, snap)
 
     async def _signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -164,8 +284,9 @@ class Runtime:
         node.handle_timers(trio.current_time())
         self._pump()
         while True:
-            with trio.move_on_at(node.next_deadline()):
+            with trio.move_on_at(node.next_deadline()) as self._sleep:
                 await trio.lowlevel.wait_readable(sock)
+            self._sleep = None
             now = trio.current_time()
             for _ in range(DRAIN_BATCH):  # drain the socket, a bounded batch per turn
                 try:
@@ -234,6 +355,7 @@ class Runtime:
                 "addr": ev.addr,
                 "state": ev.state,
                 "incarnation": ev.inc,
+                "tags": ev.tags,
             }
             if ev.by is not None:
                 payload["by"] = ev.by
@@ -269,6 +391,7 @@ class Runtime:
             "id": node.id,
             "addr": wire.format_addr(node.addr),
             "incarnation": node.inc,
+            "tags": node.tags,
             "members": counts,
             "uptime_s": round(time.time() - self.started_at, 3),
             "counters": dict(node.stats) | self.stats | self.handlers.stats,

@@ -64,13 +64,20 @@ class Simulation:
         self.sent = 0
         self.sent_bytes = 0
         self.dropped = 0
+        self.largest = 0  # biggest datagram sent, in bytes
         self._heap: list[tuple[float, int, str, Any]] = []
         self._seq = itertools.count()
         self._scheduled: dict[str, float] = {}
 
     # ------------------------------------------------------------------ cluster control
 
-    def add_node(self, name: str, join: list[str] | None = None, config: Config | None = None) -> Node:
+    def add_node(
+        self,
+        name: str,
+        join: list[str] | None = None,
+        config: Config | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> Node:
         if name not in self.addr_of:
             addr = ("sim", len(self.addr_of) + 1)
             self.addr_of[name] = addr
@@ -84,6 +91,7 @@ class Simulation:
             wall_offset=WALL_OFFSET,
             rng=random.Random(self.rng.getrandbits(64)),
             seeds=seeds,
+            tags=tags,
         )
         self.nodes[name] = node
         self.down.discard(name)
@@ -149,6 +157,12 @@ class Simulation:
         node.leave(self.now)
         self._step(node)
         self.kill(name)
+
+    def set_tags(self, name: str, tags: dict[str, str]) -> bool:
+        node = self.nodes[name]
+        changed = node.set_tags(tags, self.now)
+        self._step(node)
+        return changed
 
     def pause(self, name: str) -> None:
         self.paused[name] = []
@@ -227,6 +241,7 @@ class Simulation:
     def _transmit(self, src: str, data: bytes, addr: Addr) -> None:
         self.sent += 1
         self.sent_bytes += len(data)
+        self.largest = max(self.largest, len(data))
         dest = self.name_at.get(addr)
         if dest is None or src in self.down:
             self.dropped += 1

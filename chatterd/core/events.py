@@ -11,7 +11,7 @@ class MemberEvent:
     """A member changed state as seen by this node.
 
     kind: member-join, member-leave, member-failed, member-recover, member-suspect,
-    member-alive (a suspicion refuted) or member-update (address or id changed).
+    member-alive (a suspicion refuted) or member-update (address, id or tags changed).
     """
 
     kind: str
@@ -22,6 +22,7 @@ class MemberEvent:
     state: str
     by: str | None = None  # who accused it, for suspect/failed
     after_s: float | None = None  # for member-failed: seconds since it was last heard
+    tags: dict[str, str] = field(default_factory=dict, hash=False)  # the member's tags
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,9 @@ refute a suspicion or to announce a restart). For news about the same member:
 
 Each ``apply_*`` method returns the resulting transition (old state, new state) when the
 news changed something, so the caller spreads it on, or None when it was old news.
+
+A member's tags (core/tags.py) come with its alive news and change only with a higher
+incarnation, so these rules order tag changes too.
 """
 
 from __future__ import annotations
@@ -35,8 +38,12 @@ class Member:
     last_heard: float | None = None  # local time of the last datagram straight from it
     bucket: int = field(default=-1)  # digest bucket, from the name
     shared: bool = False  # owned by several tables (a simulation's bootstrap): copy before changing
+    tags: dict[str, str] = field(default_factory=dict)  # replaced, never changed in place
 
     def signature(self) -> int:
+        if self.tags:
+            tags = sorted(self.tags.items())
+            return signature(self.name, self.id, self.addr[0], self.addr[1], self.inc, self.state, tags)
         return signature(self.name, self.id, self.addr[0], self.addr[1], self.inc, self.state)
 
 
@@ -45,7 +52,7 @@ class Transition:
     member: Member
     old: State | None  # None: the member was unknown until now
     new: State
-    updated: bool = False  # id or address changed
+    updated: bool = False  # id, address or tags changed
 
 
 class MemberTable:
@@ -91,33 +98,48 @@ class MemberTable:
         self.digest.update(m.bucket, 0, m.signature())
         return m
 
-    def insert(self, name: str, id: str, addr: tuple[str, int], inc: int, state: State, now: float) -> Member:
+    def insert(
+        self, name: str, id: str, addr: tuple[str, int], inc: int, state: State, now: float, tags: dict[str, str]
+    ) -> Member:
         """Record a member we only know from history (dead or left before we joined)."""
-        return self._add(Member(name, id, addr, inc, state, now))
+        return self._add(Member(name, id, addr, inc, state, now, tags=tags))
 
-    def set(self, m: Member, now: float, *, inc: int | None = None, state: State | None = None) -> Member:
-        """Change a member (our own record: refutations, leaving)."""
+    def set(
+        self,
+        m: Member,
+        now: float,
+        *,
+        inc: int | None = None,
+        state: State | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> Member:
+        """Change a member (our own record: refutations, leaving, new tags)."""
         m = self._own(m)
         old = m.signature()
         if inc is not None:
             m.inc = inc
+        if tags is not None:
+            m.tags = tags
         if state is not None and state != m.state:
             m.state, m.since = state, now
         self.digest.update(m.bucket, old, m.signature())
         return m
 
-    def apply_alive(self, name: str, id: str, addr: tuple[str, int], inc: int, now: float) -> Transition | None:
+    def apply_alive(
+        self, name: str, id: str, addr: tuple[str, int], inc: int, now: float, tags: dict[str, str] | None = None
+    ) -> Transition | None:
+        tags = {} if tags is None else tags
         m = self.members.get(name)
         if m is None:
-            m = self._add(Member(name, id, addr, inc, ALIVE, now))
+            m = self._add(Member(name, id, addr, inc, ALIVE, now, tags=tags))
             return Transition(m, None, ALIVE)
         if inc <= m.inc:
             return None
         m = self._own(m)
         old_sig = m.signature()
         old = m.state
-        updated = (m.id, m.addr) != (id, addr)
-        m.id, m.addr, m.inc = id, addr, inc
+        updated = (m.id, m.addr, m.tags) != (id, addr, tags)
+        m.id, m.addr, m.inc, m.tags = id, addr, inc, tags
         if old != ALIVE:
             m.state, m.since = ALIVE, now
         self.digest.update(m.bucket, old_sig, m.signature())

@@ -19,13 +19,14 @@ from __future__ import annotations
 import random
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 import structlog
 
 from chatterd.config import Config
-from chatterd.core import payloads, wire
+from chatterd.core import payloads, tags, wire
 from chatterd.core.dedup import SeenSet
 from chatterd.core.devices import DeviceTable
 from chatterd.core.digest import Digest
@@ -40,6 +41,9 @@ Addr = tuple[str, int]
 
 MAX_FLUSH_DATAGRAMS = 16  # datagrams one flush may send to one target
 MAX_REPAIR_RUMORS = 256  # rumors sent in answer to one repair summary
+# Room kept, beyond a node's own Alive message, in a datagram: a state chunk's header and a
+# longer sender name, so that its record (with its tags) fits in anyone's datagram.
+RECORD_ROOM = 128
 
 log_wire = structlog.get_logger("chatterd.wire")
 log_members = structlog.get_logger("chatterd.membership")
@@ -73,10 +77,12 @@ class Node:
         seeds: list[Addr] | None = None,
         node_id: str | None = None,
         incarnation: int | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> None:
         self.cfg = config
         self.name = name
         self.addr = addr
+        self.tags = check_tags(config, name, tags or {})  # raises TagsError
         self.id = node_id or str(uuid.UUID(int=rng.getrandbits(128), version=4))
         self.wall_offset = wall_offset
         self.rng = rng
@@ -90,7 +96,7 @@ class Node:
 
         self.digest = Digest()  # summary of members and devices, for anti-entropy
         self.table = MemberTable(self.digest)
-        self.table.apply_alive(name, self.id, addr, self.inc, now)
+        self.table.apply_alive(name, self.id, addr, self.inc, now, self.tags)
         self.ring = Ring()
         self.ring.add(name)
         self.queue = BroadcastQueue()
@@ -240,6 +246,23 @@ class Node:
         self.queue.clear()
         self._next_flush = None
 
+    def set_tags(self, new: Mapping[str, str], now: float) -> bool:
+        """Replace this node's tags (raises TagsError). Like a refutation, the change goes out
+        as Alive at a higher incarnation; every node, this one included, reports member-update.
+        Returns False when the tags were already these."""
+        if self.leaving:
+            raise tags.TagsError("the node is leaving")
+        checked = check_tags(self.cfg, self.name, new)
+        if checked == self.tags:
+            return False
+        self.tags = checked
+        self.inc += 1
+        me = self.table.set(self.table.members[self.name], now, inc=self.inc, tags=checked)
+        self._broadcast("m:" + self.name, self._alive_msg(), now)
+        self._apply(Transition(me, ALIVE, ALIVE, updated=True), now)
+        log_members.info("tags_changed", inc=self.inc, tags=checked)
+        return True
+
     def adopt(self, members: dict[str, Member], hashes: list[int], ring: Ring, now: float) -> None:
         """Start from an already converged view (the simulator's bootstrap of big clusters),
         shared copy-on-write with the other nodes instead of built by thousands of joins."""
@@ -264,6 +287,7 @@ class Node:
                     "incarnation": m.inc,
                     "last_heard_s": None if heard is None else round(heard, 3),
                     "state_since_s": round(now - m.since, 3),
+                    "tags": dict(m.tags),
                 }
             )
         return rows
@@ -401,10 +425,11 @@ class Node:
             self.stats["malformed"] += 1
             self.stats["malformed_addr"] += 1
             return
-        t = self.table.apply_alive(msg.node, msg.id, addr, msg.inc, now)
+        t = self.table.apply_alive(msg.node, msg.id, addr, msg.inc, now, msg.tags)
         if t is not None:
             self._apply(t, now)
-            self._broadcast("m:" + msg.node, wire.Alive(node=msg.node, id=msg.id, addr=msg.addr, inc=msg.inc), now)
+            alive = wire.Alive(node=msg.node, id=msg.id, addr=msg.addr, inc=msg.inc, tags=msg.tags)
+            self._broadcast("m:" + msg.node, alive, now)
 
     def _on_suspect(self, msg: wire.Suspect, now: float, src: Addr | None = None, by: str | None = None) -> None:
         if msg.node == self.name:
@@ -451,7 +476,7 @@ class Node:
         self.inc = max(self.inc, inc) + 1
         self.table.set(self.table.members[self.name], now, inc=self.inc)
         self.stats["refutations"] += 1
-        alive = wire.Alive(node=self.name, id=self.id, addr=wire.format_addr(self.addr), inc=self.inc)
+        alive = self._alive_msg()
         self._broadcast("m:" + self.name, alive, now)
         if src is not None:
             self._send_direct(alive, src)
@@ -493,13 +518,16 @@ class Node:
         elif t.new == SUSPECT:
             self.stats["suspicions"] += 1
         self._events.append(
-            MemberEvent(kind, m.name, m.id, wire.format_addr(m.addr), m.inc, m.state, by=by, after_s=after)
+            MemberEvent(kind, m.name, m.id, wire.format_addr(m.addr), m.inc, m.state, by=by, after_s=after, tags=m.tags)
         )
+
+    def _alive_msg(self) -> wire.Alive:
+        return wire.Alive(node=self.name, id=self.id, addr=wire.format_addr(self.addr), inc=self.inc, tags=self.tags)
 
     def _record_msg(self, m: Member) -> wire.Message:
         addr = wire.format_addr(m.addr)
         if m.state == ALIVE:
-            return wire.Alive(node=m.name, id=m.id, addr=addr, inc=m.inc)
+            return wire.Alive(node=m.name, id=m.id, addr=addr, inc=m.inc, tags=m.tags)
         if m.state == SUSPECT:
             return wire.Suspect(node=m.name, inc=m.inc, by=self.name)
         if m.state == DEAD:
@@ -509,7 +537,7 @@ class Node:
     # ------------------------------------------------------------------ join and anti-entropy
 
     def _join_msg(self) -> wire.Join:
-        return wire.Join(node=self.name, id=self.id, addr=wire.format_addr(self.addr), inc=self.inc)
+        return wire.Join(node=self.name, id=self.id, addr=wire.format_addr(self.addr), inc=self.inc, tags=self.tags)
 
     def _send_join(self, now: float) -> None:
         join = self._join_msg()
@@ -535,7 +563,7 @@ class Node:
             if m is not None and (rec.inc < m.inc or (rec.inc == m.inc and rec.state == m.state)):
                 continue  # old news: the common case, kept cheap
             if rec.state == ALIVE:
-                self._on_alive(wire.Alive(node=rec.node, id=rec.id, addr=rec.addr, inc=rec.inc), now, src)
+                self._on_alive(_alive_of(rec), now, src)
             elif rec.node == self.name:
                 if rec.inc >= self.inc and not self.leaving:
                     self._refute(rec.inc, now, src)
@@ -547,9 +575,9 @@ class Node:
                         continue
                     if rec.state in (DEAD, LEFT):
                         # History from before we joined: remember it quietly, no events.
-                        self.table.insert(rec.node, rec.id, addr, rec.inc, rec.state, now)
+                        self.table.insert(rec.node, rec.id, addr, rec.inc, rec.state, now, rec.tags)
                         continue
-                    self._on_alive(wire.Alive(node=rec.node, id=rec.id, addr=rec.addr, inc=rec.inc), now, src)
+                    self._on_alive(_alive_of(rec), now, src)
                 if rec.state == SUSPECT:
                     self._on_suspect(wire.Suspect(node=rec.node, inc=rec.inc, by=""), now, src, by="")
                 elif rec.state == DEAD:
@@ -572,7 +600,9 @@ class Node:
     def _state_records(self, buckets: set[int] | None) -> tuple[list[bytes], list[bytes]]:
         members = [
             wire.encode_message(
-                wire.MemberRecord(node=m.name, id=m.id, addr=wire.format_addr(m.addr), inc=m.inc, state=m.state)
+                wire.MemberRecord(
+                    node=m.name, id=m.id, addr=wire.format_addr(m.addr), inc=m.inc, state=m.state, tags=m.tags
+                )
             )
             for m in self.table.members.values()
             if buckets is None or m.bucket in buckets
@@ -765,3 +795,23 @@ class Node:
         self.stats["datagrams_out"] += 1
         self.stats["bytes_out"] += len(data)
         self._out.append((data, dest))
+
+
+def _alive_of(rec: wire.MemberRecord) -> wire.Alive:
+    return wire.Alive(node=rec.node, id=rec.id, addr=rec.addr, inc=rec.inc, tags=rec.tags)
+
+
+def check_tags(config: Config, name: str, new: Mapping[str, str]) -> dict[str, str]:
+    """A copy of ``new`` if a node called ``name`` can carry these tags, or raise TagsError:
+    within the tags' own limit, and small enough that its Alive message and member record
+    fit in one datagram of ``config.max_datagram`` bytes."""
+    checked = tags.validate(new)
+    longest = wire.Alive(node=name, id=str(uuid.UUID(int=0)), addr="255.255.255.255:65535", inc=2**63, tags=checked)
+    size = len(wire.encode_message(longest)) + RECORD_ROOM
+    limit = wire.max_message_size(config.max_datagram)
+    if size > limit:
+        raise tags.TagsError(
+            f"tags too big for {config.max_datagram}-byte datagrams: "
+            f"the node's record would take {size} of {limit} bytes"
+        )
+    return checked

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from chatterd.core import tags
 from chatterd.core.digest import BUCKETS
 
 VERSION = 1
@@ -39,6 +40,7 @@ class Alive(_Msg, tag="alive"):
     id: str
     addr: str
     inc: int
+    tags: dict[str, str] = {}  # omitted when empty (see core/tags.py)
 
 
 class Suspect(_Msg, tag="suspect"):
@@ -79,6 +81,7 @@ class Join(_Msg, tag="join"):
     id: str
     addr: str
     inc: int
+    tags: dict[str, str] = {}
 
 
 class MemberRecord(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -87,6 +90,7 @@ class MemberRecord(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     addr: str
     inc: int
     state: Literal["alive", "suspect", "dead", "left"]
+    tags: dict[str, str] = {}
 
 
 class DeviceRecord(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -238,9 +242,18 @@ def _check(msg: Message, max_depth: int | None) -> None:
     elif isinstance(msg, Inject):
         if max_depth is not None and depth(msg.payload) > max_depth:
             raise WireError("too_deep", f"payload nesting > {max_depth}")
-    elif isinstance(msg, (Heartbeat, Alive, Suspect, Dead, Left, Join)):
+    elif isinstance(msg, (Heartbeat, Suspect, Dead, Left)):
         if msg.inc < 0:
             raise WireError("invalid", "negative incarnation")
+    elif isinstance(msg, (Alive, Join)):
+        if msg.inc < 0:
+            raise WireError("invalid", "negative incarnation")
+        _check_tags(msg.tags)
+    elif isinstance(msg, State):
+        for rec in msg.members:
+            if rec.inc < 0:
+                raise WireError("invalid", "negative incarnation")
+            _check_tags(rec.tags)
     elif isinstance(msg, DigestMsg):
         if len(msg.h) != BUCKETS:
             raise WireError("invalid", f"digest must have {BUCKETS} buckets")
@@ -250,6 +263,13 @@ def _check(msg: Message, max_depth: int | None) -> None:
     elif isinstance(msg, Want):
         if len(msg.buckets) > BUCKETS or any(not 0 <= b < BUCKETS for b in msg.buckets):
             raise WireError("invalid", "bucket out of range")
+
+
+def _check_tags(t: dict[str, str]) -> None:
+    if t:
+        reason = tags.problem(t)
+        if reason is not None:
+            raise WireError("tags", reason)
 
 
 def depth(value: Any, limit: int = 1000) -> int:
