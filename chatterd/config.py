@@ -58,6 +58,11 @@ class Config:
     repair_window: float = 30.0
     repair_grace: float = 0.5
 
+    # --- roles ------------------------------------------------------------------------
+    # A node takes part in role elections only this long after it started (or joined), so
+    # that it sees the other candidates and the current claims before it may claim itself.
+    role_settle: float = 1.0
+
     # --- failure detection ------------------------------------------------------------
     # Each node sends a heartbeat to `monitors` peers (its successors on a hash ring) every
     # heartbeat_interval. The load per node is monitors / heartbeat_interval datagrams per
@@ -113,6 +118,7 @@ LOCAL = Config(
     pushpull_interval=2.0,
     reconnect_interval=2.0,
     join_retry_interval=0.5,
+    role_settle=0.5,
 )
 
 PROFILES: dict[str, Config] = {"lan": LAN, "local": LOCAL}

@@ -77,6 +77,8 @@ class Simulation:
         join: list[str] | None = None,
         config: Config | None = None,
         tags: dict[str, str] | None = None,
+        expect: int | None = None,
+        role_lock: bool = False,
     ) -> Node:
         if name not in self.addr_of:
             addr = ("sim", len(self.addr_of) + 1)
@@ -92,6 +94,8 @@ class Simulation:
             rng=random.Random(self.rng.getrandbits(64)),
             seeds=seeds,
             tags=tags,
+            expect=expect,
+            role_lock=role_lock,
         )
         self.nodes[name] = node
         self.down.discard(name)
@@ -148,9 +152,9 @@ class Simulation:
         self.down.add(name)
         self._scheduled.pop(name, None)
 
-    def restart(self, name: str, join: list[str]) -> Node:
+    def restart(self, name: str, join: list[str], **kw: Any) -> Node:
         self.run_for(0.001)  # a new life gets a later wall clock, hence a higher incarnation
-        return self.add_node(name, join=join)
+        return self.add_node(name, join=join, **kw)
 
     def leave(self, name: str) -> None:
         node = self.nodes[name]
@@ -163,6 +167,19 @@ class Simulation:
         changed = node.set_tags(tags, self.now)
         self._step(node)
         return changed
+
+    def set_failing(self, name: str, reason: str | None) -> None:
+        node = self.nodes[name]
+        node.set_failing(reason, self.now)
+        self._step(node)
+
+    def holders(self, role: str, alive_only: bool = True) -> dict[str, int]:
+        """Nodes that hold ``role`` right now → their epoch."""
+        return {
+            name: n.roles.held[role].epoch
+            for name, n in self.nodes.items()
+            if role in n.roles.held and (not alive_only or name not in self.down)
+        }
 
     def pause(self, name: str) -> None:
         self.paused[name] = []

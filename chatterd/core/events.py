@@ -37,4 +37,18 @@ class Delivery:
     payload: dict[str, Any] = field(hash=False)
 
 
-Event = MemberEvent | Delivery
+@dataclass(frozen=True, slots=True)
+class RoleEvent:
+    """This node acquired or lost a role (core/roles.py).
+
+    kind: role-acquired or role-lost. ``epoch`` is the fencing token of this node's tenure.
+    """
+
+    kind: str
+    role: str
+    holder: str
+    epoch: int
+    reason: str
+
+
+Event = MemberEvent | Delivery | RoleEvent

@@ -29,12 +29,13 @@ from chatterd.config import Config
 from chatterd.core import payloads, tags, wire
 from chatterd.core.dedup import SeenSet
 from chatterd.core.devices import DeviceTable
-from chatterd.core.digest import Digest
+from chatterd.core.digest import Digest, bucket_of, signature
 from chatterd.core.dissemination import BroadcastQueue
-from chatterd.core.events import Delivery, Event, MemberEvent
+from chatterd.core.events import Delivery, Event, MemberEvent, RoleEvent
 from chatterd.core.membership import ALIVE, DEAD, LEFT, SUSPECT, Member, MemberTable, Transition
 from chatterd.core.repair import RepairStore
 from chatterd.core.ring import Ring
+from chatterd.core.roles import FAILING_TAG, TAG_PREFIX, Claim, RoleBook, candidacies
 from chatterd.core.suspicion import Suspicion
 
 Addr = tuple[str, int]
@@ -44,6 +45,8 @@ MAX_REPAIR_RUMORS = 256  # rumors sent in answer to one repair summary
 # Room kept, beyond a node's own Alive message, in a datagram: a state chunk's header and a
 # longer sender name, so that its record (with its tags) fits in anyone's datagram.
 RECORD_ROOM = 128
+
+_claim_encoder = msgspec.json.Encoder()
 
 log_wire = structlog.get_logger("chatterd.wire")
 log_members = structlog.get_logger("chatterd.membership")
@@ -78,6 +81,8 @@ class Node:
         node_id: str | None = None,
         incarnation: int | None = None,
         tags: Mapping[str, str] | None = None,
+        expect: int | None = None,
+        role_lock: bool = False,
     ) -> None:
         self.cfg = config
         self.name = name
@@ -104,6 +109,20 @@ class Node:
         self.injects: SeenSet[str] = SeenSet(config.seen_ttl, 10_000)
         self.devices = DeviceTable(self.digest)
         self.repair = RepairStore(config.repair_window, config.repair_grace)
+        # Roles (core/roles.py): candidates are members with role:NAME tags. With role_lock,
+        # the shell's lock service must grant a role (grant_role) before we claim it.
+        self.roles = RoleBook(name, expect, gated=role_lock)
+        self._role_members: dict[str, dict[str, int]] = {}  # member → its candidacies
+        self._roles_dirty = False
+        self._lock_requests: list[tuple[str, str]] = []  # ("want" | "unwant", role) for the shell
+        self.failing: str | None = None  # why our --check fails (our candidacies are withdrawn)
+        self._withdrawn: dict[str, str] = {}
+        self._note_candidacies(name, self.tags)
+        # Elections start role_settle after we started (no seeds) or joined: time to learn
+        # the other candidates and the current claims first.
+        self._roles_at: float | None = None if seeds else now + config.role_settle
+        self._roles_ready = False
+        self._had_quorum = False
         self.suspicions: dict[str, Suspicion] = {}
         self.monitored: dict[str, float] = {}  # members we monitor → when we last heard them
         self._dead: dict[str, None] = {}  # members we believe dead (reconnect candidates), in order
@@ -149,6 +168,8 @@ class Node:
             d = min(d, self._next_join)
         if self._next_repair is not None:
             d = min(d, self._next_repair)
+        if self._roles_at is not None:
+            d = min(d, self._roles_at)
         d = min(d, self._next_pushpull, self._next_reconnect)
         after = self.cfg.suspect_after
         for name, last in self.monitored.items():
@@ -180,6 +201,8 @@ class Node:
                     self._send_direct(self._record_msg(m), m.addr)
         for msg in dgram.m:
             self._dispatch(msg, addr, now)
+        if self._roles_dirty:
+            self._reconcile_roles(now)
 
     def handle_timers(self, now: float) -> None:
         if self._expected_wake is not None:
@@ -201,6 +224,11 @@ class Node:
                 self._reconnect(now)
             if self._next_repair is not None and now >= self._next_repair:
                 self._repair_round(now)
+        if self._roles_at is not None and now >= self._roles_at:
+            self._roles_at = None
+            self._roles_ready = self._roles_dirty = True
+        if self._roles_dirty:
+            self._reconcile_roles(now)
         if self._next_flush is not None and now >= self._next_flush:
             self._flush(now)
         self._expected_wake = self.next_deadline()
@@ -237,6 +265,8 @@ class Node:
         """Announce a graceful leave to every live member; the shell exits afterwards."""
         if self.leaving:
             return
+        for role in list(self.roles.held) + list(self.roles.pending):
+            self._release(role, "leaving the cluster", now)
         self.leaving = True
         self.table.set(self.table.members[self.name], now, state=LEFT)
         data = wire.encode([wire.Left(node=self.name, inc=self.inc)], self.name)
@@ -261,7 +291,193 @@ class Node:
         self._broadcast("m:" + self.name, self._alive_msg(), now)
         self._apply(Transition(me, ALIVE, ALIVE, updated=True), now)
         log_members.info("tags_changed", inc=self.inc, tags=checked)
+        if self._roles_dirty:
+            self._reconcile_roles(now)
         return True
+
+    # ------------------------------------------------------------------ roles
+
+    def set_failing(self, reason: str | None, now: float) -> None:
+        """Our health check failed (reason) or passes again (None). While it fails, our
+        candidacies are withdrawn from our tags (tag check=failing instead), so every node
+        elects someone else and we give up the roles we hold."""
+        if reason is not None and self.failing is None:
+            self.failing = reason
+            self._withdrawn = {k: v for k, v in self.tags.items() if k.startswith(TAG_PREFIX)}
+            kept = {k: v for k, v in self.tags.items() if k not in self._withdrawn}
+            self.set_tags(kept | {FAILING_TAG: "failing"}, now)
+        elif reason is None and self.failing is not None:
+            self.failing = None
+            kept = {k: v for k, v in self.tags.items() if k != FAILING_TAG}
+            self.set_tags(kept | self._withdrawn, now)
+            self._withdrawn = {}
+        elif reason is not None:
+            self.failing = reason
+
+    def take_lock_requests(self) -> list[tuple[str, str]]:
+        """("want", role): we won the election, get the lock and call grant_role;
+        ("unwant", role): we gave it up, release the lock."""
+        out, self._lock_requests = self._lock_requests, []
+        return out
+
+    def grant_role(self, role: str, epoch: int, now: float) -> bool:
+        """The lock service gave us ``role`` at ``epoch`` (its revision). False if we no
+        longer want it (the shell must then release the lock)."""
+        if role not in self.roles.pending:
+            return False
+        self.roles.pending.discard(role)
+        self._claim(role, epoch, now)
+        return True
+
+    def revoke_role(self, role: str, reason: str, now: float) -> None:
+        """The lock service took ``role`` away (lease expired, lock service unreachable)."""
+        if role in self.roles.held or role in self.roles.pending:
+            self._release(role, reason, now, tell_lock=False)
+        self._roles_dirty = True  # we may still win the election: ask for the lock again
+
+    def role_rows(self, now: float) -> list[dict[str, Any]]:
+        cands = self._candidates(now)
+        rows = []
+        for role in sorted(set(self.roles.claims) | set(cands) | {r for c in self._role_members.values() for r in c}):
+            claim = self.roles.claims.get(role)
+            holder = self.table.members.get(claim.holder) if claim else None
+            rows.append(
+                {
+                    "role": role,
+                    "holder": claim.holder if claim else None,
+                    "epoch": claim.epoch if claim else 0,
+                    "since": claim.ts / 1000 if claim else None,
+                    "holder_state": holder.state if holder else None,
+                    "candidates": dict(sorted(cands.get(role, {}).items(), key=lambda kv: (-kv[1], kv[0]))),
+                    "held_here": role in self.roles.held,
+                    "waiting_for_lock": role in self.roles.pending,
+                    "why_not_here": self.roles.why_not.get(role),
+                }
+            )
+        return rows
+
+    def _note_candidacies(self, name: str, member_tags: Mapping[str, str]) -> None:
+        c = candidacies(member_tags) if member_tags else {}
+        if c or name in self._role_members:
+            if c:
+                self._role_members[name] = c
+            else:
+                del self._role_members[name]
+            self._roles_dirty = True
+
+    def _up(self, m: Member, recent: float) -> bool:
+        """Up for role purposes: alive or suspect, or declared dead but heard from since
+        ``recent`` (stale news about a member we hear: it will refute it)."""
+        return m.state in (ALIVE, SUSPECT) or (
+            m.state == DEAD and m.last_heard is not None and m.last_heard > recent and m.name != self.name
+        )
+
+    def _members_up(self, now: float) -> int:
+        """Members that count towards a quorum: alive, or heard from in the last suspect_after
+        (a suspect we no longer hear does not count: a holder cut off into a minority steps
+        down as soon as it suspects the majority, before the majority can declare it dead)."""
+        recent = now - self.cfg.suspect_after
+        return sum(
+            1
+            for m in self.table.members.values()
+            if m.state == ALIVE or m.name == self.name or (m.last_heard is not None and m.last_heard > recent)
+        )
+
+    def _candidates(self, now: float) -> dict[str, dict[str, int]]:
+        """role → {candidate: priority} over the members we believe up: suspects included (a
+        suspicion alone does not move a role), and members declared dead that we heard from
+        less than suspect_after ago (stale news, soon refuted: in a healing partition, a
+        Dead message from the other side must not make us take over from a live holder)."""
+        out: dict[str, dict[str, int]] = {}
+        members = self.table.members
+        recent = now - self.cfg.suspect_after
+        for name, c in self._role_members.items():
+            m = members.get(name)
+            if m is None:
+                continue
+            if self._up(m, recent):
+                for role, prio in c.items():
+                    out.setdefault(role, {})[name] = prio
+        return out
+
+    def _reconcile_roles(self, now: float) -> None:
+        self._roles_dirty = False
+        if self.leaving or not self._roles_ready:
+            return
+        alive = self._members_up(now) if self.roles.expect is not None else len(self.ring)
+        if self.roles.expect is not None:
+            quorum = self.roles.quorum(alive)
+            if quorum and not self._had_quorum:
+                # Back in a majority (a partition healed): learn the claims made meanwhile
+                # before claiming anything on the strength of an old one.
+                self._had_quorum = True
+                self._roles_ready = False
+                self._roles_at = now + self.cfg.role_settle
+                self._next_pushpull = now  # fetch the claims made meanwhile right away
+                return
+            self._had_quorum = quorum
+        # A claim by a member we have no record of: our view is incomplete (a lost state
+        # chunk after joining); wait for its record (alive, or dead) before electing.
+        members = self.table.members
+        unknown = frozenset(r for r, c in self.roles.claims.items() if c.holder not in members)
+        take, drop = self.roles.decide(self._candidates(now), alive, unknown)
+        for role, reason in drop:
+            if self.failing is not None and reason == "no longer a candidate":
+                reason = f"check failing: {self.failing}"
+            self._release(role, reason, now)
+        for role in take:
+            if self.roles.gated:
+                self.roles.pending.add(role)
+                self._lock_requests.append(("want", role))
+                log_members.info("role_lock_wanted", role=role)
+            else:
+                self._claim(role, self.roles.next_epoch(role), now)
+
+    def _claim(self, role: str, epoch: int, now: float) -> None:
+        claim = Claim(role=role, holder=self.name, epoch=epoch, ts=int(self.wall(now) * 1000))
+        self._merge_claim(claim)
+        self.roles.held[role] = claim
+        self.stats["roles_acquired"] += 1
+        self._broadcast("role:" + role, wire.RoleClaim(role=role, holder=self.name, epoch=epoch, ts=claim.ts), now)
+        self._events.append(RoleEvent("role-acquired", role, self.name, epoch, "elected"))
+        log_members.info("role_acquired", role=role, epoch=epoch)
+
+    def _release(self, role: str, reason: str, now: float, tell_lock: bool = True) -> None:
+        claim = self.roles.held.pop(role, None)
+        if role in self.roles.pending:
+            self.roles.pending.discard(role)
+            if tell_lock:
+                self._lock_requests.append(("unwant", role))
+        if claim is None:
+            return
+        if self.roles.gated and tell_lock:
+            self._lock_requests.append(("unwant", role))
+        self.stats["roles_lost"] += 1
+        self._events.append(RoleEvent("role-lost", role, self.name, claim.epoch, reason))
+        log_members.warning("role_lost", role=role, epoch=claim.epoch, reason=reason)
+
+    def _merge_claim(self, claim: Claim) -> bool:
+        old = self.roles.claims.get(claim.role)
+        if not self.roles.merge(claim):
+            return False
+        old_sig = 0 if old is None else signature("role", old.role, old.holder, old.epoch)
+        new_sig = signature("role", claim.role, claim.holder, claim.epoch)
+        self.digest.update(bucket_of("role:" + claim.role), old_sig, new_sig)
+        self._roles_dirty = True
+        return True
+
+    def _on_role_claim(self, claim: Claim, now: float) -> None:
+        if self.roles.superseded(claim):
+            self._release(claim.role, f"superseded by {claim.holder} at epoch {claim.epoch}", now)
+        if self._merge_claim(claim):
+            msg = wire.RoleClaim(role=claim.role, holder=claim.holder, epoch=claim.epoch, ts=claim.ts)
+            self._broadcast("role:" + claim.role, msg, now)
+            holder = self.table.members.get(claim.holder)
+            if claim.holder != self.name and (holder is None or holder.state not in (ALIVE, SUSPECT)):
+                # A new claim by a member we think is gone: we were cut off from it (a healing
+                # partition) or we are new. Learn its state before electing anyone else.
+                self._roles_ready = False
+                self._roles_at = now + self.cfg.role_settle
 
     def adopt(self, members: dict[str, Member], hashes: list[int], ring: Ring, now: float) -> None:
         """Start from an already converged view (the simulator's bootstrap of big clusters),
@@ -321,6 +537,8 @@ class Node:
             self._on_digest(msg, src)
         elif isinstance(msg, wire.Want):
             self._send_state(src, reply=False, buckets=set(msg.buckets))
+        elif isinstance(msg, wire.RoleClaim):
+            self._on_role_claim(Claim(role=msg.role, holder=msg.holder, epoch=msg.epoch, ts=msg.ts), now)
         elif isinstance(msg, wire.Have):
             self._on_have(msg, src, now)
         elif isinstance(msg, wire.Inject):
@@ -487,6 +705,11 @@ class Node:
         if t is None:
             return
         m = t.member
+        if m.tags or m.name in self._role_members:
+            self._note_candidacies(m.name, m.tags)
+            self._roles_dirty = True
+        elif self.roles.held or self.roles.expect is not None:
+            self._roles_dirty = True  # quorum may have changed
         # How long it had been silent: our own observation if we watched it, otherwise
         # estimated from when its monitors began to suspect it.
         last = self.monitored.get(m.name)
@@ -557,6 +780,7 @@ class Node:
             # The seed's state misses whoever joined after us in a join storm, and gossip can
             # miss one of them too: an early digest exchange closes the gap in ~2 s, not ~5.
             self._next_pushpull = min(self._next_pushpull, now + 1.0 + self.rng.random())
+            self._roles_at = now + self.cfg.role_settle
         members = self.table.members
         for rec in msg.members:
             m = members.get(rec.node)
@@ -586,6 +810,8 @@ class Node:
                     self._on_left(wire.Left(node=rec.node, inc=rec.inc), now, src)
         for dev in msg.devices:
             self.devices.merge(dev, now)
+        for claim in msg.roles:
+            self._on_role_claim(claim, now)
         if msg.reply:
             self._send_state(src, reply=False)
 
@@ -597,7 +823,7 @@ class Node:
             self._send_state(src, reply=False, buckets=set(differ))
             self._send_direct(wire.Want(buckets=differ), src)
 
-    def _state_records(self, buckets: set[int] | None) -> tuple[list[bytes], list[bytes]]:
+    def _state_records(self, buckets: set[int] | None) -> tuple[list[bytes], list[bytes], list[bytes]]:
         members = [
             wire.encode_message(
                 wire.MemberRecord(
@@ -608,15 +834,29 @@ class Node:
             if buckets is None or m.bucket in buckets
         ]
         devices = [wire.encode_message(r) for r in self.devices.records(buckets)]
-        return members, devices
+        roles = [
+            _claim_encoder.encode(c)
+            for c in self.roles.claims.values()
+            if buckets is None or bucket_of("role:" + c.role) in buckets
+        ]
+        return members, devices, roles
 
     def _send_state(self, dest: Addr, reply: bool, buckets: set[int] | None = None) -> None:
         """Send our state (all of it, or the records in some buckets) as State chunks."""
-        members, devices = self._state_records(buckets)
+        members, devices, roles = self._state_records(buckets)
         budget = wire.max_message_size(self.cfg.max_datagram) - len(self.name) - 64
         head = wire.encode_message(wire.State(reply=reply))[:-1]  # '{"type":"state"' (+reply)
+        # The claims (a few small records) ride in every chunk when they fit in a quarter of
+        # it: a node that got any part of our state knows who holds which role.
+        roles_part = b',"roles":[' + b",".join(roles) + b"]" if roles else b""
+        if len(roles_part) <= budget // 4:
+            head += roles_part
+            budget -= len(roles_part)
+            groups = (("members", members), ("devices", devices))
+        else:
+            groups = (("roles", roles), ("members", members), ("devices", devices))
         chunks: list[bytes] = []
-        for field, records in (("members", members), ("devices", devices)):
+        for field, records in groups:
             batch: list[bytes] = []
             size = 0
             for rec in records:

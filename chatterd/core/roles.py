@@ -93,3 +93,76 @@ def candidates_by_role(members: Iterable[tuple[str, Mapping[str, str]]]) -> dict
         for role, prio in candidacies(tags).items():
             out.setdefault(role, {})[name] = prio
     return out
+
+
+class RoleBook:
+    """One node's view of the roles: the best claim known for each, the roles it holds, and
+    (with a lock service) the roles it waits for. Pure bookkeeping: the Node feeds it the
+    members and the claims it hears, and turns its answers into messages and events."""
+
+    def __init__(self, name: str, expect: int | None = None, gated: bool = False) -> None:
+        self.name = name
+        self.expect = expect  # hold roles only while >= expect // 2 + 1 members are alive
+        self.gated = gated  # a lock service must grant each role (grant()) before we claim it
+        self.claims: dict[str, Claim] = {}
+        self.held: dict[str, Claim] = {}
+        self.pending: set[str] = set()  # gated: elected, waiting for the lock
+        self.why_not: dict[str, str] = {}  # role → why we do not hold it although a candidate
+
+    def merge(self, claim: Claim) -> bool:
+        """Remember a claim if it supersedes the one we had. Returns True if it did."""
+        if not better(claim, self.claims.get(claim.role)):
+            return False
+        self.claims[claim.role] = claim
+        return True
+
+    def quorum(self, alive: int) -> bool:
+        return self.expect is None or alive >= self.expect // 2 + 1
+
+    def decide(
+        self, candidates: Mapping[str, Mapping[str, int]], alive: int, hold_off: frozenset[str] = frozenset()
+    ) -> tuple[list[str], list[tuple[str, str]]]:
+        """Given role → {alive candidate: priority} and the number of alive members, which
+        roles we should now take (claim, or ask the lock for) and which we must give up, with
+        the reason. Roles we hold but that no one is a candidate for any more are given up.
+        Roles in ``hold_off`` (claimed by a member we know nothing of yet) are not taken."""
+        take: list[str] = []
+        drop: list[tuple[str, str]] = []
+        has_quorum = self.quorum(alive)
+        for role in sorted(set(candidates) | set(self.held) | self.pending):
+            cands = candidates.get(role, {})
+            current = self.claims.get(role)
+            winner = elect(cands, current)
+            mine = role in self.held or role in self.pending
+            if winner == self.name and has_quorum:
+                if role in hold_off and not mine:
+                    self.why_not[role] = f"learning about holder {current.holder if current else '?'} first"
+                    continue
+                self.why_not.pop(role, None)
+                if not mine:
+                    take.append(role)
+                continue
+            if self.name in cands:
+                self.why_not[role] = (
+                    f"no quorum: {alive} of {self.expect} members alive" if not has_quorum else f"held by {winner}"
+                )
+            else:
+                self.why_not.pop(role, None)
+            if mine:
+                if self.name not in cands:
+                    reason = "no longer a candidate"
+                elif not has_quorum:
+                    reason = f"lost quorum: {alive} of {self.expect} members alive"
+                else:
+                    reason = f"{winner} wins the election"
+                drop.append((role, reason))
+        return take, drop
+
+    def superseded(self, claim: Claim) -> bool:
+        """A better claim by someone else for a role we hold: we lost it."""
+        mine = self.held.get(claim.role)
+        return mine is not None and claim.holder != self.name and better(claim, mine)
+
+    def next_epoch(self, role: str) -> int:
+        current = self.claims.get(role)
+        return 1 if current is None else current.epoch + 1

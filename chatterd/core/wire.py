@@ -18,6 +18,7 @@ import msgspec
 
 from chatterd.core import tags
 from chatterd.core.digest import BUCKETS
+from chatterd.core.roles import Claim
 
 VERSION = 1
 
@@ -111,6 +112,7 @@ class State(_Msg, tag="state"):
 
     members: list[MemberRecord] = []
     devices: list[DeviceRecord] = []
+    roles: list[Claim] = []
     reply: bool = False
 
 
@@ -124,6 +126,15 @@ class Want(_Msg, tag="want"):
     """Anti-entropy, step 2: 'send me your records in these buckets'."""
 
     buckets: list[int]
+
+
+class RoleClaim(_Msg, tag="role"):
+    """'``holder`` holds ``role`` from ``epoch`` on' (core/roles.py), gossiped like member news."""
+
+    role: str
+    holder: str
+    epoch: int
+    ts: int
 
 
 class Have(_Msg, tag="have"):
@@ -168,6 +179,7 @@ Message = (
     | DigestMsg
     | Want
     | Have
+    | RoleClaim
     | Inject
     | InjectAck
     | InjectNack
@@ -257,6 +269,12 @@ def _check(msg: Message, max_depth: int | None) -> None:
     elif isinstance(msg, DigestMsg):
         if len(msg.h) != BUCKETS:
             raise WireError("invalid", f"digest must have {BUCKETS} buckets")
+    elif isinstance(msg, RoleClaim):
+        if not msg.role or not msg.holder or msg.epoch < 1:
+            raise WireError("invalid", "empty role or holder, or epoch < 1")
+    elif isinstance(msg, State):
+        if any(not c.role or not c.holder or c.epoch < 1 for c in msg.roles):
+            raise WireError("invalid", "empty role or holder, or epoch < 1 in state")
     elif isinstance(msg, Have):
         if len(msg.s) > MAX_HAVE_STREAMS or any(len(e[4]) > MAX_HAVE_GAPS for e in msg.s):
             raise WireError("invalid", "too many streams or gaps in have")
