@@ -2,6 +2,7 @@
 
 GET  /v1/members   one object per known member (?status=S and ?tag=KEY=VALUE filter, repeatable)
 GET  /v1/devices   the cluster's device table
+GET  /v1/roles     each role: holder, epoch (fencing token), since, candidates, and this node's part
 GET  /v1/events    recent deliveries and membership changes (?since=SEQ for newer ones)
 GET  /v1/health    whether this node is healthy (503 when not, with the reasons), and its counters
 PUT  /v1/tags      change this node's tags: {"set": {"k": "v"}, "delete": ["k"]} (POST too)
@@ -73,6 +74,10 @@ def build_app(rt: Runtime) -> Starlette:
             return error(str(e))
         return JSONResponse([row for row in rt.node.member_rows(trio.current_time()) if keep(row)])
 
+    async def roles(request: Request) -> JSONResponse:
+        assert rt.node is not None
+        return JSONResponse(rt.node.role_rows(trio.current_time()))
+
     async def devices(request: Request) -> JSONResponse:
         assert rt.node is not None
         return JSONResponse(rt.node.device_rows())
@@ -130,6 +135,7 @@ def build_app(rt: Runtime) -> Starlette:
         routes=[
             Route("/v1/members", members),
             Route("/v1/devices", devices),
+            Route("/v1/roles", roles),
             Route("/v1/events", events),
             Route("/v1/health", health),
             Route("/v1/tags", set_tags, methods=["PUT", "POST"]),

@@ -49,6 +49,25 @@ def _handler(text: str) -> object:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _role(text: str) -> tuple[str, int]:
+    from chatterd.core.roles import RoleError, parse_role
+
+    try:
+        return parse_role(text)
+    except RoleError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _lock_url(text: str) -> str:
+    from chatterd.lock import parse_lock_url
+
+    try:
+        parse_lock_url(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def _positive(kind: type) -> object:
     def conv(text: str) -> object:
         try:
@@ -131,6 +150,65 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the node's id, incarnation and peers in DIR/node.json, so that a restart comes back as the "
         "same node and rejoins its peers without --join (default: nothing saved)",
     )
+    roles = p.add_argument_group(
+        "roles and self-supervision",
+        "Every node elects the same holder for each role from the live candidates (highest priority, "
+        "then highest name; a holder keeps its role against equal priorities). The holder gets a "
+        "role-acquired event with an epoch (fencing token) that grows with every change of holder.",
+    )
+    roles.add_argument(
+        "--role",
+        type=_role,
+        action="append",
+        default=[],
+        dest="roles",
+        metavar="NAME[:PRIORITY]",
+        help="this node is a candidate for role NAME (priority: an integer, default 0); repeatable",
+    )
+    roles.add_argument(
+        "--expect",
+        type=_positive(int),
+        default=None,
+        metavar="N",
+        help="hold roles only while a majority of N members is alive here: at most one side of a partition "
+        "has a holder (default: available, both sides may elect one; the higher epoch wins on healing)",
+    )
+    roles.add_argument(
+        "--lock",
+        type=_lock_url,
+        default=None,
+        metavar="etcd://HOST:PORT/PREFIX",
+        help="hold roles only while holding a lease-backed key PREFIX/ROLE in etcd; the epoch is the etcd "
+        "revision; etcd unreachable: the holder steps down when its lease expires",
+    )
+    roles.add_argument(
+        "--lock-ttl",
+        type=_positive(float),
+        default=5.0,
+        metavar="SECONDS",
+        help="TTL of the etcd lease (default: 5)",
+    )
+    roles.add_argument(
+        "--check",
+        default=None,
+        metavar="COMMAND",
+        help="health check run every --check-interval seconds through /bin/sh; while it fails (non-zero exit "
+        "or timeout) this node reports itself failing and gives up its roles",
+    )
+    roles.add_argument(
+        "--check-interval", type=_positive(float), default=3.0, metavar="SECONDS", help="(default: 3)"
+    )
+    roles.add_argument(
+        "--check-timeout", type=_positive(float), default=10.0, metavar="SECONDS", help="(default: 10)"
+    )
+    roles.add_argument(
+        "--watchdog",
+        type=_positive(float),
+        default=None,
+        metavar="SECONDS",
+        help="exit with status 70 if this node's event loop stalls longer than this, so that a supervisor "
+        "restarts it (default: off)",
+    )
     p.add_argument(
         "--profile",
         choices=sorted(PROFILES),
@@ -190,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from chatterd import logs
     from chatterd.core.node import check_tags
+    from chatterd.core.roles import role_tags
     from chatterd.runtime import Options, Runtime, os_error_of
 
     config = PROFILES[args.profile]
@@ -209,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     name = args.name or f"{socket.gethostname()}:{args.listen[1]}"
     try:
-        node_tags = check_tags(config, name, dict(args.tags))
+        node_tags = check_tags(config, name, dict(args.tags) | role_tags(dict(args.roles)))
     except tags.TagsError as e:
         print(f"chatterd: error: --tag: {e}", file=sys.stderr)
         return 2
@@ -227,6 +306,14 @@ def main(argv: list[str] | None = None) -> int:
             handler_timeout=args.handler_timeout,
             tags=node_tags,
             data_dir=args.data_dir,
+            roles=dict(args.roles),
+            expect=args.expect,
+            lock=args.lock,
+            lock_ttl=args.lock_ttl,
+            check=args.check,
+            check_interval=args.check_interval,
+            check_timeout=args.check_timeout,
+            watchdog=args.watchdog,
         )
     )
     try:

@@ -34,7 +34,7 @@ from typing import Any, NoReturn
 from chatterd.config import DEFAULT_PORT
 from chatterd.core import tags, wire
 
-COMMANDS = ("members", "devices", "events", "leave", "tags")
+COMMANDS = ("members", "devices", "events", "leave", "tags", "roles")
 ENV_HTTP = "CHATTER_HTTP_ADDR"
 DEFAULT_HTTP = f"127.0.0.1:{DEFAULT_PORT}"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -228,6 +228,29 @@ def cmd_events(client: Client, args: argparse.Namespace) -> int:
         rows = client.get(f"/v1/events?since={since}")
 
 
+def roles_table(rows: Sequence[dict[str, Any]]) -> str:
+    if not rows:
+        return "no roles: start nodes with --role NAME[:PRIORITY]"
+    out = []
+    for r in rows:
+        since = "-" if r["since"] is None else time.strftime("%H:%M:%S", time.localtime(r["since"]))
+        cands = " ".join(f"{n}:{p}" for n, p in r["candidates"].items()) or "-"
+        here = "held here" if r["held_here"] else ("waiting for lock" if r["waiting_for_lock"] else "")
+        if not here and r.get("why_not_here"):
+            here = r["why_not_here"]
+        holder = r["holder"] or "-"
+        if r["holder"] and r["holder_state"] not in (None, "alive"):
+            holder += f" ({r['holder_state']})"
+        out.append([r["role"], holder, str(r["epoch"]), since, cands, here])
+    return table(["ROLE", "HOLDER", "EPOCH", "SINCE", "CANDIDATES", "HERE"], out)
+
+
+def cmd_roles(client: Client, args: argparse.Namespace) -> int:
+    rows = client.get("/v1/roles")
+    _print(json.dumps(rows, indent=2) if args.json else roles_table(rows))
+    return EXIT_OK
+
+
 def cmd_leave(client: Client, args: argparse.Namespace) -> int:
     name = client.request("POST", "/v1/leave")["name"]
     deadline = time.monotonic() + LEAVE_TIMEOUT
@@ -313,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--follow", "-f", action="store_true", help="keep printing new events until interrupted")
     e.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="one JSON object per line")
     e.set_defaults(run=cmd_events)
+
+    r = sub.add_parser("roles", parents=[common], help="who holds each role, with its epoch and candidates")
+    r.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON for scripts")
+    r.set_defaults(run=cmd_roles)
 
     lv = sub.add_parser("leave", parents=[common], help="leave the cluster gracefully and stop the daemon")
     lv.set_defaults(run=cmd_leave)

@@ -11,8 +11,8 @@ command; ``X=1 cmd`` is an error: write ``*=X=1 cmd``).
 
 The handler reads the event row (as ``/v1/events`` shows it) as one JSON line on stdin and
 finds ``CHATTER_EVENT``, ``CHATTER_SELF_NAME``, ``CHATTER_SELF_ADDR``, ``CHATTER_USER_EVENT``
-(user events) and ``CHATTER_MEMBER_NAME`` / ``CHATTER_MEMBER_ADDR`` (member events) in its
-environment.
+(user events), ``CHATTER_MEMBER_NAME`` / ``CHATTER_MEMBER_ADDR`` (member events) and
+``CHATTER_ROLE`` / ``CHATTER_EPOCH`` (role-acquired, role-lost) in its environment.
 
 Handlers never hold up the protocol: :meth:`Handlers.submit` only puts the event in a bounded
 queue (a full queue drops it, counts it and logs ``handler_queue_full``), and one trio task
@@ -52,7 +52,8 @@ MEMBER_KINDS = (
     "member-alive",
 )
 DELIVERY_KINDS = ("debug", "device", "view", "user")
-EVENT_TYPES = (*MEMBER_KINDS, *DELIVERY_KINDS)
+ROLE_KINDS = ("role-acquired", "role-lost")
+EVENT_TYPES = (*MEMBER_KINDS, *DELIVERY_KINDS, *ROLE_KINDS)
 
 DEFAULT_QUEUE = 1000
 DEFAULT_TIMEOUT = 30.0
@@ -66,6 +67,8 @@ ENV_KEYS = (
     "CHATTER_USER_EVENT",
     "CHATTER_MEMBER_NAME",
     "CHATTER_MEMBER_ADDR",
+    "CHATTER_ROLE",
+    "CHATTER_EPOCH",
 )
 
 _CAPTURE_BYTES = 8192  # kept of each of stdout and stderr; the rest is read and discarded
@@ -240,6 +243,9 @@ class Handlers:
         elif kind in MEMBER_KINDS:
             env["CHATTER_MEMBER_NAME"] = str(row["origin"])
             env["CHATTER_MEMBER_ADDR"] = str(row["payload"].get("addr", ""))
+        elif kind in ROLE_KINDS:
+            env["CHATTER_ROLE"] = str(row["payload"]["role"])
+            env["CHATTER_EPOCH"] = str(row["payload"]["epoch"])
         return env
 
     async def _run_one(self, spec: HandlerSpec, row: dict[str, Any], env: dict[str, str], data: bytes) -> None:

@@ -68,6 +68,8 @@ class HealthWatch:
         others_live = counts["alive"] + counts["suspect"] - (own in (ALIVE, SUSPECT))
         if not node.leaving and others_live == 0 and counts["dead"] > 0:
             reasons.append(f"isolated: no other live member, {counts['dead']} dead")
+        if node.failing is not None:
+            reasons.append(f"check failing: {node.failing}")
         if self.internal_errors.update(internal_errors, now):
             reasons.append(
                 f"internal errors: {internal_errors} since start, new ones seen in the last {RECENT_S:.0f} s"

@@ -30,10 +30,12 @@ import trio
 from chatterd import persistence
 from chatterd.config import Config
 from chatterd.core import tags, wire
-from chatterd.core.events import Delivery, Event, MemberEvent
+from chatterd.core.events import Delivery, Event, MemberEvent, RoleEvent
 from chatterd.core.node import Node, check_tags
+from chatterd.core.roles import FAILING_TAG, TAG_PREFIX, role_tags
 from chatterd.handlers import DEFAULT_QUEUE, DEFAULT_TIMEOUT, Handlers, HandlerSpec
 from chatterd.health import HealthWatch, member_counts
+from chatterd.supervision import Check, Watchdog
 
 if TYPE_CHECKING:
     from chatterd.metrics import Metrics
@@ -63,6 +65,14 @@ class Options:
     handler_timeout: float = DEFAULT_TIMEOUT
     tags: dict[str, str] = field(default_factory=dict)  # --tag
     data_dir: Path | None = None  # --data-dir: identity saved here (chatterd.persistence)
+    roles: dict[str, int] = field(default_factory=dict)  # --role NAME:PRIORITY (as role: tags)
+    expect: int | None = None  # --expect N: hold roles only while a majority of N is alive
+    lock: str | None = None  # --lock etcd://HOST:PORT/PREFIX: roles also need an etcd lease
+    lock_ttl: float = 5.0
+    check: str | None = None  # --check COMMAND
+    check_interval: float = 3.0
+    check_timeout: float = 10.0
+    watchdog: float | None = None  # --watchdog SECONDS
 
 
 class Runtime:
@@ -83,6 +93,9 @@ class Runtime:
         self._saved: persistence.Snapshot | None = None  # last snapshot written
         self._tried: persistence.Snapshot | None = None  # last snapshot we tried to write
         self._tried_at = 0.0
+        self.check: Check | None = None
+        self.watchdog: Watchdog | None = None
+        self.lock: Any = None  # chatterd.lock.RoleLock with --lock
         self.handlers = Handlers(
             opts.handlers, name=opts.name, queue_size=opts.handler_queue, timeout=opts.handler_timeout
         )
@@ -123,7 +136,9 @@ class Runtime:
             seeds=seeds,
             node_id=snap.id if snap is not None else str(uuid.uuid4()),
             incarnation=persistence.next_incarnation(snap, int((now + wall_offset) * 1000)),
-            tags=opts.tags or (snap.tags if snap is not None else {}),  # --tag replaces saved tags
+            tags=self._initial_tags(snap),
+            expect=opts.expect,
+            role_lock=opts.lock is not None,
         )
         log.info(
             "started",
@@ -144,6 +159,20 @@ class Runtime:
                 nursery.start_soon(self.handlers.run, wire.format_addr(advertise))
                 if opts.data_dir is not None:
                     nursery.start_soon(self._persist_loop)
+                if opts.check is not None:
+                    self.check = Check(opts.check, opts.check_interval, opts.check_timeout, self._check_report)
+                    nursery.start_soon(self.check.run)
+                if opts.watchdog is not None:
+                    self.watchdog = Watchdog(opts.watchdog)
+                    self.watchdog.start()
+                    nursery.start_soon(self.watchdog.beat)
+                if opts.lock is not None:
+                    from chatterd.lock import RoleLock, parse_lock_url
+
+                    self.lock = RoleLock(parse_lock_url(opts.lock), opts.name, ttl=opts.lock_ttl)
+                    self.lock.on_acquired = self._lock_acquired
+                    self.lock.on_lost = self._lock_lost
+                    await nursery.start(self.lock.run)
                 await trio.sleep(0)  # let the protocol loop send its joins before the API's imports
                 if opts.http is not None:
                     # The API's imports take ~0.3 s of CPU, more on a busy machine: in a thread, so
@@ -155,6 +184,8 @@ class Runtime:
                     log.info("http_listening", addr=self.http_bound)
                 task_status.started()
         finally:
+            if self.watchdog is not None:
+                self.watchdog.stop()
             sock.close()
             self._save_snapshot()
             log.info("stopped", node=opts.name)
@@ -169,6 +200,9 @@ class Runtime:
         log.info("leaving", node=self.opts.name)
         self.node.leave(trio.current_time())
         self._pump()
+        if self.lock is not None:
+            with trio.move_on_after(1.0):  # hand the lock over now rather than at lease expiry
+                await self.lock.release_all()
         await trio.sleep(self.opts.leave_linger)
         self.stop()
 
@@ -185,6 +219,33 @@ class Runtime:
         if changed:
             self.kick()
         return changed
+
+    # ------------------------------------------------------------------ roles: check and lock
+
+    def _initial_tags(self, snap: persistence.Snapshot | None) -> dict[str, str]:
+        """--tag replaces saved tags; candidacies come from --role only, never from the file."""
+        opts = self.opts
+        user = {k: v for k, v in opts.tags.items() if not k.startswith(TAG_PREFIX)}
+        if not user and snap is not None:
+            user = {k: v for k, v in snap.tags.items() if not k.startswith(TAG_PREFIX) and k != FAILING_TAG}
+        return user | role_tags(opts.roles) | {k: v for k, v in opts.tags.items() if k.startswith(TAG_PREFIX)}
+
+    def _check_report(self, reason: str | None) -> None:
+        assert self.node is not None
+        self.node.set_failing(reason, trio.current_time())
+        self._pump()
+
+    def _lock_acquired(self, role: str, epoch: int) -> None:
+        assert self.node is not None
+        if not self.node.grant_role(role, epoch, trio.current_time()):
+            self.lock.unwant(role)  # we stopped wanting it meanwhile
+        self._pump()
+
+    def _lock_lost(self, role: str, reason: str) -> None:
+        assert self.node is not None
+        self.node.revoke_role(role, reason, trio.current_time())
+        self.kick()  # the loop re-runs the election: it asks for the lock again if we still win
+        self._pump()
 
     # ------------------------------------------------------------------ persistence
 
@@ -320,6 +381,12 @@ class Runtime:
             except OSError as e:
                 self.stats["send_errors"] += 1
                 log.debug("send_failed", dest=wire.format_addr(addr), error=str(e))
+        if self.lock is not None:
+            for action, role in node.take_lock_requests():
+                if action == "want":
+                    self.lock.want(role)
+                else:
+                    self.lock.unwant(role)
         evs = node.take_events()
         if evs:
             for ev in evs:
@@ -345,6 +412,15 @@ class Runtime:
                 log_events.info("debug_message", text=ev.payload["DebugMessage"]["text"], origin=ev.origin, id=ev.id)
             else:
                 log_events.debug("delivered", kind=ev.kind, origin=ev.origin, id=ev.id)
+        elif isinstance(ev, RoleEvent):
+            row = {
+                "seq": seq,
+                "id": f"{ev.kind}:{ev.role}:{ev.epoch}",
+                "kind": ev.kind,
+                "origin": ev.holder,
+                "payload": {"role": ev.role, "holder": ev.holder, "epoch": ev.epoch, "reason": ev.reason},
+                "received_at": received_at,
+            }
         else:
             assert isinstance(ev, MemberEvent)
             if self.metrics is not None:
