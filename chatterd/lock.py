@@ -1,0 +1,600 @@
+"""Role lock backed by etcd (``chatterd --lock etcd://HOST:PORT/PREFIX``).
+
+A node holds a role only while it holds a lease-backed key in etcd, so at most one node holds
+it even when gossip is partitioned; the etcd revision at which the key was created is the
+role's epoch (fencing token), and it grows with every new holder.
+
+* One etcd lease per node (TTL ``ttl``), kept alive every ``ttl/3``.
+* One key per role: ``PREFIX + role``, value = the node's name, attached to our lease.
+  Acquiring is one transaction: "if the key does not exist, put it". A key held by another
+  node is retried every ``retry_interval`` until its holder releases it or its lease expires.
+* If etcd stops answering, the lease expires on the server ``ttl`` after the last keep-alive
+  it processed. That keep-alive was sent no earlier than the last one we saw succeed, so we
+  step down ``STEP_DOWN_FRACTION * ttl`` after *sending* it, before any other node can take
+  the role. Every held role is then reported lost (``on_lost``), and once etcd answers again
+  the old lease is revoked (etcd revives leases across a restart), a new one is granted and
+  the wanted roles are tried again.
+
+We talk to etcd's v3 JSON gateway (``/v3/...``) over HTTP with httpx: no gRPC dependency.
+Every call is bounded by ``http_timeout``, so a hung etcd never blocks the loops.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import httpx
+import structlog
+import trio
+
+log = structlog.get_logger("chatterd.lock")
+
+DEFAULT_PORT = 2379  # etcd's client port
+DEFAULT_TTL = 5.0  # s: a dead holder's roles are free again at most this long after its death
+HTTP_TIMEOUT = 1.0  # s: the longest any one call to etcd may take (a hung etcd never blocks us)
+RETRY_INTERVAL = 0.5  # s: between attempts at a role held elsewhere, and at etcd while it is down
+KEEPALIVES_PER_TTL = 3  # keep-alives per TTL: two can be lost before we step down
+# Step down this fraction of the TTL after sending the last keep-alive that succeeded: the
+# server's lease outlives it by at least the rest, which covers clock-rate differences.
+STEP_DOWN_FRACTION = 0.8
+
+
+@dataclass(frozen=True)
+class LockSpec:
+    """Where the locks live: etcd at ``host:port``, keys ``prefix + role``."""
+
+    host: str
+    port: int
+    prefix: str
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def key(self, role: str) -> str:
+        return self.prefix + role
+
+
+def parse_lock_url(text: str) -> LockSpec:
+    """'etcd://127.0.0.1:2379/chatter/' → LockSpec('127.0.0.1', 2379, 'chatter/').
+
+    The port defaults to 2379. The prefix is the path without its leading '/', and always ends
+    with '/' (added if missing), so role keys read ``chatter/NAME``."""
+    example = "expected etcd://HOST[:PORT]/PREFIX, e.g. etcd://127.0.0.1:2379/chatter/"
+    raw = text.strip()
+    try:
+        u = urllib.parse.urlsplit(raw)
+        port = u.port
+    except ValueError as e:
+        raise ValueError(f"invalid lock URL {text!r} ({e}): {example}") from None
+    if u.scheme != "etcd":
+        raise ValueError(f"invalid lock URL {text!r}: scheme must be etcd://; {example}")
+    if not u.hostname:
+        raise ValueError(f"invalid lock URL {text!r}: no host; {example}")
+    if u.username is not None or u.password is not None:
+        raise ValueError(f"invalid lock URL {text!r}: credentials are not supported; {example}")
+    if u.query or u.fragment or "?" in raw or "#" in raw:
+        raise ValueError(f"invalid lock URL {text!r}: no query or fragment allowed; {example}")
+    if port == 0:
+        raise ValueError(f"invalid lock URL {text!r}: port must be 1-65535; {example}")
+    prefix = u.path.lstrip("/")
+    if not prefix:
+        raise ValueError(f"invalid lock URL {text!r}: no key prefix; {example}")
+    if any(c.isspace() for c in prefix):
+        raise ValueError(f"invalid lock URL {text!r}: the key prefix contains whitespace; {example}")
+    if not prefix.endswith("/"):
+        prefix += "/"
+    return LockSpec(host=u.hostname, port=port if port is not None else DEFAULT_PORT, prefix=prefix)
+
+
+# --- a small client for etcd's v3 JSON gateway ------------------------------------------------
+
+
+class EtcdUnavailable(Exception):
+    """No usable answer: connection refused, timeout, broken response, server error."""
+
+
+class EtcdError(Exception):
+    """etcd answered with a gRPC error (``code`` 5 is NotFound, e.g. an unknown lease)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"etcd error {code}: {message}")
+        self.code = code
+        self.message = message
+
+
+GRPC_NOT_FOUND = 5
+
+
+@dataclass(frozen=True)
+class KeyValue:
+    key: str
+    value: str
+    create_revision: int
+    lease: int
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode("ascii")
+
+
+def _b64_bytes(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _prefix_end(prefix: str) -> bytes:
+    """The range end that selects every key starting with ``prefix`` (etcd's convention)."""
+    end = bytearray(prefix.encode())
+    while end and end[-1] == 0xFF:
+        end.pop()
+    if not end:
+        return b"\0"  # all keys
+    end[-1] += 1
+    return bytes(end)
+
+
+def _unb64(data: str) -> str:
+    return base64.b64decode(data).decode("utf-8", errors="replace")
+
+
+def _kv(raw: dict[str, Any]) -> KeyValue:
+    # int64 fields come back as strings, and fields equal to zero are left out.
+    return KeyValue(
+        key=_unb64(raw.get("key", "")),
+        value=_unb64(raw.get("value", "")),
+        create_revision=int(raw.get("create_revision", 0)),
+        lease=int(raw.get("lease", 0)),
+    )
+
+
+class EtcdClient:
+    """The few calls of etcd's v3 API the lock needs, each bounded by ``timeout`` seconds."""
+
+    def __init__(self, base_url: str, timeout: float = HTTP_TIMEOUT) -> None:
+        self.base_url = base_url
+        self.timeout = timeout
+        # trust_env=False: a proxy from the environment must not sit between us and etcd.
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, trust_env=False)
+
+    async def __aenter__(self) -> EtcdClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        with trio.move_on_after(self.timeout) as scope:
+            scope.shield = True
+            await self._http.aclose()
+
+    async def _post(self, path: str, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        limit = self.timeout if timeout is None else max(0.0, min(timeout, self.timeout))
+        try:
+            with trio.fail_after(limit):
+                r = await self._http.post(path, json=body)
+                data = r.json()
+        except trio.TooSlowError:
+            raise EtcdUnavailable(f"{path}: no answer within {limit:.2g} s") from None
+        except httpx.HTTPError as e:
+            raise EtcdUnavailable(f"{path}: {type(e).__name__}: {str(e) or 'failed'}") from None
+        except ValueError:
+            raise EtcdUnavailable(f"{path}: HTTP {r.status_code}, not JSON") from None
+        if not isinstance(data, dict):
+            raise EtcdUnavailable(f"{path}: HTTP {r.status_code}, unexpected answer")
+        if "code" in data and r.status_code != 200:
+            err = EtcdError(int(data["code"]), str(data.get("message", data.get("error", ""))))
+            if r.status_code >= 500:  # no leader, shutting down, ...: unavailable, try again
+                raise EtcdUnavailable(f"{path}: {err}")
+            raise err
+        if r.status_code != 200:
+            raise EtcdUnavailable(f"{path}: HTTP {r.status_code}")
+        return data
+
+    async def grant(self, ttl: int) -> tuple[int, int]:
+        """A new lease: (ID, granted TTL in seconds; etcd may round a short TTL up)."""
+        data = await self._post("/v3/lease/grant", {"TTL": ttl})
+        if data.get("error"):
+            raise EtcdError(0, str(data["error"]))
+        return int(data["ID"]), int(data.get("TTL", 0))
+
+    async def keepalive(self, lease: int, timeout: float | None = None) -> int:
+        """Renew ``lease``; its TTL now, 0 if etcd no longer knows it (expired or revoked)."""
+        data = await self._post("/v3/lease/keepalive", {"ID": str(lease)}, timeout)
+        # A streaming call: the gateway wraps the single response in "result".
+        result = data.get("result", data)
+        return int(result.get("TTL", 0))
+
+    async def revoke(self, lease: int) -> bool:
+        """Revoke ``lease`` (deleting every key attached to it); False if it was already gone."""
+        try:
+            await self._post("/v3/lease/revoke", {"ID": str(lease)})
+        except EtcdError as e:
+            if e.code == GRPC_NOT_FOUND:
+                return False
+            raise
+        return True
+
+    async def create(self, key: str, value: str, lease: int) -> tuple[bool, int, KeyValue | None]:
+        """Put ``key`` = ``value`` attached to ``lease`` only if ``key`` does not exist.
+
+        (True, revision of the put = the key's create_revision, None) on success;
+        (False, current revision, the existing key if it still exists) otherwise."""
+        k = _b64(key)
+        data = await self._post(
+            "/v3/kv/txn",
+            {
+                "compare": [{"key": k, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
+                "success": [{"request_put": {"key": k, "value": _b64(value), "lease": str(lease)}}],
+                "failure": [{"request_range": {"key": k}}],
+            },
+        )
+        revision = int(data["header"]["revision"])
+        if data.get("succeeded"):
+            return True, revision, None
+        kvs = data.get("responses", [{}])[0].get("response_range", {}).get("kvs", [])
+        return False, revision, _kv(kvs[0]) if kvs else None
+
+    async def get(self, key: str) -> KeyValue | None:
+        data = await self._post("/v3/kv/range", {"key": _b64(key)})
+        kvs = data.get("kvs", [])
+        return _kv(kvs[0]) if kvs else None
+
+    async def list_prefix(self, prefix: str) -> list[KeyValue]:
+        """Every key that starts with ``prefix``."""
+        data = await self._post("/v3/kv/range", {"key": _b64(prefix), "range_end": _b64_bytes(_prefix_end(prefix))})
+        return [_kv(raw) for raw in data.get("kvs", [])]
+
+    async def delete_if(self, key: str, value: str, lease: int) -> bool:
+        """Delete ``key`` only if it still has ``value`` and is attached to ``lease``."""
+        k = _b64(key)
+        data = await self._post(
+            "/v3/kv/txn",
+            {
+                "compare": [
+                    {"key": k, "target": "VALUE", "result": "EQUAL", "value": _b64(value)},
+                    {"key": k, "target": "LEASE", "result": "EQUAL", "lease": str(lease)},
+                ],
+                "success": [{"request_delete_range": {"key": k}}],
+            },
+        )
+        return bool(data.get("succeeded"))
+
+
+# --- the lock ----------------------------------------------------------------------------------
+
+
+def _ignore_acquired(role: str, epoch: int) -> None:
+    pass
+
+
+def _ignore_lost(role: str, reason: str) -> None:
+    pass
+
+
+class RoleLock:
+    """One etcd lease per node (TTL ``ttl``, kept alive every ttl/3); one key per role:
+    PREFIX + role, value = the node name. A role is held while our lease-backed key exists.
+
+    The runtime sets ``on_acquired(role, epoch)`` and ``on_lost(role, reason)``, starts
+    :meth:`run` in its nursery, and calls :meth:`want` / :meth:`unwant`. Cancelling ``run``
+    releases nothing (like a crash: the roles are freed when the lease expires); call
+    :meth:`release_all` first for a graceful stop. Callbacks run in the lock's tasks and must
+    not block; an exception in one ends :meth:`run`.
+    """
+
+    def __init__(
+        self,
+        spec: LockSpec,
+        node: str,
+        ttl: float = DEFAULT_TTL,
+        *,
+        retry_interval: float = RETRY_INTERVAL,
+        http_timeout: float = HTTP_TIMEOUT,
+    ) -> None:
+        if not node:
+            raise ValueError("node name must not be empty")
+        if ttl <= 0:
+            raise ValueError("ttl must be positive")
+        self.spec = spec
+        self.node = node
+        self.ttl = float(ttl)
+        self.retry_interval = retry_interval
+        self.http_timeout = http_timeout
+        self.on_acquired: Callable[[str, int], None] = _ignore_acquired
+        self.on_lost: Callable[[str, str], None] = _ignore_lost
+
+        self._client: EtcdClient | None = None
+        self._wanted: set[str] = set()
+        self._held: dict[str, int] = {}  # role → epoch, all attached to self._lease
+        self._releases: dict[str, int] = {}  # role → lease: our keys to delete
+        self._lease: int | None = None
+        self._lease_ttl = self.ttl  # the lease's TTL as we count it: min(asked, granted)
+        self._deadline = 0.0  # trio time: step down then unless a keep-alive succeeds first
+        self._last_ok_sent = 0.0  # trio time we sent the last keep-alive (or grant) that succeeded
+        self._stale: list[int] = []  # our abandoned leases: revoked once etcd answers
+        self._outage: str | None = None  # why etcd is unreachable (logged once per outage)
+        self._outage_since = 0.0
+        self._notes: dict[str, str] = {}  # role → last logged reason it is not ours
+        self._wake = trio.Event()
+        self._stopping = False  # release_all() was called: hold nothing any more
+
+    # --- the runtime's side ---
+
+    def want(self, role: str) -> None:
+        """Start trying to acquire ``role`` (returns at once; ``on_acquired`` tells success)."""
+        if not role:
+            raise ValueError("role name must not be empty")
+        if self._stopping:
+            return
+        self._wanted.add(role)
+        self._wake.set()
+
+    def unwant(self, role: str) -> None:
+        """Stop trying to acquire ``role``; if held, it is ours no more from now on, and our key
+        is deleted in the background (only if it is still ours: our name and our lease)."""
+        self._wanted.discard(role)
+        self._notes.pop(role, None)
+        epoch = self._held.pop(role, None)
+        if epoch is not None and self._lease is not None:
+            self._releases[role] = self._lease
+            log.info("role_lock_released", role=role, epoch=epoch)
+            self._wake.set()
+
+    def held(self) -> dict[str, int]:
+        """role → epoch, for the roles held now."""
+        return dict(self._held)
+
+    @property
+    def lease_id(self) -> int | None:
+        """Our current etcd lease, if any."""
+        return self._lease
+
+    @property
+    def lease_deadline(self) -> float | None:
+        """The trio time at which we step down unless a keep-alive succeeds first (None
+        without a lease). The server keeps our lease, hence our keys, at least until then."""
+        return self._deadline if self._lease is not None else None
+
+    async def release_all(self) -> None:
+        """Graceful stop: give up every role at once by revoking our lease (best effort,
+        bounded by the HTTP timeout). Call it while :meth:`run` still runs; want() is ignored
+        from then on."""
+        self._stopping = True
+        for role in list(self._wanted | self._held.keys()):
+            self.unwant(role)
+        self._releases.clear()
+        lease, self._lease = self._lease, None
+        if lease is not None and self._client is not None:
+            try:
+                await self._client.revoke(lease)
+                log.info("lease_revoked", lease=f"{lease:x}")
+            except (EtcdUnavailable, EtcdError) as e:
+                self._stale.append(lease)
+                log.warning("lease_revoke_failed", lease=f"{lease:x}", reason=str(e))
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep the lease and the wanted roles until cancelled (started at once: etcd may be down)."""
+        async with EtcdClient(self.spec.base_url, self.http_timeout) as client:
+            self._client = client
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._lease_loop, client)
+                    nursery.start_soon(self._roles_loop, client)
+                    task_status.started()
+            finally:
+                self._client = None
+
+    # --- the lease ---
+
+    async def _lease_loop(self, client: EtcdClient) -> None:
+        interval = self.ttl / KEEPALIVES_PER_TTL
+        next_keepalive = 0.0
+        while True:
+            if self._stopping:
+                await trio.sleep_forever()
+            if self._lease is None:
+                await self._revoke_stale(client)
+                if await self._grant(client):
+                    next_keepalive = self._last_ok_sent + interval
+                    self._wake.set()
+                else:
+                    await trio.sleep(self.retry_interval)
+                continue
+            await trio.sleep_until(min(next_keepalive, self._deadline))
+            now = trio.current_time()
+            if now >= self._deadline:
+                self._lose_lease(f"etcd unreachable: lease expired ({self._outage or 'no keep-alive succeeded'})")
+                continue
+            lease = self._lease
+            if lease is None or self._stopping:  # released meanwhile (release_all)
+                continue
+            try:
+                ttl = await client.keepalive(lease, timeout=self._deadline - now)
+            except (EtcdUnavailable, EtcdError) as e:
+                self._unreachable(str(e))
+                next_keepalive = trio.current_time() + min(self.retry_interval, interval)
+                continue
+            if self._lease != lease:  # released meanwhile (release_all)
+                continue
+            if ttl <= 0:
+                self._reachable()
+                self._lose_lease("etcd lease expired: etcd no longer knows it")
+                continue
+            self._reachable()
+            self._last_ok_sent = now
+            self._deadline = now + STEP_DOWN_FRACTION * min(self._lease_ttl, ttl)
+            next_keepalive = now + interval
+
+    async def _grant(self, client: EtcdClient) -> bool:
+        sent = trio.current_time()
+        try:
+            lease, granted = await client.grant(max(1, math.ceil(self.ttl)))
+        except (EtcdUnavailable, EtcdError) as e:
+            self._unreachable(str(e))
+            return False
+        self._reachable()
+        if self._stopping:  # release_all() came while we waited: this lease must not hold anything
+            self._stale.append(lease)
+            return False
+        self._lease = lease
+        self._lease_ttl = min(self.ttl, granted) if granted > 0 else self.ttl
+        self._last_ok_sent = sent
+        self._deadline = sent + STEP_DOWN_FRACTION * self._lease_ttl
+        log.info("lease_granted", lease=f"{lease:x}", ttl_s=granted, node=self.node)
+        return True
+
+    async def _revoke_stale(self, client: EtcdClient) -> None:
+        """Revoke the leases we gave up: after a restart etcd revives them, and with them keys
+        that would block our own new attempts until they expire again."""
+        for lease in list(self._stale):
+            try:
+                await client.revoke(lease)
+            except EtcdUnavailable as e:
+                self._unreachable(str(e))
+                return
+            except EtcdError as e:
+                log.warning("lease_revoke_failed", lease=f"{lease:x}", reason=str(e))
+            self._stale.remove(lease)
+
+    def _lose_lease(self, reason: str) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            self._stale.append(lease)
+        # Keys to delete died with the lease (or will when it is revoked).
+        self._releases = {r: le for r, le in self._releases.items() if le != lease}
+        log.warning("lease_lost", lease=f"{lease:x}" if lease is not None else None, reason=reason)
+        self._lose_roles(list(self._held), reason)
+
+    def _lose_roles(self, roles: list[str], reason: str) -> None:
+        for role in roles:
+            if self._held.pop(role, None) is not None:
+                log.warning("role_lock_lost", role=role, reason=reason)
+                self.on_lost(role, reason)
+
+    def _unreachable(self, reason: str) -> None:
+        if self._outage is None:
+            self._outage_since = trio.current_time()
+            log.warning("etcd_unreachable", url=self.spec.base_url, reason=reason)
+        self._outage = reason
+
+    def _reachable(self) -> None:
+        if self._outage is not None:
+            outage_s = round(trio.current_time() - self._outage_since, 2)
+            log.info("etcd_reachable", url=self.spec.base_url, outage_s=outage_s)
+        self._outage = None
+
+    # --- the roles ---
+
+    async def _roles_loop(self, client: EtcdClient) -> None:
+        while True:
+            await self._roles_round(client)
+            # Quick rounds while a wanted role is not ours yet; else just a check now and then
+            # that our keys are still there (and that no late transaction left a stray one).
+            pending = self._wanted - self._held.keys()
+            pause = self.retry_interval if pending else max(self.retry_interval, self.ttl / KEEPALIVES_PER_TTL)
+            with trio.move_on_after(pause):
+                await self._wake.wait()
+            self._wake = trio.Event()
+
+    async def _roles_round(self, client: EtcdClient) -> None:
+        """Release, reconcile with what etcd holds under our prefix, then try the free roles.
+
+        Failed calls are skipped: the lease loop notices and logs an unreachable etcd. A call
+        that timed out may still be carried out by etcd later (say, once a paused etcd
+        resumes), so the listing, not our memory of answers, says which keys are ours."""
+        for role, lease in list(self._releases.items()):
+            try:
+                await client.delete_if(self.spec.key(role), self.node, lease)
+            except EtcdUnavailable:
+                continue
+            except EtcdError as e:
+                log.warning("role_lock_release_failed", role=role, reason=str(e))
+            if self._releases.get(role) == lease:
+                del self._releases[role]
+        lease = self._lease
+        if lease is None:
+            return
+        try:
+            kvs = await client.list_prefix(self.spec.prefix)
+        except (EtcdUnavailable, EtcdError):
+            return
+        if self._lease != lease:
+            return
+        ours: dict[str, KeyValue] = {}
+        others: dict[str, KeyValue] = {}
+        for kv in kvs:
+            role = kv.key[len(self.spec.prefix) :]
+            (ours if kv.lease == lease and kv.value == self.node else others)[role] = kv
+        for role, epoch in list(self._held.items()):
+            kv = ours.get(role)
+            if kv is None or kv.create_revision != epoch:  # someone deleted it (etcdctl del ...)
+                other = others.get(role)
+                why = "deleted from etcd" if other is None else f"replaced in etcd by {other.value!r}"
+                self._lose_roles([role], f"our key was {why}")
+        for role, kv in ours.items():
+            if role in self._held or role in self._releases:
+                continue
+            if role in self._wanted:  # an attempt whose answer we missed did succeed
+                self._acquired(role, kv.create_revision, lease)
+            else:  # ... but the role is not wanted any more
+                self._releases[role] = lease
+                self._wake.set()
+        for role in sorted(self._wanted - self._held.keys() - self._releases.keys()):
+            if self._lease != lease:
+                return
+            if role in others:
+                self._busy(role, others[role], lease)
+            else:
+                await self._try_acquire(client, role, lease)
+
+    async def _try_acquire(self, client: EtcdClient, role: str, lease: int) -> None:
+        try:
+            ok, revision, kv = await client.create(self.spec.key(role), self.node, lease)
+        except EtcdUnavailable:
+            return
+        except EtcdError as e:
+            if e.code == GRPC_NOT_FOUND and self._lease == lease:
+                self._lose_lease("etcd lease expired: etcd no longer knows it")
+            else:
+                self._note(role, f"error: {e}")
+            return
+        if ok:
+            self._acquired(role, revision, lease)
+        elif kv is not None and kv.lease == lease and kv.value == self.node:
+            self._acquired(role, kv.create_revision, lease)  # an earlier attempt did succeed
+        elif kv is not None:
+            self._busy(role, kv, lease)
+        # else: freed between the compare and the read; try again next round
+
+    def _acquired(self, role: str, epoch: int, lease: int) -> None:
+        """Our key for ``role`` exists on ``lease``, created at revision ``epoch``."""
+        if self._lease != lease or trio.current_time() >= self._deadline:
+            return  # the lease was lost meanwhile: the key goes with it (revoked as stale)
+        if role not in self._wanted:
+            self._releases[role] = lease  # unwanted while the transaction was on its way
+            self._wake.set()
+            return
+        if role in self._held:
+            return
+        self._notes.pop(role, None)
+        self._held[role] = epoch
+        log.info("role_lock_acquired", role=role, epoch=epoch, node=self.node)
+        self.on_acquired(role, epoch)
+
+    def _busy(self, role: str, kv: KeyValue, lease: int) -> None:
+        who = "an earlier lease of ours" if kv.value == self.node and kv.lease != lease else repr(kv.value)
+        self._note(role, f"held by {who} since revision {kv.create_revision}")
+
+    def _note(self, role: str, why: str) -> None:
+        if self._notes.get(role) != why:
+            self._notes[role] = why
+            log.info("role_lock_waiting", role=role, reason=why, node=self.node)
