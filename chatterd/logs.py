@@ -66,15 +66,24 @@ class _LineWriter:
     """structlog's output end for our own loggers: one rendered line per event, written and
     flushed. Carries the logger's name, which the level filter and the renderer read."""
 
-    __slots__ = ("_stream", "name")
+    __slots__ = ("_fd", "_stream", "name")
 
     def __init__(self, name: str, stream: TextIO) -> None:
         self.name = name
         self._stream = stream
+        try:
+            self._fd: int | None = stream.fileno()  # one write(2) per line, no buffering layers
+        except (AttributeError, OSError, ValueError):
+            self._fd = None
 
-    def msg(self, message: str) -> None:
-        self._stream.write(message + "\n")
-        self._stream.flush()
+    def msg(self, message: str | bytes) -> None:
+        data = message if isinstance(message, bytes) else message.encode()
+        if self._fd is not None:
+            self._stream.flush()  # whatever the stdlib path buffered goes first
+            os.write(self._fd, data + b"\n")
+        else:
+            self._stream.write(data.decode() + "\n")
+            self._stream.flush()
 
     log = debug = info = warn = warning = error = critical = exception = fatal = msg
 
@@ -125,6 +134,10 @@ def _json_line(obj: object, **_: object) -> str:
     return _json.encode(obj).decode()
 
 
+def _json_bytes(obj: object, **_: object) -> bytes:
+    return _json.encode(obj)
+
+
 def setup(spec: str | None = None, fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Configure structlog and the stdlib loggers once, at start-up.
 
@@ -143,10 +156,12 @@ def setup(spec: str | None = None, fmt: str = "auto", stream: TextIO | None = No
     if fmt == "auto":
         fmt = "console" if stream.isatty() else "json"
     renderer: structlog.typing.Processor
+    native: structlog.typing.Processor  # our loggers' renderer: bytes straight to the writer
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer(serializer=_json_line)
+        native = structlog.processors.JSONRenderer(serializer=_json_bytes)
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        renderer = native = structlog.dev.ConsoleRenderer(colors=stream.isatty())
     stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(
         processors=[
@@ -155,7 +170,7 @@ def setup(spec: str | None = None, fmt: str = "auto", stream: TextIO | None = No
             structlog.processors.add_log_level,
             stamp,
             _exc_info,
-            renderer,
+            native,
         ],
         logger_factory=lambda *args: _LineWriter(str(args[0]) if args else "", stream),
         wrapper_class=structlog.make_filtering_bound_logger(_bound_level(min([default, *targets.values()]))),

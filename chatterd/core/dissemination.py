@@ -4,16 +4,18 @@ Each queued message has a budget of transmissions (``Config.retransmits``: fanou
 term growing with log N). A flush sends a datagram to each of ``fanout`` random peers,
 packing the least-sent messages first (oldest first among equals, so a burst cannot starve
 older messages); each message it carries spends one transmission, and leaves the queue when
-its budget is spent. A newer
-message under the same key (news about the same member) replaces the older one, like
-memberlist's invalidating broadcasts. A heap keeps each take O(k log n) for k messages
-packed, so a long queue (a join storm, a burst of user messages) stays cheap.
+its budget is spent. A newer message under the same key (news about the same member)
+replaces the older one, like memberlist's invalidating broadcasts.
+
+Messages wait in one FIFO per transmission count (level): a message sent k times sits at
+the back of level k. Taking is then O(1) per message (a heap cost a log n push and pop per
+transmission, and was the hottest function of a loaded node).
 """
 
 from __future__ import annotations
 
-import heapq
 import itertools
+from collections import deque
 from dataclasses import dataclass
 
 
@@ -32,7 +34,7 @@ class BroadcastQueue:
 
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
-        self._heap: list[tuple[int, int, _Entry]] = []  # (sent, seq, entry); stale items skipped
+        self._levels: list[deque[_Entry]] = [deque()]  # by times sent; stale entries skipped
         self.bytes = 0  # encoded size of the queued messages
         self._seq = itertools.count()
 
@@ -46,31 +48,38 @@ class BroadcastQueue:
             self.bytes -= len(old.data)
         self._entries[key] = e
         self.bytes += len(data)
-        heapq.heappush(self._heap, (0, e.seq, e))
+        self._levels[0].append(e)
 
     def take(self, budget: int) -> list[bytes]:
         """Messages for one datagram of at most ``budget`` bytes of message data."""
-        heap, entries = self._heap, self._entries
+        entries = self._entries
         chosen: list[bytes] = []
         spent: list[_Entry] = []
-        skipped: list[tuple[int, int, _Entry]] = []
         used = 0
-        while heap:
-            item = heapq.heappop(heap)
-            e = item[2]
-            if entries.get(e.key) is not e:
-                continue  # replaced or gone
-            size = len(e.data) + 1
-            if used + size > budget and chosen:
-                skipped.append(item)
-                if budget - used < self.MIN_ROOM or len(skipped) >= self.MAX_SKIPPED:
+        full = False
+        for level in self._levels:
+            skipped: list[_Entry] = []
+            while level:
+                e = level.popleft()
+                if entries.get(e.key) is not e:
+                    continue  # replaced or gone
+                size = len(e.data) + 1
+                if used + size > budget and chosen:
+                    skipped.append(e)
+                    if budget - used < self.MIN_ROOM or len(skipped) >= self.MAX_SKIPPED:
+                        full = True
+                        break
+                    continue
+                chosen.append(e.data)
+                spent.append(e)
+                used += size
+                if used >= budget:
+                    full = True
                     break
-                continue
-            chosen.append(e.data)
-            spent.append(e)
-            used += size
-            if used >= budget:
+            level.extendleft(reversed(skipped))  # back in their places, at the front
+            if full:
                 break
+        levels = self._levels
         for e in spent:
             e.sent += 1
             e.remaining -= 1
@@ -78,14 +87,16 @@ class BroadcastQueue:
                 del entries[e.key]
                 self.bytes -= len(e.data)
             else:
-                heapq.heappush(heap, (e.sent, e.seq, e))
-        for item in skipped:
-            heapq.heappush(heap, item)
+                while len(levels) <= e.sent:
+                    levels.append(deque())
+                levels[e.sent].append(e)
         if not entries:
-            heap.clear()
+            for level in levels:
+                level.clear()
         return chosen
 
     def clear(self) -> None:
         self._entries.clear()
-        self._heap.clear()
+        for level in self._levels:
+            level.clear()
         self.bytes = 0
