@@ -213,6 +213,8 @@ class Node:
         if not self.leaving:
             if now >= self._next_hb:
                 self._send_heartbeats()
+                if self.roles.expect is not None and self._role_members.get(self.name):
+                    self._send_leases()
                 self._next_hb = max(self._next_hb + self.cfg.heartbeat_interval, now)
             self._check_monitored(now)
             self._check_suspicions(now)
@@ -373,14 +375,19 @@ class Node:
         )
 
     def _members_up(self, now: float) -> int:
-        """Members that count towards a quorum: alive, or heard from in the last suspect_after
-        (a suspect we no longer hear does not count: a holder cut off into a minority steps
-        down as soon as it suspects the majority, before the majority can declare it dead)."""
-        recent = now - self.cfg.suspect_after
-        return sum(
+        """Our quorum under --expect: ourselves and the members that answered us (any datagram)
+        in the last suspect_after - 2 heartbeat intervals. A candidate asks every member to
+        answer each heartbeat interval (_send_leases). Gossip is not evidence: after a
+        partition a minority keeps members it does not monitor "alive" for a while. With
+        answers, a holder cut off into a minority steps down by suspect_after after the cut,
+        before the majority can declare it dead (suspect_after + suspicion_min after its last
+        heartbeat) and elect another: at most one side holds a role."""
+        cfg = self.cfg
+        recent = now - (cfg.suspect_after - 2 * cfg.heartbeat_interval)
+        return 1 + sum(
             1
             for m in self.table.members.values()
-            if m.state == ALIVE or m.name == self.name or (m.last_heard is not None and m.last_heard > recent)
+            if m.name != self.name and m.last_heard is not None and m.last_heard > recent
         )
 
     def _candidates(self, now: float) -> dict[str, dict[str, int]]:
@@ -519,6 +526,10 @@ class Node:
     def _dispatch(self, msg: wire.Message, src: Addr, now: float) -> None:
         if isinstance(msg, wire.Heartbeat):
             return  # its arrival was recorded in receive()
+        if isinstance(msg, wire.Lease):
+            if not self.leaving:
+                self._send_direct(wire.Heartbeat(inc=self.inc), src)  # the answer: any datagram
+            return
         if isinstance(msg, wire.Rumor):
             self._on_rumor(msg, now)
         elif isinstance(msg, wire.Alive):
@@ -937,6 +948,15 @@ class Node:
         for name in watch:
             if name not in self.monitored:
                 self.monitored[name] = now  # a fresh assignment gets a full period of grace
+
+    def _send_leases(self) -> None:
+        """Under --expect a candidate asks every member to answer, every heartbeat interval:
+        the members that answered lately are its quorum (see _members_up)."""
+        data = wire.encode([wire.Lease(inc=self.inc)], self.name)
+        for m in self.table.members.values():
+            if m.name != self.name and m.state in (ALIVE, SUSPECT):
+                self._send(data, m.addr)
+        self._roles_dirty = True
 
     def _send_heartbeats(self) -> None:
         data = wire.encode([wire.Heartbeat(inc=self.inc)], self.name)

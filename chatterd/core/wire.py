@@ -36,6 +36,13 @@ class Heartbeat(_Msg, tag="hb"):
     inc: int
 
 
+class Lease(_Msg, tag="lease"):
+    """'Answer me': sent every heartbeat interval to every member by a role candidate under
+    --expect, which counts the answers (any datagram) as its quorum (core/node.py)."""
+
+    inc: int
+
+
 class Alive(_Msg, tag="alive"):
     node: str
     id: str
@@ -169,6 +176,7 @@ class InjectNack(_Msg, tag="inject-nack"):
 
 Message = (
     Heartbeat
+    | Lease
     | Alive
     | Suspect
     | Dead
@@ -254,7 +262,7 @@ def _check(msg: Message, max_depth: int | None) -> None:
     elif isinstance(msg, Inject):
         if max_depth is not None and depth(msg.payload) > max_depth:
             raise WireError("too_deep", f"payload nesting > {max_depth}")
-    elif isinstance(msg, (Heartbeat, Suspect, Dead, Left)):
+    elif isinstance(msg, (Heartbeat, Lease, Suspect, Dead, Left)):
         if msg.inc < 0:
             raise WireError("invalid", "negative incarnation")
     elif isinstance(msg, (Alive, Join)):

@@ -235,3 +235,20 @@ def test_a_late_joiner_learns_the_current_claim_by_state() -> None:
     assert sim.nodes["z"].roles.claims[ROLE].holder == "b"
     rows = sim.nodes["z"].role_rows(sim.now)
     assert rows[0]["holder"] == "b" and rows[0]["epoch"] == 1 and rows[0]["candidates"] == {"b": 5, "a": 1}
+
+
+@pytest.mark.parametrize("seed", range(1, 11))
+def test_expect_with_members_a_minority_does_not_monitor(seed: int) -> None:
+    """9 nodes cut 4 | 5 with the holder among the 4: the minority keeps some majority members
+    "alive" in its gossip view for a while (nobody there monitors them), so its quorum counts
+    answers, not gossip: the holder steps down before the majority elects another."""
+    names = [f"n{i}" for i in range(9)]
+    sim = cluster(dict.fromkeys(names, 1), seed=seed, expect=9)
+    (holder,) = sim.holders(ROLE)
+    minority = [holder, *[n for n in names if n != holder][:3]]
+    sim.partition(minority, [n for n in names if n not in minority])
+    for _ in range(2000):
+        sim.run_for(0.01)
+        assert len(sim.holders(ROLE)) <= 1
+    (new,) = sim.holders(ROLE)
+    assert new not in minority
