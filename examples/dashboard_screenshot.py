@@ -52,7 +52,7 @@ async def wait_dead(cluster: LocalCluster, name: str) -> None:
 
 
 async def main(output: Path) -> None:
-    async with local_cluster(4) as cluster:
+    async with local_cluster(4, extra_args=["--role", "primary:1"]) as cluster:
         n0 = cluster.nodes[0]
         for i, msg in enumerate(MESSAGES):
             await inject(cluster.nodes[i % 4].addr, msg)
@@ -60,7 +60,7 @@ async def main(output: Path) -> None:
         await trio.sleep(1.0)
         cluster.node("n3").kill(signal.SIGKILL)
         await wait_dead(cluster, "n3")
-        with headless_chromium(1200, 960) as browser:
+        with headless_chromium(1200, 1100) as browser:
             await trio.to_thread.run_sync(browser.get, n0.url + "/")
             with trio.fail_after(TIMEOUT):
                 while not await trio.to_thread.run_sync(browser.execute_script, PAGE_SHOWS_N3_DEAD):

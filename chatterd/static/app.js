@@ -1,5 +1,5 @@
 // chatter dashboard: polls the node's JSON API once a second and redraws, no framework.
-//   GET /v1/health, /v1/members, /v1/devices every POLL_MS;
+//   GET /v1/health, /v1/members, /v1/roles, /v1/devices every POLL_MS;
 //   GET /v1/events?since=SEQ for the rows newer than the last one shown.
 // Every value from the API goes into the page as text (textContent), never as HTML.
 "use strict";
@@ -102,7 +102,30 @@ function renderDevices(rows) {
   document.querySelector("#devices tbody").replaceWith(body);
 }
 
+function renderRoles(rows) {
+  const body = el("tbody");
+  for (const r of rows) {
+    const cands = Object.entries(r.candidates).map(([n, p]) => `${n}:${p}`).join(" ");
+    body.append(
+      el(
+        "tr",
+        { class: "role", "data-role": r.role, "data-holder": r.holder ?? "" },
+        el("td", {}, r.role),
+        el("td", {}, r.holder ?? "-", r.held_here ? el("span", { class: "muted" }, " (this node)") : ""),
+        el("td", {}, String(r.epoch)),
+        el("td", { class: "muted" }, r.since ? clock(r.since) : "-"),
+        el("td", { class: "muted" }, cands || "-"),
+      ),
+    );
+  }
+  document.querySelector("#roles tbody").replaceWith(body);
+}
+
 function summary(e) {
+  if (e.kind === "role-acquired" || e.kind === "role-lost") {
+    const p = e.payload;
+    return `${p.role} ${e.kind === "role-acquired" ? "acquired by" : "lost by"} ${p.holder} (epoch ${p.epoch}): ${p.reason}`;
+  }
   const p = e.payload || {};
   if (e.kind.startsWith("member-")) {
     let text = `${p.name} ${p.state} at ${p.addr} (incarnation ${p.incarnation})`;
@@ -146,13 +169,15 @@ async function tick() {
       lastSeq = 0;
       document.getElementById("events").replaceChildren();
     }
-    const [members, devices, events] = await Promise.all([
+    const [members, roles, devices, events] = await Promise.all([
       getJSON("/v1/members"),
+      getJSON("/v1/roles"),
       getJSON("/v1/devices"),
       getJSON(`/v1/events?since=${lastSeq}`),
     ]);
     renderHealth(health);
     renderMembers(members, health.name);
+    renderRoles(roles);
     renderDevices(devices);
     appendEvents(events);
     document.getElementById("updated").textContent = `updated ${clock(Date.now() / 1000)}`;

@@ -54,6 +54,10 @@ ATTR_JS = "return document.querySelector(arguments[0]).getAttribute(arguments[1]
 BACKGROUND_JS = "return getComputedStyle(document.querySelector(arguments[0])).backgroundColor"
 
 
+ROLES_JS = """return [...document.querySelectorAll('#roles tbody tr')].map(
+    tr => [tr.dataset.role, tr.dataset.holder, tr.children[2].textContent])"""
+
+
 async def _script(browser: WebDriver, script: str, *args: str) -> Any:
     return await trio.to_thread.run_sync(lambda: browser.execute_script(script, *args))
 
@@ -68,7 +72,7 @@ async def _feed(browser: WebDriver) -> list[tuple[str, str, str]]:
 
 @pytest.mark.skipif(chromium_paths() is None, reason=MISSING)
 async def test_dashboard_shows_a_killed_node_dead(tmp_path: Path) -> None:
-    async with local_cluster(3, log_dir=tmp_path) as cluster:
+    async with local_cluster(3, extra_args=["--role", "web:1"], log_dir=tmp_path) as cluster:
         n0, _, n2 = cluster.nodes
         with headless_chromium() as browser:
             await trio.to_thread.run_sync(browser.get, n0.url + "/")
@@ -98,6 +102,14 @@ async def test_dashboard_shows_a_killed_node_dead(tmp_path: Path) -> None:
                 return any(k == "member-failed" and o == "n2" for k, o, _ in await _feed(browser))
 
             await wait_until(failure_in_feed, PAGE_TIMEOUT, "the feed to show n2's failure")
+
+            # The roles table follows the node's /v1/roles: a live holder, never the dead n2.
+            async def roles_match() -> bool:
+                api = {r["role"]: (r["holder"], r["epoch"]) for r in await n0.get("/v1/roles")}
+                page = await _script(browser, ROLES_JS)
+                return api.get("web", (None, 0))[0] not in (None, "n2") and page == [["web", *map(str, api["web"])]]
+
+            await wait_until(roles_match, PAGE_TIMEOUT, "the roles table to show web's live holder")
             feed = await _feed(browser)
             failed = [text for kind, origin, text in feed if kind == "member-failed" and origin == "n2"]
             assert len(failed) == 1, feed
