@@ -18,17 +18,18 @@ machine crash looks like) takes the app and its chatterd down together.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -186,3 +187,62 @@ class Sidecar:
                     if isinstance(msg, wire.InjectNack) and msg.rid == rid:
                         raise RuntimeError(f"message rejected by {self.name}: {msg.error}")
         raise TimeoutError(f"no acknowledgement from {self.name} for the message")
+
+
+class App:
+    """An example app run as a child in its own session (process group, with its chatterd)."""
+
+    def __init__(self, name: str, argv: list[str], out: Callable[[str], None]) -> None:
+        self.name = name
+        self.argv = argv
+        self.out = out
+        self.proc: subprocess.Popen[str] | None = None
+        self._interrupted = False
+        self._reader: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._interrupted = False
+        self.proc = subprocess.Popen(
+            [sys.executable, "-u", *self.argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=python_env(),
+            start_new_session=True,  # its own process group: the app and its chatterd
+        )
+        self._reader = threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True)
+        self._reader.start()
+
+    def _pump(self, stream: IO[str] | None) -> None:
+        assert stream is not None
+        for line in stream:
+            self.out(line.rstrip("\n"))
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def interrupt(self) -> None:
+        """Ctrl-C (SIGINT to the app only: it stops its chatterd itself, a graceful leave)."""
+        if self.running() and not self._interrupted:
+            assert self.proc is not None
+            self._interrupted = True
+            os.kill(self.proc.pid, signal.SIGINT)
+
+    def crash(self) -> None:
+        """kill -9 of the app and its chatterd together (its process group)."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self, timeout: float = 8.0) -> None:
+        if self.proc is None:
+            return
+        self.interrupt()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.crash()  # did not stop in time: the whole group, by PGID
+        if self._reader is not None:
+            self._reader.join(2)
