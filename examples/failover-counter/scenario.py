@@ -74,11 +74,11 @@ class System:
                 raise TimeoutError(f"timed out after {timeout:g} s waiting for: {what}")
             time.sleep(0.05)
 
-    def wait_counts(self, sender: str, k: int, timeout: float) -> None:
-        """Until the receiver got k counts from ``sender``."""
+    def wait_counts(self, sender: str, k: int, timeout: float, after: float = 0.0) -> None:
+        """Until the receiver got k counts from ``sender`` (received after time ``after``)."""
 
         def enough() -> bool:
-            return sum(c["sender"] == sender for c in self.counts()) >= k
+            return sum(c["sender"] == sender and c["received_at"] > after for c in self.counts()) >= k
 
         self.wait_for(enough, timeout, f"{k} counts by {sender}")
 
@@ -141,14 +141,14 @@ def failover_run(workdir: Path, mode: str, phase: float = 0.5, echo: bool = Fals
             master.crash()
         else:
             master.interrupt()
-        system.wait_counts("slave", 3, timeout=30)
+        system.wait_counts("slave", 3, timeout=30, after=t_kill)
         if mode == "ctrlc":
             assert master.proc is not None
             master.proc.wait(10)
     counts = system.counts()
-    first = next(c for c in counts if c["sender"] == "slave")
+    first = next(c for c in counts if c["sender"] == "slave" and c["received_at"] > t_kill)
     last_master = [c for c in counts if c["sender"] == "master" and c["received_at"] < first["received_at"]][-1]
-    acquired = next(r for r in records(workdir / "slave.jsonl") if r.get("kind") == "acquired")
+    acquired = next(r for r in records(workdir / "slave.jsonl") if r.get("kind") == "acquired" and r["t"] > t_kill)
     return {
         "mode": mode,
         "phase_s": round(phase, 3),
