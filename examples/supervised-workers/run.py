@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from system import System
+from sw_system import System
 
 STEP_TIMEOUT = 30.0
 

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import common
+import sw_members
 
 ROLE = "leader"
 RECONCILE_PERIOD = 0.1
@@ -121,7 +121,7 @@ async def run(args: argparse.Namespace, commands: dict[str, str]) -> None:
 
     from chatterd.runtime import Runtime
 
-    rt = Runtime(common.runtime_options(args, roles={ROLE: 0}, tags={"kind": "supervisor"}))
+    rt = Runtime(sw_members.runtime_options(args, roles={ROLE: 0}, tags={"kind": "supervisor"}))
     async with trio.open_nursery() as nursery:
 
         async def chatter(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -133,12 +133,12 @@ async def run(args: argparse.Namespace, commands: dict[str, str]) -> None:
 
 
 def main() -> int:
-    p = common.member_parser("A supervisor: candidate for role leader; the leader restarts dead members.")
+    p = sw_members.member_parser("A supervisor: candidate for role leader; the leader restarts dead members.")
     p.add_argument("--restart-file", type=Path, required=True, help='JSON {"restart": {NAME: COMMAND}}')
     args = p.parse_args()
     if args.detach:
-        return common.detach(args, os.path.abspath(__file__))
-    common.write_pid(args.pidfile, os.getpid())
+        return sw_members.detach(args, os.path.abspath(__file__))
+    sw_members.write_pid(args.pidfile, os.getpid())
     commands = json.loads(args.restart_file.read_text())["restart"]
     import trio
 

@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 
-import common
+import sw_members
 
 WORK_PERIOD = 0.1
 HANG_SECONDS = 3600.0
@@ -55,7 +55,7 @@ async def run(args: argparse.Namespace) -> None:
 
     from chatterd.runtime import Runtime
 
-    rt = Runtime(common.runtime_options(args, tags={"kind": "worker"}))
+    rt = Runtime(sw_members.runtime_options(args, tags={"kind": "worker"}))
     state = {"hang": False}
     async with trio.open_nursery() as nursery:
 
@@ -69,10 +69,10 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main() -> int:
-    args = common.member_parser("A supervised worker (chatter node + work loop + watchdog).").parse_args()
+    args = sw_members.member_parser("A supervised worker (chatter node + work loop + watchdog).").parse_args()
     if args.detach:
-        return common.detach(args, os.path.abspath(__file__))
-    common.write_pid(args.pidfile, os.getpid())
+        return sw_members.detach(args, os.path.abspath(__file__))
+    sw_members.write_pid(args.pidfile, os.getpid())
     import trio
 
     from chatterd import logs

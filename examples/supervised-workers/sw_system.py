@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 
-import common  # noqa: E402
+import sw_members  # noqa: E402
 
 from chatterd.harness import HOST, free_port  # noqa: E402
 
@@ -65,7 +65,8 @@ class System:
     def __init__(self, run_dir: Path, stations: int = 3, worker_watchdog: float = 1.0) -> None:
         self.dir = run_dir
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+        path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        self.env = {**os.environ, "PYTHONPATH": path}  # runs from a fresh clone, installed or not
         self.env.setdefault("CHATTER_LOG", "info")
         names = [f"s{i}" for i in range(1, stations + 1)] + [f"w{i}" for i in range(1, stations + 1)]
         ports = {n: free_port() for n in names}
@@ -115,13 +116,13 @@ class System:
         for _ in range(10):
             found = False
             for m in order:
-                pids = {common.read_pid(m.pidfile)}
+                pids = {sw_members.read_pid(m.pidfile)}
                 if m.proc is not None and m.proc.poll() is None:
                     pids.add(m.proc.pid)
                 for pid in pids - {None}:
                     assert pid is not None
                     ours = m.proc is not None and pid == m.proc.pid and m.proc.poll() is None
-                    if ours or (common.pid_alive(pid) and common.is_member_process(pid, m.name)):
+                    if ours or (sw_members.pid_alive(pid) and sw_members.is_member_process(pid, m.name)):
                         found = True
                         self._kill_group(pid, signal.SIGKILL)
             for m in order:
@@ -146,7 +147,7 @@ class System:
 
     def pid(self, name: str) -> int | None:
         m = self.members[name]
-        return common.running_pid(m.pidfile, name)
+        return sw_members.running_pid(m.pidfile, name)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
         """Send ``sig`` to the member's running instance (SIGKILL: its whole process group)."""
