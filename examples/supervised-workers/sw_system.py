@@ -34,6 +34,8 @@ import httpx
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
+if str(REPO) not in sys.path:
+    sys.path.insert(1, str(REPO))  # this checkout's chatterd, as the members get (PYTHONPATH below)
 
 import sw_members  # noqa: E402
 
