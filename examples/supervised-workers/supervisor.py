@@ -26,9 +26,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import sw_members
+
+if TYPE_CHECKING:
+    from chatterd.runtime import Runtime
 
 ROLE = "leader"
 RECONCILE_PERIOD = 0.1
@@ -38,7 +41,7 @@ RESTART_TIMEOUT = 20.0  # the restart command must return by then (it starts the
 
 
 class Reconciler:
-    def __init__(self, rt: Any, commands: dict[str, str]) -> None:
+    def __init__(self, rt: Runtime, commands: dict[str, str]) -> None:
         import structlog
 
         self.rt = rt
@@ -49,9 +52,12 @@ class Reconciler:
         self.seen_seq = 0
 
     def _note_announcements(self, now: float) -> None:
-        for row in list(self.rt.events):
+        new = []
+        for row in reversed(self.rt.events):  # the rows since the last look, newest first
             if row["seq"] <= self.seen_seq:
-                continue
+                break
+            new.append(row)
+        for row in reversed(new):
             self.seen_seq = row["seq"]
             body = row["payload"].get("restart") if row["kind"] == "user" else None
             if isinstance(body, dict) and body.get("name") in self.commands:
@@ -65,6 +71,7 @@ class Reconciler:
             while True:
                 await trio.sleep(RECONCILE_PERIOD)
                 node = self.rt.node
+                assert node is not None
                 now = trio.current_time()
                 self._note_announcements(now)
                 role = next((r for r in node.role_rows(now) if r["role"] == ROLE), None)
