@@ -14,10 +14,9 @@ import argparse
 import json
 import socket
 import sys
-import time
-import uuid
 from typing import Any, NoReturn
 
+from chatter_inject import client
 from chatterd.core import payloads, wire
 
 EXIT_USAGE = 2  # bad arguments or bad message: nothing was sent
@@ -69,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         fail(EXIT_USAGE, f"invalid message: {e}")
     if args.hops is not None and args.hops < 0:
         fail(EXIT_USAGE, "--hops must be >= 0")
-    rid = uuid.uuid4().hex
-    data = wire.encode([wire.Inject(rid=rid, payload=payload, hops=args.hops)])
+    rid, data = client.request(payload, args.hops)
     limit = wire.max_message_size(args.max_datagram)
     if len(data) > limit:
         fail(EXIT_USAGE, f"message too large: {len(data)} bytes encoded, limit {limit}")
@@ -89,34 +87,16 @@ def main(argv: list[str] | None = None) -> int:
 def _send_until_acked(
     sock: socket.socket, data: bytes, target: tuple[str, int], rid: str, args: argparse.Namespace
 ) -> int:
-    deadline = time.monotonic() + args.timeout
-    while True:
-        try:
-            sock.sendto(data, target)
-        except OSError as e:
-            fail(EXIT_FAILED, f"cannot send to {args.addr}: {e.strerror or e}")
-        retry_at = min(time.monotonic() + args.retry, deadline)
-        while (left := retry_at - time.monotonic()) > 0:
-            sock.settimeout(left)
-            try:
-                reply, _src = sock.recvfrom(65536)
-            except TimeoutError:
-                break
-            except ConnectionRefusedError:
-                time.sleep(min(left, args.retry))  # nothing listening (yet): keep trying
-                break
-            try:
-                dgram = wire.decode(reply)
-            except wire.WireError:
-                continue
-            for msg in dgram.m:
-                if isinstance(msg, wire.InjectAck) and msg.rid == rid:
-                    print(f"{msg.id} {msg.node}")
-                    return 0
-                if isinstance(msg, wire.InjectNack) and msg.rid == rid:
-                    fail(EXIT_FAILED, f"rejected by {args.addr}: {msg.error}")
-        if time.monotonic() >= deadline:
-            fail(EXIT_FAILED, f"no acknowledgement from {args.addr} within {args.timeout:g} s")
+    try:
+        mid, node = client.send_until_acked(sock, data, target, rid, args.timeout, args.retry)
+    except client.Rejected as e:
+        fail(EXIT_FAILED, f"rejected by {args.addr}: {e}")
+    except TimeoutError:
+        fail(EXIT_FAILED, f"no acknowledgement from {args.addr} within {args.timeout:g} s")
+    except OSError as e:
+        fail(EXIT_FAILED, f"cannot send to {args.addr}: {e.strerror or e}")
+    print(f"{mid} {node}")
+    return 0
 
 
 if __name__ == "__main__":

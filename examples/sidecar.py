@@ -28,7 +28,6 @@ import sys
 import threading
 import time
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -37,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # a fresh clone works without installing the package
     sys.path.insert(0, str(REPO))
 
-from chatterd.core import wire  # noqa: E402
+from chatter_inject.client import Rejected, inject  # noqa: E402
 
 HOST = "127.0.0.1"
 
@@ -165,28 +164,13 @@ class Sidecar:
 
     def inject(self, payload: Any, timeout: float = 3.0, retry: float = 0.1) -> str:
         """Post a user message; returns its id once the node acknowledged it (UDP: retried)."""
-        rid = uuid.uuid4().hex
-        data = wire.encode([wire.Inject(rid=rid, payload=payload, hops=None)])
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self._sock.sendto(data, (HOST, self.port))
-            until = min(time.monotonic() + retry, deadline)
-            while (left := until - time.monotonic()) > 0:
-                self._sock.settimeout(left)
-                try:
-                    reply = self._sock.recv(65536)
-                except (TimeoutError, ConnectionRefusedError):
-                    break
-                try:
-                    dgram = wire.decode(reply)
-                except wire.WireError:
-                    continue
-                for msg in dgram.m:
-                    if isinstance(msg, wire.InjectAck) and msg.rid == rid:
-                        return str(msg.id)
-                    if isinstance(msg, wire.InjectNack) and msg.rid == rid:
-                        raise RuntimeError(f"message rejected by {self.name}: {msg.error}")
-        raise TimeoutError(f"no acknowledgement from {self.name} for the message")
+        try:
+            mid, _node = inject((HOST, self.port), payload, timeout=timeout, retry=retry, sock=self._sock)
+        except Rejected as e:
+            raise RuntimeError(f"message rejected by {self.name}: {e}") from None
+        except TimeoutError:
+            raise TimeoutError(f"no acknowledgement from {self.name} for the message") from None
+        return mid
 
 
 class App:
