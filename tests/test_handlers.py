@@ -311,20 +311,26 @@ def test_example_log_failures(tmp_path: Path) -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ db-1 10\.0\.0\.7:2428 failed \(seen by n1\)", line), line
 
 
-@pytest.mark.parametrize(("pattern", "runs"), [("db-*", True), ("web-*", False), ("db-1", True)])
-def test_example_on_member_failed(tmp_path: Path, pattern: str, runs: bool) -> None:
+@pytest.mark.parametrize(
+    ("flt", "runs"),
+    [("role=db", True), ("role=web", False), ("dc=east", False), ("db-*", True), ("web-*", False), ("db-1", True)],
+)
+def test_example_on_member_failed(tmp_path: Path, flt: str, runs: bool) -> None:
     out = tmp_path / "ran"
-    script = str(EXAMPLES / "on-member-failed.sh")
+    script = [sys.executable, str(EXAMPLES / "on-member-failed.py")]
     cmd = ["sh", "-c", f'cat > {shlex.quote(str(out))}; echo "$CHATTER_MEMBER_NAME" >> {shlex.quote(str(out))}']
     event = row(1, "member-failed", origin="db-1")
-    res = run_example([script, pattern, *cmd], FAILED_ENV, event)
+    event["payload"]["tags"] = {"role": "db"}
+    res = run_example([*script, flt, *cmd], FAILED_ENV, event)
     assert res.returncode == 0, res
     if runs:
         stdin, name = out.read_text().splitlines()
         assert json.loads(stdin) == event and name == "db-1"  # the event and the env reach the command
     else:
         assert not out.exists()
-    assert run_example([script], FAILED_ENV, event).returncode == 2
+    other_event = run_example([*script, flt, *cmd], FAILED_ENV | {"CHATTER_EVENT": "member-join"}, event)
+    assert other_event.returncode == 0 and (runs or not out.exists())
+    assert run_example(script, FAILED_ENV, event).returncode == 2
 
 
 def test_example_print_user_event(tmp_path: Path) -> None:
