@@ -468,6 +468,7 @@ class Runtime:
             "addr": wire.format_addr(node.addr),
             "incarnation": node.inc,
             "tags": node.tags,
+            "roles_held": {role: c.epoch for role, c in sorted(node.roles.held.items())},
             "members": counts,
             "uptime_s": round(time.time() - self.started_at, 3),
             "counters": dict(node.stats) | self.stats | self.handlers.stats,

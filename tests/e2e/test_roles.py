@@ -55,6 +55,7 @@ async def test_kill_and_sigterm_move_the_role_with_growing_epochs(tmp_path: Path
         await wait_until(lambda: agreed("c"), FAILURE_TIMEOUT, "c takes over from killed b")
         row = (await roles_of(cluster.node("c")))["primary"]
         assert row["epoch"] > epoch_b and row["held_here"] is True
+        assert (await cluster.node("c").get("/v1/health"))["roles_held"] == {"primary": row["epoch"]}
         cluster.node("c").kill(signal.SIGTERM)
         await wait_until(lambda: agreed("a"), FAILURE_TIMEOUT, "a takes over from c leaving")
         assert (await roles_of(cluster.node("a")))["primary"]["epoch"] > row["epoch"]
