@@ -37,23 +37,7 @@ if str(REPO) not in sys.path:  # a fresh clone works without installing the pack
     sys.path.insert(0, str(REPO))
 
 from chatter_inject.client import Rejected, inject  # noqa: E402
-
-HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    """A port free for both UDP (gossip) and TCP (HTTP API) on 127.0.0.1."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind((HOST, 0))
-            port: int = u.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind((HOST, port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port found")
+from chatterd.harness import HOST, free_port  # noqa: E402, F401  (free_port: for the example apps)
 
 
 def python_env() -> dict[str, str]:

@@ -20,7 +20,7 @@ refuse work stamped with an epoch lower than the highest they have seen.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import msgspec
 
@@ -84,15 +84,6 @@ def elect(candidates: Mapping[str, int], current: Claim | None) -> str | None:
     if current is not None and current.holder in candidates and candidates[current.holder] >= best_prio:
         return current.holder
     return best
-
-
-def candidates_by_role(members: Iterable[tuple[str, Mapping[str, str]]]) -> dict[str, dict[str, int]]:
-    """role → {candidate name: priority} over (name, tags) of the members to consider."""
-    out: dict[str, dict[str, int]] = {}
-    for name, tags in members:
-        for role, prio in candidacies(tags).items():
-            out.setdefault(role, {})[name] = prio
-    return out
 
 
 class RoleBook:
