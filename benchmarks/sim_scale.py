@@ -31,7 +31,7 @@ from typing import Any
 
 import structlog
 
-from chatterd.config import LAN
+from chatterd.core.config import LAN
 from chatterd.sim import Simulation
 
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))

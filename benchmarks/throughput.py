@@ -73,8 +73,8 @@ import msgspec
 import trio
 
 from benchmarks.latency import CLK_TCK, EventLog, cpu_ticks, summary
-from chatterd.config import PROFILES, Config
 from chatterd.core import wire
+from chatterd.core.config import PROFILES, Config
 from chatterd.core.node import Node
 from chatterd.harness import HOST, LocalCluster, LocalNode, local_cluster
 

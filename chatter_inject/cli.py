@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 from chatter_inject import client
 from chatterd.core import payloads, wire
+from chatterd.core.config import INJECT_RETRY, INJECT_TIMEOUT, LAN
 
 EXIT_USAGE = 2  # bad arguments or bad message: nothing was sent
 EXIT_FAILED = 1  # sent, but not accepted (no acknowledgement, or rejected by the node)
@@ -33,12 +34,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("addr", metavar="ADDR", help="UDP address of the node, HOST:PORT")
     p.add_argument("json", nargs="?", metavar="JSON", help="the message; read from stdin when omitted")
     p.add_argument("--no-wait", action="store_true", help="send once, do not wait for the acknowledgement")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the acknowledgement (default: 5)")
-    p.add_argument("--retry", type=float, default=0.2, help="seconds between retries (default: 0.2)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=INJECT_TIMEOUT,
+        help=f"seconds to wait for the acknowledgement (default: {INJECT_TIMEOUT:g})",
+    )
+    p.add_argument(
+        "--retry", type=float, default=INJECT_RETRY, help=f"seconds between retries (default: {INJECT_RETRY:g})"
+    )
     p.add_argument(
         "--hops", type=int, default=None, help="hop budget (default: chosen by the node from the cluster size)"
     )
-    p.add_argument("--max-datagram", type=int, default=1400, help="size limit of the datagram (default: 1400)")
+    p.add_argument(
+        "--max-datagram",
+        type=int,
+        default=LAN.max_datagram,
+        help=f"size limit of the datagram (default: {LAN.max_datagram})",
+    )
     return p
 
 
@@ -62,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         fail(EXIT_USAGE, "invalid JSON: nested too deeply")
     try:
         payloads.validate(payload)
-        if wire.depth(payload) > 32:
-            raise payloads.PayloadError("payload nesting deeper than 32")
+        if wire.depth(payload) > LAN.max_payload_depth:
+            raise payloads.PayloadError(f"payload nesting deeper than {LAN.max_payload_depth}")
     except payloads.PayloadError as e:
         fail(EXIT_USAGE, f"invalid message: {e}")
     if args.hops is not None and args.hops < 0:

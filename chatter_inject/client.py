@@ -17,6 +17,7 @@ import uuid
 from typing import Any
 
 from chatterd.core import wire
+from chatterd.core.config import INJECT_RETRY, INJECT_TIMEOUT
 
 Addr = tuple[str, int]
 
@@ -67,8 +68,8 @@ def inject(
     payload: Any,
     *,
     hops: int | None = None,
-    timeout: float = 5.0,
-    retry: float = 0.2,
+    timeout: float = INJECT_TIMEOUT,
+    retry: float = INJECT_RETRY,
     sock: socket.socket | None = None,
 ) -> tuple[str, str]:
     """Post ``payload`` to the node at ``target``; (message id, node) once it acknowledged."""

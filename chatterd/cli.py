@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from chatterd import ctl
-from chatterd.config import DEFAULT_PORT, PROFILES, Config
 from chatterd.core import tags, wire
+from chatterd.core.config import CHECK_INTERVAL, CHECK_TIMEOUT, DEFAULT_PORT, LOCK_TTL, PROFILES, Config
 from chatterd.handlers import DEFAULT_QUEUE, DEFAULT_TIMEOUT, HandlerSpecError, parse_spec
 
 
@@ -184,9 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     roles.add_argument(
         "--lock-ttl",
         type=_positive(float),
-        default=5.0,
+        default=LOCK_TTL,
         metavar="SECONDS",
-        help="TTL of the etcd lease (default: 5)",
+        help=f"TTL of the etcd lease (default: {LOCK_TTL:g})",
     )
     roles.add_argument(
         "--check",
@@ -196,10 +196,20 @@ def build_parser() -> argparse.ArgumentParser:
         "or timeout) this node reports itself failing and gives up its roles",
     )
     roles.add_argument(
-        "--check-interval", type=_positive(float), default=3.0, metavar="SECONDS", help="(default: 3)"
+        "--check-interval",
+        type=_positive(float),
+        default=CHECK_INTERVAL,
+        metavar="SECONDS",
+        help=f"(default: {CHECK_INTERVAL:g})",
+
     )
     roles.add_argument(
-        "--check-timeout", type=_positive(float), default=10.0, metavar="SECONDS", help="(default: 10)"
+        "--check-timeout",
+        type=_positive(float),
+        default=CHECK_TIMEOUT,
+        metavar="SECONDS",
+        help=f"(default: {CHECK_TIMEOUT:g})",
+
     )
     roles.add_argument(
         "--watchdog",

@@ -31,17 +31,17 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from chatterd.config import DEFAULT_PORT
 from chatterd.core import tags, wire
+from chatterd.core.config import CTL_LEAVE_TIMEOUT, CTL_REQUEST_TIMEOUT, DEFAULT_PORT
 
 COMMANDS = ("members", "devices", "events", "leave", "tags", "roles")
 ENV_HTTP = "CHATTER_HTTP_ADDR"
 DEFAULT_HTTP = f"127.0.0.1:{DEFAULT_PORT}"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-REQUEST_TIMEOUT = 5.0  # seconds for one API request: the node answers in milliseconds
+REQUEST_TIMEOUT = CTL_REQUEST_TIMEOUT
 FOLLOW_INTERVAL = 0.5  # seconds between polls of `events --follow`
-LEAVE_TIMEOUT = 10.0  # seconds `leave` waits for the daemon to exit (it takes ~0.1 s)
+LEAVE_TIMEOUT = CTL_LEAVE_TIMEOUT
 
 
 class CtlError(Exception):

@@ -38,6 +38,7 @@ from typing import Any
 import structlog
 import trio
 
+from chatterd.core.config import HANDLER_QUEUE, HANDLER_TIMEOUT
 from chatterd.core.payloads import user_event_name
 
 log = structlog.get_logger("chatterd.handlers")
@@ -55,8 +56,8 @@ DELIVERY_KINDS = ("debug", "device", "view", "user")
 ROLE_KINDS = ("role-acquired", "role-lost")
 EVENT_TYPES = (*MEMBER_KINDS, *DELIVERY_KINDS, *ROLE_KINDS)
 
-DEFAULT_QUEUE = 1000
-DEFAULT_TIMEOUT = 30.0
+DEFAULT_QUEUE = HANDLER_QUEUE
+DEFAULT_TIMEOUT = HANDLER_TIMEOUT
 SHELL = "/bin/sh"
 
 # Variables we set; inherited values are removed so that a handler never sees stale ones.

@@ -33,16 +33,24 @@ import httpx
 import structlog
 import trio
 
+from chatterd.core.config import (
+    ETCD_PORT,
+    LOCK_HTTP_TIMEOUT,
+    LOCK_KEEPALIVES_PER_TTL,
+    LOCK_RETRY_INTERVAL,
+    LOCK_STEP_DOWN_FRACTION,
+    LOCK_TTL,
+)
+
 log = structlog.get_logger("chatterd.lock")
 
-DEFAULT_PORT = 2379  # etcd's client port
-DEFAULT_TTL = 5.0  # s: a dead holder's roles are free again at most this long after its death
-HTTP_TIMEOUT = 1.0  # s: the longest any one call to etcd may take (a hung etcd never blocks us)
-RETRY_INTERVAL = 0.5  # s: between attempts at a role held elsewhere, and at etcd while it is down
-KEEPALIVES_PER_TTL = 3  # keep-alives per TTL: two can be lost before we step down
-# Step down this fraction of the TTL after sending the last keep-alive that succeeded: the
-# server's lease outlives it by at least the rest, which covers clock-rate differences.
-STEP_DOWN_FRACTION = 0.8
+# Defaults and their reasons: chatterd/core/config.py.
+DEFAULT_PORT = ETCD_PORT
+DEFAULT_TTL = LOCK_TTL
+HTTP_TIMEOUT = LOCK_HTTP_TIMEOUT
+RETRY_INTERVAL = LOCK_RETRY_INTERVAL
+KEEPALIVES_PER_TTL = LOCK_KEEPALIVES_PER_TTL
+STEP_DOWN_FRACTION = LOCK_STEP_DOWN_FRACTION
 
 
 @dataclass(frozen=True)

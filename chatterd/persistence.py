@@ -23,17 +23,23 @@ from pathlib import Path
 import msgspec
 
 from chatterd.core import tags, wire
+from chatterd.core.config import (
+    PERSIST_CHECK_INTERVAL,
+    PERSIST_JOIN_PEERS,
+    PERSIST_MAX_PEERS,
+    PERSIST_PEERS_INTERVAL,
+)
 
 FILE_NAME = "node.json"
 # The runtime looks every CHECK_INTERVAL seconds whether what it would save changed. A new
 # incarnation is saved at once (it is what keeps a restarted node ahead of its past); a change
 # of peers at most every PEERS_INTERVAL seconds, so membership churn does not mean disk churn.
-CHECK_INTERVAL = 1.0
-PEERS_INTERVAL = 5.0
+CHECK_INTERVAL = PERSIST_CHECK_INTERVAL
+PEERS_INTERVAL = PERSIST_PEERS_INTERVAL
 # Peers saved, and how many of them a restarted node sends its join to: one live peer is
 # enough to rejoin, and a join goes to every seed at each retry.
-MAX_PEERS = 256
-JOIN_PEERS = 8
+MAX_PEERS = PERSIST_MAX_PEERS
+JOIN_PEERS = PERSIST_JOIN_PEERS
 
 
 class Snapshot(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -28,8 +28,8 @@ import structlog
 import trio
 
 from chatterd import persistence
-from chatterd.config import Config
 from chatterd.core import tags, wire
+from chatterd.core.config import CHECK_INTERVAL, CHECK_TIMEOUT, EVENT_BUFFER, LEAVE_LINGER, LOCK_TTL, Config
 from chatterd.core.events import Delivery, Event, MemberEvent, RoleEvent
 from chatterd.core.node import Node, check_tags
 from chatterd.core.roles import FAILING_TAG, TAG_PREFIX, role_tags
@@ -58,8 +58,8 @@ class Options:
     advertise: Addr | None = None
     seeds: list[Addr] = field(default_factory=list)
     http: Addr | None = None
-    event_buffer: int = 2000
-    leave_linger: float = 0.05  # let the leave datagrams go out before the socket closes
+    event_buffer: int = EVENT_BUFFER
+    leave_linger: float = LEAVE_LINGER  # let the leave datagrams go out before the socket closes
     handlers: list[HandlerSpec] = field(default_factory=list)  # --event-handler
     handler_queue: int = DEFAULT_QUEUE
     handler_timeout: float = DEFAULT_TIMEOUT
@@ -68,10 +68,10 @@ class Options:
     roles: dict[str, int] = field(default_factory=dict)  # --role NAME:PRIORITY (as role: tags)
     expect: int | None = None  # --expect N: hold roles only while a majority of N is alive
     lock: str | None = None  # --lock etcd://HOST:PORT/PREFIX: roles also need an etcd lease
-    lock_ttl: float = 5.0
+    lock_ttl: float = LOCK_TTL
     check: str | None = None  # --check COMMAND
-    check_interval: float = 3.0
-    check_timeout: float = 10.0
+    check_interval: float = CHECK_INTERVAL
+    check_timeout: float = CHECK_TIMEOUT
     watchdog: float | None = None  # --watchdog SECONDS
 
 

@@ -23,7 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from chatterd.config import LAN, Config
+from chatterd.core.config import LAN, Config
 from chatterd.core.digest import Digest, bucket_of
 from chatterd.core.events import Delivery, Event, MemberEvent
 from chatterd.core.membership import ALIVE, Member

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from chatterd.api import build_app
-from chatterd.config import LAN
+from chatterd.core.config import LAN
 from chatterd.core.node import Node
 from chatterd.health import RECENT_S, HealthWatch, member_counts
 from chatterd.metrics import Metrics, counter_families

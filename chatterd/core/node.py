@@ -25,8 +25,8 @@ from typing import Any
 import msgspec
 import structlog
 
-from chatterd.config import Config
 from chatterd.core import payloads, tags, wire
+from chatterd.core.config import Config
 from chatterd.core.dedup import SeenSet
 from chatterd.core.devices import DeviceTable
 from chatterd.core.digest import Digest, bucket_of, signature

@@ -26,11 +26,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatterd.core.config import MAX_GAPS_KEPT, MAX_SUMMARY_GAPS, MAX_SUMMARY_STREAMS
+
 StreamKey = tuple[str, int]  # (origin, boot)
 
-MAX_GAPS = 1024  # gaps remembered per stream; older ones are given up
-MAX_GAPS_SENT = 64  # gaps listed per stream in one summary
-MAX_SUMMARY_STREAMS = 256  # streams listed in one summary (the wire's limit)
+MAX_GAPS = MAX_GAPS_KEPT  # gaps remembered per stream; older ones are given up
 
 
 @dataclass(slots=True)
@@ -117,7 +117,7 @@ class RepairStore:
         with_gaps: list[list[Any]] = []
         others: list[list[Any]] = []
         for (origin, boot), s in self.streams.items():
-            gaps = sorted(q for q, t in s.gaps.items() if t <= ripe)[:MAX_GAPS_SENT]
+            gaps = sorted(q for q, t in s.gaps.items() if t <= ripe)[:MAX_SUMMARY_GAPS]
             (with_gaps if gaps else others).append([origin, boot, s.low, s.high, gaps])
         start = self._turn % len(others) if others else 0
         others = others[start:] + others[:start]

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import msgspec
 
 from chatterd.core import tags
+from chatterd.core.config import ENVELOPE_OVERHEAD, MAX_SUMMARY_GAPS, MAX_SUMMARY_STREAMS
 from chatterd.core.digest import BUCKETS
 from chatterd.core.roles import Claim
 
@@ -212,9 +213,8 @@ class WireError(ValueError):
 
 _decoder = msgspec.json.Decoder(Datagram)
 _encoder = msgspec.json.Encoder()
-MAX_HAVE_STREAMS = 256
-MAX_HAVE_GAPS = 64
-ENVELOPE_OVERHEAD = 64  # bytes reserved for {"v":1,"from":"...","m":[]} around messages
+MAX_HAVE_STREAMS = MAX_SUMMARY_STREAMS
+MAX_HAVE_GAPS = MAX_SUMMARY_GAPS
 
 
 def decode(data: bytes, max_size: int = 65_507, max_depth: int = 32) -> Datagram:

@@ -125,7 +125,7 @@ def detach(args: argparse.Namespace, script: str) -> int:
 
 def runtime_options(args: argparse.Namespace, **kw: Any) -> Any:
     """chatterd runtime options for this member (local profile, HTTP API on the same port)."""
-    from chatterd.config import PROFILES
+    from chatterd.core.config import PROFILES
     from chatterd.runtime import Options
 
     return Options(

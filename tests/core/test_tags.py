@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from chatterd.config import LAN
 from chatterd.core import tags, wire
+from chatterd.core.config import LAN
 from chatterd.core.membership import MemberTable
 from chatterd.core.node import Node, check_tags
 

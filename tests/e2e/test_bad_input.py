@@ -28,8 +28,8 @@ from e2e_helpers import (
     wait_until,
 )
 
-from chatterd.config import Config
 from chatterd.core import wire
+from chatterd.core.config import Config
 from chatterd.harness import HOST, local_cluster
 
 pytestmark = pytest.mark.e2e

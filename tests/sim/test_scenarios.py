@@ -4,7 +4,7 @@ from collections.abc import Callable
 
 import pytest
 
-from chatterd.config import LAN
+from chatterd.core.config import LAN
 from chatterd.core.events import Delivery, MemberEvent
 from chatterd.sim import Simulation
 

@@ -1,7 +1,10 @@
-"""Every tunable of a chatter node, with its default and the reason for it.
+"""Every default of chatter, with the reason for it, in one place.
 
-Named profiles (``lan``, ``local``) bundle the timings, the way memberlist's
-DefaultLANConfig / DefaultLocalConfig do. Command-line options override single fields.
+:class:`Config` holds the protocol's tunables; named profiles (``lan``, ``local``) bundle
+the timings, the way memberlist's DefaultLANConfig / DefaultLocalConfig do, and command-line
+options override single fields. Below it: the fixed limits of the protocol core, then the
+defaults of the shells (lock, health check, handlers, persistence, operator commands,
+chatter-inject). The core imports only this module's protocol part; the shells read the rest.
 """
 
 from __future__ import annotations
@@ -122,3 +125,80 @@ LOCAL = Config(
 )
 
 PROFILES: dict[str, Config] = {"lan": LAN, "local": LOCAL}
+
+
+# ==================================================================================== limits
+# Fixed limits of the protocol core: sizes and counts that bound the work one datagram or one
+# timer may cause. Not tunables: every node of a cluster must agree on them.
+
+# Room kept in a datagram around its messages: {"v":1,"from":"<name>","m":[...]}.
+ENVELOPE_OVERHEAD = 64
+# Room kept, beyond a node's own Alive message, in a datagram: a state chunk's header and a
+# longer sender name, so that its record (with its tags) fits in anyone's datagram.
+RECORD_ROOM = 128
+# Room kept in a State or Have chunk for its header and the sender's name.
+CHUNK_HEADER_ROOM = 64
+# Datagrams one flush may send to one target: a loaded node drains its backlog in a few turns
+# without one flush monopolising the loop.
+MAX_FLUSH_DATAGRAMS = 16
+# Repair (core/repair.py): streams and gaps listed in one summary (the decoder rejects more),
+# gaps remembered per stream (older ones are given up), and rumors sent in answer to one
+# summary (a peer far behind catches up over several rounds).
+MAX_SUMMARY_STREAMS = 256
+MAX_SUMMARY_GAPS = 64
+MAX_GAPS_KEPT = 1024
+MAX_REPAIR_RUMORS = 256
+# chatter-inject request ids remembered (for idempotent retries) for seen_ttl seconds.
+MAX_INJECT_IDS = 10_000
+# Tries at drawing a random peer other than ourselves before giving up for this round.
+RANDOM_PEER_TRIES = 8
+
+# ==================================================================================== shells
+# --- the etcd role lock (chatterd/lock/) ------------------------------------------------
+ETCD_PORT = 2379  # etcd's client port
+# A dead holder's roles are free again at most this long after its death (--lock-ttl).
+LOCK_TTL = 5.0
+# The longest any one call to etcd may take: a hung etcd never blocks the loops.
+LOCK_HTTP_TIMEOUT = 1.0
+# Between attempts at a role held elsewhere, and at etcd while it is down.
+LOCK_RETRY_INTERVAL = 0.5
+# Keep-alives per TTL: two can be lost before we step down.
+LOCK_KEEPALIVES_PER_TTL = 3
+# Step down this fraction of the TTL after sending the last keep-alive that succeeded: the
+# server's lease outlives it by at least the rest, which covers clock-rate differences.
+LOCK_STEP_DOWN_FRACTION = 0.8
+
+# --- the health check (--check) ---------------------------------------------------------
+# Every 3 s: a failing application gives up its roles within a few seconds, at the cost of
+# one short process per interval. A check that runs longer than 10 s counts as failing.
+CHECK_INTERVAL = 3.0
+CHECK_TIMEOUT = 10.0
+
+# --- event handlers (--event-handler) ---------------------------------------------------
+# Events waiting for a handler beyond which new ones are dropped (and counted): a stuck
+# handler must not grow the node's memory. A handler still running after 30 s is killed.
+HANDLER_QUEUE = 1000
+HANDLER_TIMEOUT = 30.0
+
+# --- the node's event buffer (GET /v1/events) -------------------------------------------
+EVENT_BUFFER = 2000
+# After a leave, let the leave datagrams go out before the socket closes.
+LEAVE_LINGER = 0.05
+
+# --- persistence (--data-dir) -----------------------------------------------------------
+# Look for changes every second; save a new incarnation at once, other changes (peers) at
+# most every 5 s. Keep at most 256 peers, and join through at most 8 of them at restart.
+PERSIST_CHECK_INTERVAL = 1.0
+PERSIST_PEERS_INTERVAL = 5.0
+PERSIST_MAX_PEERS = 256
+PERSIST_JOIN_PEERS = 8
+
+# --- operator commands (chatterd members, events, leave...) -----------------------------
+CTL_REQUEST_TIMEOUT = 5.0  # one API request: the node answers in milliseconds
+CTL_LEAVE_TIMEOUT = 10.0  # how long `leave` waits for the daemon to exit (it takes ~0.1 s)
+
+# --- chatter-inject ---------------------------------------------------------------------
+# Retry every 0.2 s until the node acknowledges, for at most 5 s; datagrams and payload
+# nesting are held to the node's own defaults (max_datagram, max_payload_depth).
+INJECT_TIMEOUT = 5.0
+INJECT_RETRY = 0.2
