@@ -32,8 +32,9 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from chatterd import views
 from chatterd.core import tags, wire
-from chatterd.core.membership import ALIVE, DEAD, LEFT, SUSPECT
+from chatterd.core.membership import MemberState
 from chatterd.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -72,15 +73,15 @@ def build_app(rt: Runtime) -> Starlette:
             keep = member_filter(request.query_params.getlist("status"), request.query_params.getlist("tag"))
         except ValueError as e:
             return error(str(e))
-        return JSONResponse([row for row in rt.node.member_rows(trio.current_time()) if keep(row)])
+        return JSONResponse([row for row in views.member_rows(rt.node, trio.current_time()) if keep(row)])
 
     async def roles(request: Request) -> JSONResponse:
         assert rt.node is not None
-        return JSONResponse(rt.node.role_rows(trio.current_time()))
+        return JSONResponse(views.role_rows(rt.node, trio.current_time()))
 
     async def devices(request: Request) -> JSONResponse:
         assert rt.node is not None
-        return JSONResponse(rt.node.device_rows())
+        return JSONResponse(views.device_rows(rt.node))
 
     async def events(request: Request) -> JSONResponse:
         try:
@@ -147,7 +148,7 @@ def build_app(rt: Runtime) -> Starlette:
     )
 
 
-STATES = (ALIVE, SUSPECT, DEAD, LEFT)
+STATES = tuple(s.value for s in MemberState)
 
 
 def error(message: str, status: int = 400) -> JSONResponse:

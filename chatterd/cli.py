@@ -18,7 +18,15 @@ from typing import NoReturn
 
 from chatterd import ctl
 from chatterd.core import tags, wire
-from chatterd.core.config import CHECK_INTERVAL, CHECK_TIMEOUT, DEFAULT_PORT, LOCK_TTL, PROFILES, Config
+from chatterd.core.config import (
+    CHECK_INTERVAL,
+    CHECK_TIMEOUT,
+    DEFAULT_PORT,
+    LOCK_TTL,
+    LOOP_FAILURE_EXIT,
+    PROFILES,
+    Config,
+)
 from chatterd.handlers import DEFAULT_QUEUE, DEFAULT_TIMEOUT, HandlerSpecError, parse_spec
 
 
@@ -279,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     from chatterd import logs
     from chatterd.core.node import check_tags
     from chatterd.core.roles import role_tags
-    from chatterd.runtime import Options, Runtime, os_error_of
+    from chatterd.loopguard import LoopFailed
+    from chatterd.runtime import Options, Runtime, exception_of, os_error_of
 
     config = PROFILES[args.profile]
     overrides = {
@@ -328,7 +337,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         trio.run(rt.run)
-    except (OSError, ExceptionGroup) as e:
+    except (OSError, LoopFailed, ExceptionGroup) as e:
+        failed = exception_of(e, LoopFailed)
+        if failed is not None:
+            # Logged already (loopguard.py); a supervisor restarts us.
+            print(f"chatterd: error: protocol loop failing: {failed}", file=sys.stderr)
+            return LOOP_FAILURE_EXIT
         err = os_error_of(e)
         if err is None:
             raise

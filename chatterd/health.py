@@ -16,10 +16,10 @@ This module imports nothing heavy: the runtime imports it before its first datag
 
 from __future__ import annotations
 
-from chatterd.core.membership import ALIVE, SUSPECT
+from chatterd.core.membership import LIVE, MemberState
 from chatterd.core.node import Node
 
-STATES = ("alive", "suspect", "dead", "left")
+STATES = tuple(s.value for s in MemberState)
 RECENT_S = 60.0  # a starvation or an internal error makes the node degraded for this long
 
 
@@ -65,7 +65,7 @@ class HealthWatch:
                 f" ({node.stats['starved']} times since start)"
             )
         own = node.table.members[node.name].state
-        others_live = counts["alive"] + counts["suspect"] - (own in (ALIVE, SUSPECT))
+        others_live = counts["alive"] + counts["suspect"] - (own in LIVE)
         if not node.leaving and others_live == 0 and counts["dead"] > 0:
             reasons.append(f"isolated: no other live member, {counts['dead']} dead")
         if node.failing is not None:

@@ -22,19 +22,29 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 import trio
 
 from chatterd import persistence
 from chatterd.core import tags, wire
-from chatterd.core.config import CHECK_INTERVAL, CHECK_TIMEOUT, EVENT_BUFFER, LEAVE_LINGER, LOCK_TTL, Config
+from chatterd.core.config import (
+    CHECK_INTERVAL,
+    CHECK_TIMEOUT,
+    EVENT_BUFFER,
+    LEAVE_LINGER,
+    LOCK_TTL,
+    LOOP_FAILURES_FATAL,
+    Config,
+)
 from chatterd.core.events import Delivery, Event, MemberEvent, RoleEvent
+from chatterd.core.membership import LIVE
 from chatterd.core.node import Node, check_tags
 from chatterd.core.roles import FAILING_TAG, TAG_PREFIX, role_tags
 from chatterd.handlers import DEFAULT_QUEUE, DEFAULT_TIMEOUT, Handlers, HandlerSpec
 from chatterd.health import HealthWatch, member_counts
+from chatterd.loopguard import LoopGuard
 from chatterd.supervision import Check, Watchdog
 
 if TYPE_CHECKING:
@@ -44,6 +54,7 @@ log = structlog.get_logger("chatterd.runtime")
 log_events = structlog.get_logger("chatterd.events")
 
 Addr = tuple[str, int]
+_E = TypeVar("_E", bound=BaseException)
 
 # Datagrams read per turn of the loop before the timers run. Under overload an unbounded drain
 # would never reach them: no heartbeats, no forwarding, and the node would count itself starved.
@@ -73,6 +84,7 @@ class Options:
     check_interval: float = CHECK_INTERVAL
     check_timeout: float = CHECK_TIMEOUT
     watchdog: float | None = None  # --watchdog SECONDS
+    loop_failures_fatal: int = LOOP_FAILURES_FATAL  # timer failures in a row before the node exits
 
 
 class Runtime:
@@ -86,6 +98,9 @@ class Runtime:
         self.sock: socket.socket | None = None
         self.http_bound: list[str] = []
         self.stats = {"send_errors": 0, "internal_errors": 0}
+        clock = trio.current_time
+        self.receive_guard = LoopGuard(log, "receive_failed", clock, fatal=None)  # input-driven: no spin
+        self.timers_guard = LoopGuard(log, "timers_failed", clock, fatal=opts.loop_failures_fatal)
         self.health_watch = HealthWatch()
         self.metrics: Metrics | None = None  # GET /metrics: created by the API (chatterd.metrics)
         self._cancel: trio.CancelScope | None = None
@@ -139,6 +154,7 @@ class Runtime:
             tags=self._initial_tags(snap),
             expect=opts.expect,
             role_lock=opts.lock is not None,
+            logger=lambda target: structlog.get_logger(target).bind(at=opts.name),
         )
         log.info(
             "started",
@@ -293,7 +309,7 @@ class Runtime:
         peers = sorted(
             wire.format_addr(m.addr)
             for m in node.table.members.values()
-            if m.name != node.name and m.state in ("alive", "suspect")
+            if m.name != node.name and m.state in LIVE
         )
         peers = peers[: persistence.MAX_PEERS]
         return persistence.Snapshot(name=node.name, id=node.id, incarnation=node.inc, peers=peers, tags=node.tags)
@@ -362,12 +378,17 @@ class Runtime:
                     node.receive(data, addr[:2], now)
                 except Exception:
                     self.stats["internal_errors"] += 1
-                    log.exception("receive_failed", src=wire.format_addr(addr[:2]))
+                    self.receive_guard.failed(src=wire.format_addr(addr[:2]))
             try:
                 node.handle_timers(now)
             except Exception:
+                # The deadline may now be in the past: pause rather than spin (loopguard.py).
                 self.stats["internal_errors"] += 1
-                log.exception("timers_failed")
+                pause = self.timers_guard.failed()  # raises LoopFailed when it keeps failing
+                self._pump()
+                await trio.sleep(pause)
+                continue
+            self.timers_guard.ok()
             self._pump()
             await trio.lowlevel.checkpoint_if_cancelled()
 
@@ -478,11 +499,16 @@ class Runtime:
 
 def os_error_of(e: BaseException) -> OSError | None:
     """The OSError behind a start-up failure, also when a nursery wrapped it in a group."""
-    if isinstance(e, OSError):
+    return exception_of(e, OSError)
+
+
+def exception_of(e: BaseException, kind: type[_E]) -> _E | None:
+    """The first exception of type ``kind`` in ``e``, looking inside exception groups."""
+    if isinstance(e, kind):
         return e
     if isinstance(e, BaseExceptionGroup):
         for inner in e.exceptions:
-            found = os_error_of(inner)
+            found = exception_of(inner, kind)
             if found is not None:
                 return found
     return None

@@ -23,14 +23,34 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 from chatterd.core.config import LAN, Config
 from chatterd.core.digest import Digest, bucket_of
+from chatterd.core.effects import LoggerFactory
 from chatterd.core.events import Delivery, Event, MemberEvent
 from chatterd.core.membership import ALIVE, Member
 from chatterd.core.node import Addr, Node
 from chatterd.core.ring import Ring
 
 WALL_OFFSET = 1_800_000_000.0  # virtual Unix time at virtual t=0
+
+
+class _SimLogger:
+    """A node's logger in the simulation: adds the virtual time (``vt``, seconds)."""
+
+    def __init__(self, log: Any, sim: Simulation) -> None:
+        self._log = log
+        self._sim = sim
+
+    def debug(self, event: str, **kw: Any) -> None:
+        self._log.debug(event, vt=round(self._sim.now, 6), **kw)
+
+    def info(self, event: str, **kw: Any) -> None:
+        self._log.info(event, vt=round(self._sim.now, 6), **kw)
+
+    def warning(self, event: str, **kw: Any) -> None:
+        self._log.warning(event, vt=round(self._sim.now, 6), **kw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +91,10 @@ class Simulation:
 
     # ------------------------------------------------------------------ cluster control
 
+    def logger(self, name: str) -> LoggerFactory:
+        """Loggers for node ``name``: its name and the virtual time on every line."""
+        return lambda target: _SimLogger(structlog.get_logger(target).bind(at=name), self)
+
     def add_node(
         self,
         name: str,
@@ -96,10 +120,11 @@ class Simulation:
             tags=tags,
             expect=expect,
             role_lock=role_lock,
+            logger=self.logger(name),
         )
         self.nodes[name] = node
         self.down.discard(name)
-        self._step(node)
+        self.step(node)
         return node
 
     def start_cluster(self, n: int, settle: float = 5.0, prefix: str = "n") -> list[str]:
@@ -142,10 +167,11 @@ class Simulation:
                 rng=random.Random(self.rng.getrandbits(64)),
                 node_id=m.id,
                 incarnation=inc,
+                logger=self.logger(name),
             )
             node.adopt(members, digest.hashes, ring, self.now)
             self.nodes[name] = node
-            self._step(node)
+            self.step(node)
         return names
 
     def kill(self, name: str) -> None:
@@ -159,19 +185,19 @@ class Simulation:
     def leave(self, name: str) -> None:
         node = self.nodes[name]
         node.leave(self.now)
-        self._step(node)
+        self.step(node)
         self.kill(name)
 
     def set_tags(self, name: str, tags: dict[str, str]) -> bool:
         node = self.nodes[name]
         changed = node.set_tags(tags, self.now)
-        self._step(node)
+        self.step(node)
         return changed
 
     def set_failing(self, name: str, reason: str | None) -> None:
         node = self.nodes[name]
         node.set_failing(reason, self.now)
-        self._step(node)
+        self.step(node)
 
     def holders(self, role: str, alive_only: bool = True) -> dict[str, int]:
         """Nodes that hold ``role`` right now → their epoch."""
@@ -191,7 +217,7 @@ class Simulation:
         for data, src in inbox:
             node.receive(data, src, self.now)
         node.handle_timers(self.now)
-        self._step(node)
+        self.step(node)
 
     def partition(self, *groups: list[str]) -> None:
         self.group = {name: i for i, g in enumerate(groups) for name in g}
@@ -207,7 +233,7 @@ class Simulation:
     def inject(self, name: str, payload: dict[str, Any]) -> str:
         node = self.nodes[name]
         mid = node.inject(payload, self.now)
-        self._step(node)
+        self.step(node)
         return mid
 
     # ------------------------------------------------------------------ running
@@ -227,7 +253,7 @@ class Simulation:
                 del self._scheduled[name]  # fired: the same deadline may be scheduled again
                 node = self.nodes[name]
                 node.handle_timers(t)
-                self._step(node)
+                self.step(node)
             else:
                 dest, payload, src = data
                 if dest in self.down:
@@ -238,10 +264,12 @@ class Simulation:
                 node = self.nodes[dest]
                 node.receive(payload, src, t)
                 node.handle_timers(t)
-                self._step(node)
+                self.step(node)
         self.now = until
 
-    def _step(self, node: Node) -> None:
+    def step(self, node: Node) -> None:
+        """Carry out what ``node`` produced (datagrams, events, its next timer). The
+        simulation calls it after every turn; call it after calling a node directly."""
         name = node.name
         t = self.now
         for data, addr in node.take_outgoing():

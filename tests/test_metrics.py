@@ -185,7 +185,7 @@ async def test_api_serves_metrics_and_a_503_health_with_reasons() -> None:
         for key in ("name", "id", "addr", "incarnation", "members", "uptime_s", "counters"):
             assert key in h, key
 
-        node.joined = True  # as if a seed had answered
+        node.sync.joined = True  # as if a seed had answered
         r = await client.get("/v1/health")
         assert r.status_code == 200 and r.json()["status"] == "ok" and r.json()["reasons"] == []
 

@@ -202,3 +202,15 @@ CTL_LEAVE_TIMEOUT = 10.0  # how long `leave` waits for the daemon to exit (it ta
 # nesting are held to the node's own defaults (max_datagram, max_payload_depth).
 INJECT_TIMEOUT = 5.0
 INJECT_RETRY = 0.2
+
+# --- the protocol loop (chatterd/loopguard.py) -----------------------------------------
+# A step of the protocol loop that raises is logged (one traceback per second at most, with
+# a count of the ones left out) and counted. While the timers keep raising, the loop waits
+# 0.05 s, doubling to 1 s, between tries instead of spinning on a deadline in the past; after
+# 20 failures in a row (about 16 s) the node exits with status 70 (EX_SOFTWARE), like the
+# watchdog, so that a supervisor restarts it.
+LOOP_ERROR_LOG_INTERVAL = 1.0
+LOOP_BACKOFF_MIN = 0.05
+LOOP_BACKOFF_MAX = 1.0
+LOOP_FAILURES_FATAL = 20
+LOOP_FAILURE_EXIT = 70

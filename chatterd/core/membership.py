@@ -19,12 +19,23 @@ incarnation, so these rules order tag changes too.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from enum import StrEnum
 
 from chatterd.core.digest import Digest, bucket_of, signature
 
-State = Literal["alive", "suspect", "dead", "left"]
-ALIVE, SUSPECT, DEAD, LEFT = "alive", "suspect", "dead", "left"
+
+class MemberState(StrEnum):
+    """A member's state. A str: it compares equal to, and encodes as, its wire value."""
+
+    ALIVE = "alive"
+    SUSPECT = "suspect"
+    DEAD = "dead"
+    LEFT = "left"
+
+
+State = MemberState
+ALIVE, SUSPECT, DEAD, LEFT = MemberState.ALIVE, MemberState.SUSPECT, MemberState.DEAD, MemberState.LEFT
+LIVE = (ALIVE, SUSPECT)  # members that take part: in the ring, monitored, counted
 
 
 @dataclass(slots=True)
@@ -102,7 +113,7 @@ class MemberTable:
         self, name: str, id: str, addr: tuple[str, int], inc: int, state: State, now: float, tags: dict[str, str]
     ) -> Member:
         """Record a member we only know from history (dead or left before we joined)."""
-        return self._add(Member(name, id, addr, inc, state, now, tags=tags))
+        return self._add(Member(name, id, addr, inc, MemberState(state), now, tags=tags))
 
     def set(
         self,

@@ -22,11 +22,27 @@ pays nothing. Rumors without a sequence number (sent by an older node) are not t
 
 from __future__ import annotations
 
+import random
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatterd.core.config import MAX_GAPS_KEPT, MAX_SUMMARY_GAPS, MAX_SUMMARY_STREAMS
+import msgspec
+
+from chatterd.core import wire
+from chatterd.core.config import (
+    CHUNK_HEADER_ROOM,
+    MAX_GAPS_KEPT,
+    MAX_REPAIR_RUMORS,
+    MAX_SUMMARY_GAPS,
+    MAX_SUMMARY_STREAMS,
+    Config,
+)
+from chatterd.core.effects import Effects
+from chatterd.core.gossip import Gossip
+from chatterd.core.local import Local
+
+Addr = tuple[str, int]
 
 StreamKey = tuple[str, int]  # (origin, boot)
 
@@ -170,3 +186,58 @@ class RepairStore:
                 if e[2] <= q <= e[3] and q not in theirs_missing:
                     return True
         return False
+
+
+class Repair:
+    """The repair rounds: while we hold recent rumors, every ``repair_interval`` we send our
+    stream summary (Have) to one random peer; a peer sends back what our summary lacks, and
+    asks in turn when ours shows it is behind. The timer stops when nothing is recent."""
+
+    def __init__(self, cfg: Config, local: Local, gossip: Gossip, rng: random.Random, fx: Effects) -> None:
+        self.cfg = cfg
+        self.local = local
+        self.gossip = gossip
+        self.rng = rng
+        self.fx = fx
+        self.store = RepairStore(cfg.repair_window, cfg.repair_grace)
+        self.next_round: float | None = None  # set while we hold recent rumors
+
+    def delivered(self, r: wire.Rumor, now: float) -> None:
+        """A numbered rumor was delivered here: keep it, and note whether it filled a gap."""
+        if self.store.record((r.origin, r.boot), r.seq, r.ts, r, now):
+            self.fx.stats["repaired"] += 1
+        if self.next_round is None:
+            self.next_round = now + self.cfg.repair_interval * (0.5 + self.rng.random())
+
+    def tick(self, now: float) -> None:
+        if self.next_round is None or now < self.next_round:
+            return
+        self.store.expire(now)
+        if not self.store.streams:
+            self.next_round = None  # nothing recent: the timer stops until the next rumor
+            return
+        self.next_round = now + self.cfg.repair_interval * (0.75 + 0.5 * self.rng.random())
+        peer = self.gossip.random_peer()
+        if peer is not None:
+            self.fx.stats["repair_summaries"] += 1
+            self.fx.send_msg(self._have(now, reply=False), peer.addr)
+
+    def _have(self, now: float, reply: bool) -> wire.Have:
+        budget = wire.max_message_size(self.cfg.max_datagram) - len(self.local.name) - CHUNK_HEADER_ROOM
+        entries, complete = self.store.summary(now, budget)
+        return wire.Have(s=entries, since=self.local.boot, all=complete, reply=reply)  # type: ignore[arg-type]
+
+    def on_have(self, msg: wire.Have, src: Addr, now: float) -> None:
+        """Send a peer the recent rumors its summary lacks; if it has some we lack, say so."""
+        if self.local.leaving:
+            return
+        entries: list[list[Any]] = msg.s  # type: ignore[assignment]
+        missing = self.store.answer(entries, msg.all, msg.since, now, MAX_REPAIR_RUMORS)
+        if missing:
+            self.fx.stats["repair_sent"] += len(missing)
+            encoded = [wire.encode_message(msgspec.structs.replace(r, hops=0)) for r in missing]
+            for data in wire.pack(encoded, self.local.name, self.cfg.max_datagram):
+                self.fx.send(data, src)
+        if not msg.reply and self.store.behind(entries):
+            self.fx.stats["repair_summaries"] += 1
+            self.fx.send_msg(self._have(now, reply=True), src)

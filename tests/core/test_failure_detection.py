@@ -1,6 +1,6 @@
 import math
 
-from chatterd.core.dissemination import BroadcastQueue
+from chatterd.core.queue import BroadcastQueue
 from chatterd.core.ring import Ring
 from chatterd.core.suspicion import Suspicion, timeout
 

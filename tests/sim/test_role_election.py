@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from chatterd import views
 from chatterd.core.events import RoleEvent
 from chatterd.core.roles import Claim, elect, parse_role, role_tags
 from chatterd.sim import Simulation
@@ -216,12 +217,12 @@ def test_lock_gated_node_asks_the_shell_and_claims_with_the_lock_epoch() -> None
     assert b.take_lock_requests() == [("want", ROLE)]
     assert sim.nodes["a"].take_lock_requests() == []
     assert b.grant_role(ROLE, 4711, sim.now)
-    sim._step(b)
+    sim.step(b)
     sim.run_for(1)
     assert sim.holders(ROLE) == {"b": 4711}
     assert agreed_claim(sim).epoch == 4711
     b.revoke_role(ROLE, "lease expired", sim.now)
-    sim._step(b)
+    sim.step(b)
     assert sim.holders(ROLE) == {}
     assert [(o, e.reason) for _, o, e in role_events(sim, "role-lost")] == [("b", "lease expired")]
     sim.run_for(0.5)
@@ -233,7 +234,7 @@ def test_a_late_joiner_learns_the_current_claim_by_state() -> None:
     sim.add_node("z", join=["a"])
     sim.run_for(2)
     assert sim.nodes["z"].roles.claims[ROLE].holder == "b"
-    rows = sim.nodes["z"].role_rows(sim.now)
+    rows = views.role_rows(sim.nodes["z"], sim.now)
     assert rows[0]["holder"] == "b" and rows[0]["epoch"] == 1 and rows[0]["candidates"] == {"b": 5, "a": 1}
 
 

@@ -4,6 +4,7 @@ from collections.abc import Callable
 
 import pytest
 
+from chatterd import views as rows
 from chatterd.core.config import LAN
 from chatterd.core.events import Delivery, MemberEvent
 from chatterd.sim import Simulation
@@ -197,10 +198,10 @@ def test_devices_converge_and_late_joiner_catches_up(cluster: Cluster) -> None:
     sim.run_for(2)
     want = [{"origin": UUID, "name": "gw", "description": "router", "metrics": metrics}]
     for n in names:
-        assert sim.nodes[n].device_rows() == want
+        assert rows.device_rows(sim.nodes[n]) == want
     sim.add_node("late", join=["n0"])
     sim.run_for(2)
-    assert sim.nodes["late"].device_rows() == want
+    assert rows.device_rows(sim.nodes["late"]) == want
 
 
 def test_same_seed_same_history() -> None:
@@ -219,7 +220,7 @@ def test_hop_budget_limits_forwarding(cluster: Cluster) -> None:
     sim, _names = cluster(10)
     node = sim.nodes["n0"]
     mid = node.inject({"x": {"y": 1}}, sim.now, hops=0)
-    sim._step(node)
+    sim.step(node)
     sim.run_for(1)
     assert set(sim.deliveries(mid)) == {"n0"}  # hops 0: delivered locally, never forwarded
     rows = [r for r in sim.records if isinstance(r.event, Delivery) and r.event.id == mid]
@@ -231,11 +232,11 @@ def test_anti_entropy_repairs_what_gossip_missed(cluster: Cluster) -> None:
     sim, names = cluster(20)
     node = sim.nodes["n0"]
     node.inject({"DeviceGossip": {"DeviceAdded": {"origin": UUID, "name": "gw", "description": "r"}}}, sim.now, hops=0)
-    sim._step(node)
+    sim.step(node)
     sim.run_for(0.05)  # longer than gossip needs, shorter than the next digest exchange
-    assert sum(1 for n in names if sim.nodes[n].device_rows()) == 1  # gossip did not carry it
+    assert sum(1 for n in names if rows.device_rows(sim.nodes[n])) == 1  # gossip did not carry it
     sim.run_for(60)
-    assert all(sim.nodes[n].device_rows() for n in names)
+    assert all(rows.device_rows(sim.nodes[n]) for n in names)
     assert len({tuple(sim.nodes[n].digest.hashes) for n in names}) == 1  # every digest agrees
 
 
@@ -277,7 +278,7 @@ def test_repair_stops_when_the_cluster_goes_quiet(cluster: Cluster) -> None:
     sim, _ = cluster(10)
     sim.inject("n0", {"x": {"y": 1}})
     sim.run_for(sim.config.repair_window + 3)
-    assert all(n._next_repair is None and not n.repair.streams for n in sim.nodes.values())
+    assert all(n.repair.next_round is None and not n.repair.store.streams for n in sim.nodes.values())
     before = sum(n.stats["repair_summaries"] for n in sim.nodes.values())
     sim.run_for(10)
     assert sum(n.stats["repair_summaries"] for n in sim.nodes.values()) == before

@@ -3,6 +3,7 @@ push-pull, and records with the biggest tags still fit in a datagram."""
 
 from collections.abc import Callable
 
+from chatterd import views
 from chatterd.core.events import MemberEvent
 from chatterd.core.tags import MAX_TAGS_BYTES, encoded_size
 from chatterd.sim import Simulation
@@ -81,7 +82,7 @@ def test_initial_tags_and_late_joiner_learns_everyones_tags() -> None:
     assert late["n3"].tags == {"i": "3", "extra": "yes"}
     assert all(late[f"n{i}"].tags == {"i": str(i)} for i in (1, 2, 4, 5, 6, 7))
     assert late["late"].tags == {}
-    rows = {r["name"]: r for r in sim.nodes["n6"].member_rows(sim.now)}
+    rows = {r["name"]: r for r in views.member_rows(sim.nodes["n6"], sim.now)}
     assert rows["n0"]["tags"] == {"role": "seed"} and rows["late"]["tags"] == {}
     # The late joiner's arrival is a join, not an update, everywhere.
     assert {k for _, k in member_events_about(sim, "late", 0)} == {"member-join"}

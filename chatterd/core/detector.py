@@ -1,0 +1,152 @@
+"""Failure detection: heartbeats to ring monitors, suspicion, and local health.
+
+Each node sends a heartbeat every ``heartbeat_interval`` to its ``monitors`` successors on
+the hash ring (core/ring.py), and watches its predecessors. A monitor that hears nothing
+from a member for ``suspect_after`` accuses it (Suspect); the member is declared dead when
+its suspicion timer (core/suspicion.py) runs out, sooner as more monitors agree (Lifeguard).
+Local health: when our own timers fire late we were starved (CPU, GC, a paused process), and
+the stall is not counted against the members we watch.
+
+The detector decides *that* a member is suspected or dead; applying the news to the member
+table is the state module's job, reached through the ``accuse`` and ``declare_dead`` hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from chatterd.core import wire
+from chatterd.core.config import Config
+from chatterd.core.effects import Effects
+from chatterd.core.local import Local
+from chatterd.core.membership import ALIVE, SUSPECT, MemberState, MemberTable
+from chatterd.core.ring import Ring
+from chatterd.core.suspicion import Suspicion
+
+
+class Detector:
+    def __init__(self, cfg: Config, local: Local, table: MemberTable, ring: Ring, fx: Effects, now: float) -> None:
+        self.cfg = cfg
+        self.local = local
+        self.table = table
+        self.ring = ring
+        self.fx = fx
+        self.suspicions: dict[str, Suspicion] = {}
+        self.monitored: dict[str, float] = {}  # members we monitor → when we last heard them
+        # Heartbeats go out on a grid shared by every node (multiples of the interval in wall
+        # time): a node's own sends and its monitored peers' heartbeats then arrive together,
+        # and an idle node wakes up about twice per interval instead of 1 + monitors times.
+        hb = cfg.heartbeat_interval
+        self.next_hb = now + hb - local.wall(now) % hb
+        self.expected_wake: float | None = None
+        self.starved_at: float | None = None  # when our own timers last ran late (local health)
+        self.accuse: Callable[[wire.Suspect, float], None] = lambda msg, now: None
+        self.declare_dead: Callable[[wire.Dead, float], None] = lambda msg, now: None
+
+    # ------------------------------------------------------------------ timers
+
+    def deadline(self) -> float:
+        d = self.next_hb
+        after = self.cfg.suspect_after
+        for name, last in self.monitored.items():
+            if self.may_accuse(name):
+                d = min(d, last + after)
+        for s in self.suspicions.values():
+            d = min(d, s.deadline)
+        return d
+
+    def check_lateness(self, now: float) -> None:
+        if self.expected_wake is not None:
+            late = now - self.expected_wake
+            if late > self.cfg.max_timer_lateness:
+                self.starved_at = now
+                self._starved(late)
+
+    def heartbeat_due(self, now: float) -> bool:
+        """Send the heartbeats if they are due; True if they were."""
+        if now < self.next_hb:
+            return False
+        data = wire.encode([wire.Heartbeat(inc=self.local.inc)], self.local.name)
+        for name in self.ring.successors(self.local.name, self.cfg.monitors):
+            self.fx.send(data, self.table.members[name].addr)
+        self.next_hb = max(self.next_hb + self.cfg.heartbeat_interval, now)
+        return True
+
+    def tick(self, now: float) -> None:
+        """Accuse the silent members we watch; declare dead those whose suspicion ran out."""
+        after = self.cfg.suspect_after
+        for name, last in list(self.monitored.items()):
+            if last + after <= now and self.may_accuse(name):  # the same sum as deadline()
+                m = self.table.members[name]
+                msg = wire.Suspect(node=name, inc=m.inc, by=self.local.name)
+                self.fx.log_members.info("member_suspected", node=name, silent_s=round(now - last, 3))
+                self.accuse(msg, now)
+                self.fx.send_msg(msg, m.addr)  # if it is alive after all, it refutes at once
+        for name, s in list(self.suspicions.items()):
+            if now >= s.deadline:
+                m = self.table.members[name]
+                self.declare_dead(wire.Dead(node=name, inc=m.inc, by=self.local.name), now)
+
+    def may_accuse(self, name: str) -> bool:
+        """A monitor accuses a silent member once: when it is alive, or suspected by others
+        (then our accusation is an independent confirmation that shortens the timeout)."""
+        state = self.table.members[name].state
+        if state == ALIVE:
+            return True
+        if state == SUSPECT:
+            s = self.suspicions.get(name)
+            return s is None or self.local.name not in s.accusers
+        return False
+
+    def _starved(self, late: float) -> None:
+        """Our own timers ran late: do not blame the others for the time we lost."""
+        self.fx.stats["starved"] += 1
+        for name in self.monitored:
+            self.monitored[name] += late
+        for s in self.suspicions.values():
+            s.delay(late)
+        self.fx.log_members.warning("timers_late", late_s=round(late, 3))
+
+    # ------------------------------------------------------------------ news from outside
+
+    def heard(self, name: str, now: float) -> None:
+        """A datagram came straight from ``name``."""
+        if name in self.monitored:
+            self.monitored[name] = now
+
+    def refresh(self, now: float) -> None:
+        """Watch our ring predecessors (after the ring changed)."""
+        watch = set(self.ring.predecessors(self.local.name, self.cfg.monitors))
+        for name in list(self.monitored):
+            if name not in watch:
+                del self.monitored[name]
+        for name in watch:
+            if name not in self.monitored:
+                self.monitored[name] = now  # a fresh assignment gets a full period of grace
+
+    def suspect(self, name: str, inc: int, accuser: str | None, now: float) -> None:
+        """A member just became suspect: start its timer, ``accuser`` its first confirmation."""
+        expected = len(self.ring.successors(name, self.cfg.monitors))
+        s = Suspicion(inc, now, expected, self.cfg.suspicion_min, self.cfg.suspicion_max)
+        s.confirm(accuser)
+        self.suspicions[name] = s
+
+    def confirm(self, name: str, inc: int, accuser: str | None) -> bool:
+        """Another accuser of a suspect member: True if it is new (the timer shortened)."""
+        s = self.suspicions.get(name)
+        m = self.table.get(name)
+        return s is not None and m is not None and m.state == SUSPECT and inc == s.inc and s.confirm(accuser)
+
+    def member_changed(self, name: str, new: MemberState, ring_changed: bool, now: float) -> float | None:
+        """Bookkeeping after a member changed state. Returns when it was last heard: our own
+        observation if we watched it, else estimated from when its monitors suspected it."""
+        last = self.monitored.get(name)
+        if new != SUSPECT:
+            ended = self.suspicions.pop(name, None)
+            if last is None and ended is not None:
+                last = ended.start - self.cfg.suspect_after
+        if ring_changed:
+            self.refresh(now)
+        if new == ALIVE and name in self.monitored:
+            self.monitored[name] = now  # give a refuted or returning member a full period
+        return last

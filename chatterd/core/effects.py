@@ -1,0 +1,86 @@
+"""What a node emits, and the one place it emits it: datagrams to send, events that
+happened, counters, and log lines through a logger its shell gives it.
+
+Every mechanism of the core (detector, gossip, sync, repair, election...) writes here;
+the shell drains it (``Node.take_outgoing`` / ``take_events``). Nothing in the core logs
+through a global logger: the shell passes a factory that turns a target name
+(``chatterd.membership``, the RUST_LOG-style filter's key) into a logger bound to the node's
+name, and the simulator passes one that adds virtual time.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from chatterd.core import wire
+from chatterd.core.events import Event
+
+Addr = tuple[str, int]
+
+
+class Logger(Protocol):
+    """The part of a structlog logger the core uses: an event name and keys."""
+
+    def debug(self, event: str, **kw: Any) -> Any: ...
+    def info(self, event: str, **kw: Any) -> Any: ...
+    def warning(self, event: str, **kw: Any) -> Any: ...
+
+
+LoggerFactory = Callable[[str], Logger]
+
+
+class NullLogger:
+    """Says nothing: the default of a Node built without a logger (unit tests)."""
+
+    def debug(self, event: str, **kw: Any) -> None:
+        pass
+
+    def info(self, event: str, **kw: Any) -> None:
+        pass
+
+    def warning(self, event: str, **kw: Any) -> None:
+        pass
+
+
+def null_logger(target: str) -> Logger:
+    return NullLogger()
+
+
+class Effects:
+    """The outbox, the event list and the counters of one node."""
+
+    def __init__(self, sender: str, logger: LoggerFactory | None = None) -> None:
+        self.sender = sender
+        self.stats: Counter[str] = Counter()
+        self._out: list[tuple[bytes, Addr]] = []
+        self._events: list[Event] = []
+        make = logger or null_logger
+        self.log_wire = make("chatterd.wire")
+        self.log_members = make("chatterd.membership")
+
+    def send(self, data: bytes, dest: Addr) -> None:
+        self.stats["datagrams_out"] += 1
+        self.stats["bytes_out"] += len(data)
+        self._out.append((data, dest))
+
+    def send_msg(self, msg: wire.Message, dest: Addr) -> None:
+        """One message in a datagram of its own."""
+        self.send(wire.encode([msg], self.sender), dest)
+
+    def emit(self, event: Event) -> None:
+        self._events.append(event)
+
+    def drop(self, reason: str, counter: str = "malformed") -> None:
+        """Count an input dropped for ``reason``."""
+        self.stats[counter] += 1
+        self.stats[f"{counter}_{reason}"] += 1
+
+    def take_outgoing(self) -> list[tuple[bytes, Addr]]:
+        out, self._out = self._out, []
+        return out
+
+    def take_events(self) -> list[Event]:
+        ev, self._events = self._events, []
+        return ev

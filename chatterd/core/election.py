@@ -1,0 +1,301 @@
+"""Role elections: who holds each role, claimed with an epoch and fenced by it.
+
+The election rule and the claims' order are core/roles.py's; this module runs them inside a
+node. Candidacies are members' ``role:NAME`` tags. Whenever the candidates, the claims or
+the quorum may have changed, the node re-runs the election (``reconcile``): it claims a role
+it wins (or, with a lock service, asks the shell for the lock first), and releases a role it
+no longer wins. Claims are gossiped and ride in every push-pull State chunk.
+
+Safety valves: elections start ``role_settle`` after start or join, so that a node learns
+the current claims first; they hold off while a claim's holder is unknown to us; and under
+``--expect N`` a node counts as its quorum only the members that answered its leases lately
+(gossip is not evidence), so a holder cut off into a minority steps down before the
+majority can elect another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import msgspec
+
+from chatterd.core import wire
+from chatterd.core.config import Config
+from chatterd.core.digest import Digest, bucket_of, signature
+from chatterd.core.effects import Effects
+from chatterd.core.events import RoleEvent
+from chatterd.core.gossip import Gossip
+from chatterd.core.local import Local
+from chatterd.core.membership import DEAD, LIVE, Member, MemberTable
+from chatterd.core.ring import Ring
+from chatterd.core.roles import FAILING_TAG, TAG_PREFIX, Claim, RoleBook, candidacies
+
+Addr = tuple[str, int]
+
+_claim_encoder = msgspec.json.Encoder()
+
+
+class Election:
+    def __init__(
+        self,
+        cfg: Config,
+        local: Local,
+        table: MemberTable,
+        ring: Ring,
+        digest: Digest,
+        gossip: Gossip,
+        fx: Effects,
+        *,
+        now: float,
+        seeded: bool,
+        expect: int | None,
+        gated: bool,
+    ) -> None:
+        self.cfg = cfg
+        self.local = local
+        self.table = table
+        self.ring = ring
+        self.digest = digest
+        self.gossip = gossip
+        self.fx = fx
+        # With ``gated`` the shell's lock service must grant a role (grant_role) before we claim it.
+        self.roles = RoleBook(local.name, expect, gated=gated)
+        self.role_members: dict[str, dict[str, int]] = {}  # member → its candidacies
+        self.dirty = False
+        self.lock_requests: list[tuple[str, str]] = []  # ("want" | "unwant", role) for the shell
+        self.failing: str | None = None  # why our --check fails (our candidacies are withdrawn)
+        self._withdrawn: dict[str, str] = {}
+        # Elections start role_settle after we started (no seeds) or joined: time to learn
+        # the other candidates and the current claims first.
+        self.settle_at: float | None = None if seeded else now + cfg.role_settle
+        self.ready = False
+        self._had_quorum = False
+        self.set_tags: Callable[[dict[str, str], float], bool] = lambda tags, now: False
+        self.sync_now: Callable[[float], None] = lambda now: None  # start a push-pull at once
+        self.note_candidacies(local.name, local.tags)
+
+    # ------------------------------------------------------------------ timers
+
+    def deadline(self) -> float | None:
+        return self.settle_at
+
+    def tick(self, now: float) -> None:
+        if self.settle_at is not None and now >= self.settle_at:
+            self.settle_at = None
+            self.ready = self.dirty = True
+        self.reconcile_if_dirty(now)
+
+    def settle(self, now: float) -> None:
+        """We just joined: elect only after role_settle, once we know the claims."""
+        self.settle_at = now + self.cfg.role_settle
+
+    def heartbeat(self) -> None:
+        """Under --expect a candidate asks every member to answer, every heartbeat interval:
+        the members that answered lately are its quorum (see members_up)."""
+        if self.roles.expect is None or not self.role_members.get(self.local.name):
+            return
+        data = wire.encode([wire.Lease(inc=self.local.inc)], self.local.name)
+        for m in self.table.members.values():
+            if m.name != self.local.name and m.state in LIVE:
+                self.fx.send(data, m.addr)
+        self.dirty = True
+
+    def on_lease(self, msg: wire.Lease, src: Addr, now: float) -> None:
+        if not self.local.leaving:
+            self.fx.send_msg(wire.Heartbeat(inc=self.local.inc), src)  # the answer: any datagram
+
+    # ------------------------------------------------------------------ the shell's requests
+
+    def set_failing(self, reason: str | None, now: float) -> None:
+        """Our health check failed (reason) or passes again (None). While it fails, our
+        candidacies are withdrawn from our tags (tag check=failing instead), so every node
+        elects someone else and we give up the roles we hold."""
+        tags = self.local.tags
+        if reason is not None and self.failing is None:
+            self.failing = reason
+            self._withdrawn = {k: v for k, v in tags.items() if k.startswith(TAG_PREFIX)}
+            kept = {k: v for k, v in tags.items() if k not in self._withdrawn}
+            self.set_tags(kept | {FAILING_TAG: "failing"}, now)
+        elif reason is None and self.failing is not None:
+            self.failing = None
+            kept = {k: v for k, v in tags.items() if k != FAILING_TAG}
+            self.set_tags(kept | self._withdrawn, now)
+            self._withdrawn = {}
+        elif reason is not None:
+            self.failing = reason
+
+    def take_lock_requests(self) -> list[tuple[str, str]]:
+        out, self.lock_requests = self.lock_requests, []
+        return out
+
+    def grant_role(self, role: str, epoch: int, now: float) -> bool:
+        if role not in self.roles.pending:
+            return False
+        self.roles.pending.discard(role)
+        self._claim(role, epoch, now)
+        return True
+
+    def revoke_role(self, role: str, reason: str, now: float) -> None:
+        if role in self.roles.held or role in self.roles.pending:
+            self._release(role, reason, now, tell_lock=False)
+        self.dirty = True  # we may still win the election: ask for the lock again
+
+    def release_all(self, reason: str, now: float) -> None:
+        for role in list(self.roles.held) + list(self.roles.pending):
+            self._release(role, reason, now)
+
+    # ------------------------------------------------------------------ candidates
+
+    def member_changed(self, m: Member) -> None:
+        """A member's state or tags changed: candidacies, or the quorum, may have too."""
+        if m.tags or m.name in self.role_members:
+            self.note_candidacies(m.name, m.tags)
+            self.dirty = True
+        elif self.roles.held or self.roles.expect is not None:
+            self.dirty = True  # quorum may have changed
+
+    def note_candidacies(self, name: str, member_tags: Mapping[str, str]) -> None:
+        c = candidacies(member_tags) if member_tags else {}
+        if c or name in self.role_members:
+            if c:
+                self.role_members[name] = c
+            else:
+                del self.role_members[name]
+            self.dirty = True
+
+    def _up(self, m: Member, recent: float) -> bool:
+        """Up for role purposes: alive or suspect, or declared dead but heard from since
+        ``recent`` (stale news about a member we hear: it will refute it)."""
+        return m.state in LIVE or (
+            m.state == DEAD and m.last_heard is not None and m.last_heard > recent and m.name != self.local.name
+        )
+
+    def members_up(self, now: float) -> int:
+        """Our quorum under --expect: ourselves and the members that answered us (any datagram)
+        in the last suspect_after - 2 heartbeat intervals. Gossip is not evidence: after a
+        partition a minority keeps members it does not monitor "alive" for a while. With
+        answers, a holder cut off into a minority steps down by suspect_after after the cut,
+        before the majority can declare it dead (suspect_after + suspicion_min after its last
+        heartbeat) and elect another: at most one side holds a role."""
+        cfg = self.cfg
+        recent = now - (cfg.suspect_after - 2 * cfg.heartbeat_interval)
+        me = self.local.name
+        return 1 + sum(
+            1
+            for m in self.table.members.values()
+            if m.name != me and m.last_heard is not None and m.last_heard > recent
+        )
+
+    def candidates(self, now: float) -> dict[str, dict[str, int]]:
+        """role → {candidate: priority} over the members we believe up: suspects included (a
+        suspicion alone does not move a role), and members declared dead that we heard from
+        less than suspect_after ago (stale news, soon refuted: in a healing partition, a
+        Dead message from the other side must not make us take over from a live holder)."""
+        out: dict[str, dict[str, int]] = {}
+        members = self.table.members
+        recent = now - self.cfg.suspect_after
+        for name, c in self.role_members.items():
+            m = members.get(name)
+            if m is not None and self._up(m, recent):
+                for role, prio in c.items():
+                    out.setdefault(role, {})[name] = prio
+        return out
+
+    # ------------------------------------------------------------------ the election
+
+    def reconcile_if_dirty(self, now: float) -> None:
+        if self.dirty:
+            self.reconcile(now)
+
+    def reconcile(self, now: float) -> None:
+        self.dirty = False
+        if self.local.leaving or not self.ready:
+            return
+        alive = self.members_up(now) if self.roles.expect is not None else len(self.ring)
+        if self.roles.expect is not None:
+            quorum = self.roles.quorum(alive)
+            if quorum and not self._had_quorum:
+                # Back in a majority (a partition healed): learn the claims made meanwhile
+                # before claiming anything on the strength of an old one.
+                self._had_quorum = True
+                self.ready = False
+                self.settle_at = now + self.cfg.role_settle
+                self.sync_now(now)  # fetch the claims made meanwhile right away
+                return
+            self._had_quorum = quorum
+        # A claim by a member we have no record of: our view is incomplete (a lost state
+        # chunk after joining); wait for its record (alive, or dead) before electing.
+        members = self.table.members
+        unknown = frozenset(r for r, c in self.roles.claims.items() if c.holder not in members)
+        take, drop = self.roles.decide(self.candidates(now), alive, unknown)
+        for role, reason in drop:
+            if self.failing is not None and reason == "no longer a candidate":
+                reason = f"check failing: {self.failing}"
+            self._release(role, reason, now)
+        for role in take:
+            if self.roles.gated:
+                self.roles.pending.add(role)
+                self.lock_requests.append(("want", role))
+                self.fx.log_members.info("role_lock_wanted", role=role)
+            else:
+                self._claim(role, self.roles.next_epoch(role), now)
+
+    def _claim(self, role: str, epoch: int, now: float) -> None:
+        me = self.local.name
+        claim = Claim(role=role, holder=me, epoch=epoch, ts=self.local.wall_ms(now))
+        self._merge(claim)
+        self.roles.held[role] = claim
+        self.fx.stats["roles_acquired"] += 1
+        self.gossip.broadcast("role:" + role, wire.RoleClaim(role=role, holder=me, epoch=epoch, ts=claim.ts), now)
+        self.fx.emit(RoleEvent("role-acquired", role, me, epoch, "elected"))
+        self.fx.log_members.info("role_acquired", role=role, epoch=epoch)
+
+    def _release(self, role: str, reason: str, now: float, tell_lock: bool = True) -> None:
+        claim = self.roles.held.pop(role, None)
+        if role in self.roles.pending:
+            self.roles.pending.discard(role)
+            if tell_lock:
+                self.lock_requests.append(("unwant", role))
+        if claim is None:
+            return
+        if self.roles.gated and tell_lock:
+            self.lock_requests.append(("unwant", role))
+        self.fx.stats["roles_lost"] += 1
+        self.fx.emit(RoleEvent("role-lost", role, self.local.name, claim.epoch, reason))
+        self.fx.log_members.warning("role_lost", role=role, epoch=claim.epoch, reason=reason)
+
+    # ------------------------------------------------------------------ claims
+
+    def _merge(self, claim: Claim) -> bool:
+        old = self.roles.claims.get(claim.role)
+        if not self.roles.merge(claim):
+            return False
+        old_sig = 0 if old is None else signature("role", old.role, old.holder, old.epoch)
+        new_sig = signature("role", claim.role, claim.holder, claim.epoch)
+        self.digest.update(bucket_of("role:" + claim.role), old_sig, new_sig)
+        self.dirty = True
+        return True
+
+    def on_claim_msg(self, msg: wire.RoleClaim, src: Addr, now: float) -> None:
+        self.on_claim(Claim(role=msg.role, holder=msg.holder, epoch=msg.epoch, ts=msg.ts), now)
+
+    def on_claim(self, claim: Claim, now: float) -> None:
+        if self.roles.superseded(claim):
+            self._release(claim.role, f"superseded by {claim.holder} at epoch {claim.epoch}", now)
+        if self._merge(claim):
+            msg = wire.RoleClaim(role=claim.role, holder=claim.holder, epoch=claim.epoch, ts=claim.ts)
+            self.gossip.broadcast("role:" + claim.role, msg, now)
+            holder = self.table.members.get(claim.holder)
+            if claim.holder != self.local.name and (holder is None or holder.state not in LIVE):
+                # A new claim by a member we think is gone: we were cut off from it (a healing
+                # partition) or we are new. Learn its state before electing anyone else.
+                self.ready = False
+                self.settle_at = now + self.cfg.role_settle
+
+    def claim_records(self, buckets: set[int] | None) -> list[bytes]:
+        """Our claims, encoded for a State chunk (all, or those in some digest buckets)."""
+        return [
+            _claim_encoder.encode(c)
+            for c in self.roles.claims.values()
+            if buckets is None or bucket_of("role:" + c.role) in buckets
+        ]
