@@ -274,21 +274,25 @@ def _check(msg: Message, max_depth: int | None) -> None:
             if rec.inc < 0:
                 raise WireError("invalid", "negative incarnation")
             _check_tags(rec.tags)
+        for claim in msg.roles:
+            _check_claim(claim.role, claim.holder, claim.epoch)
     elif isinstance(msg, DigestMsg):
         if len(msg.h) != BUCKETS:
             raise WireError("invalid", f"digest must have {BUCKETS} buckets")
     elif isinstance(msg, RoleClaim):
-        if not msg.role or not msg.holder or msg.epoch < 1:
-            raise WireError("invalid", "empty role or holder, or epoch < 1")
-    elif isinstance(msg, State):
-        if any(not c.role or not c.holder or c.epoch < 1 for c in msg.roles):
-            raise WireError("invalid", "empty role or holder, or epoch < 1 in state")
+        _check_claim(msg.role, msg.holder, msg.epoch)
     elif isinstance(msg, Have):
         if len(msg.s) > MAX_HAVE_STREAMS or any(len(e[4]) > MAX_HAVE_GAPS for e in msg.s):
             raise WireError("invalid", "too many streams or gaps in have")
     elif isinstance(msg, Want):
         if len(msg.buckets) > BUCKETS or any(not 0 <= b < BUCKETS for b in msg.buckets):
             raise WireError("invalid", "bucket out of range")
+
+
+def _check_claim(role: str, holder: str, epoch: int) -> None:
+    """A role claim, standalone (RoleClaim) or inside State: the same rules."""
+    if not role or not holder or epoch < 1:
+        raise WireError("invalid", "empty role or holder, or epoch < 1 in role claim")
 
 
 def _check_tags(t: dict[str, str]) -> None:

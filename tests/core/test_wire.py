@@ -1,6 +1,7 @@
 import pytest
 
 from chatterd.core import wire
+from chatterd.core.roles import Claim
 
 
 def rumor(**kw: object) -> wire.Rumor:
@@ -110,3 +111,20 @@ def test_parse_addr(text: str, addr: tuple[str, int]) -> None:
 def test_parse_addr_errors(text: str) -> None:
     with pytest.raises(ValueError, match="invalid address"):
         wire.parse_addr(text)
+
+
+@pytest.mark.parametrize(
+    ("role", "holder", "epoch"),
+    [("", "n1", 1), ("db", "", 1), ("db", "n1", 0), ("db", "n1", -5)],
+)
+def test_a_bad_role_claim_is_refused_alone_and_inside_state(role: str, holder: str, epoch: int) -> None:
+    """The State branch validates the claims it carries exactly like a standalone RoleClaim."""
+    alone = wire.RoleClaim(role=role, holder=holder, epoch=epoch, ts=1)
+    inside = wire.State(roles=[Claim(role=role, holder=holder, epoch=epoch, ts=1)])
+    for msg in (alone, inside):
+        with pytest.raises(wire.WireError) as e:
+            wire.decode(wire.encode([msg], "n2"))
+        assert e.value.reason == "invalid"
+        assert "role claim" in e.value.detail
+    good = wire.State(roles=[Claim(role="db", holder="n1", epoch=1, ts=1)])
+    assert wire.decode(wire.encode([good], "n2")).m == [good]
