@@ -70,7 +70,7 @@ async def test_a_raising_timer_handler_costs_bounded_cpu_then_ends_the_node() ->
         raise RuntimeError("bug in a timer")
 
     cpu_at_start = 0.0
-    with pytest.raises(BaseException) as caught:  # noqa: PT012 - the nursery wraps it
+    with pytest.raises(BaseException) as caught:  # the nursery wraps it in a group
         async with trio.open_nursery() as nursery:
             await nursery.start(rt.run)
             assert rt.node is not None
