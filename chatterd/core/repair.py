@@ -160,13 +160,13 @@ class RepairStore:
             listed[(e[0], e[1])] = e
         out: list[tuple[float, Any]] = []
         for key, s in self.streams.items():
-            e = listed.get(key)
-            if e is None:
+            found = listed.get(key)
+            if found is None:
                 if not complete:
                     continue
                 out += [(at, r) for at, ts, r in s.held.values() if at <= ripe and ts >= since_ms]
                 continue
-            low, high, gaps = e[2], e[3], e[4]
+            low, high, gaps = found[2], found[3], found[4]
             wanted = [*gaps, *range(max(high + 1, s.low), s.high + 1), *range(s.low, min(low, s.high + 1))]
             for seq in wanted:
                 h = s.held.get(seq)

@@ -167,6 +167,7 @@ class Sync:
         # The claims (a few small records) ride in every chunk when they fit in a quarter of
         # it: a node that got any part of our state knows who holds which role.
         roles_part = b',"roles":[' + b",".join(roles) + b"]" if roles else b""
+        groups: tuple[tuple[str, list[bytes]], ...]
         if len(roles_part) <= budget // 4:
             head += roles_part
             budget -= len(roles_part)

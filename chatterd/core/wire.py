@@ -12,13 +12,14 @@ tagged by ``type``. Anything that does not match these shapes exactly is rejecte
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
 from chatterd.core import tags
 from chatterd.core.config import ENVELOPE_OVERHEAD, MAX_SUMMARY_GAPS, MAX_SUMMARY_STREAMS
 from chatterd.core.digest import BUCKETS
+from chatterd.core.membership import MemberState
 from chatterd.core.roles import Claim
 
 VERSION = 1
@@ -98,7 +99,7 @@ class MemberRecord(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     id: str
     addr: str
     inc: int
-    state: Literal["alive", "suspect", "dead", "left"]
+    state: MemberState
     tags: dict[str, str] = {}
 
 
@@ -319,7 +320,8 @@ def depth(value: Any, limit: int = 1000) -> int:
     return deepest
 
 
-def encode_message(msg: Message) -> bytes:
+def encode_message(msg: msgspec.Struct) -> bytes:
+    """One message, or one record of a State chunk, encoded."""
     return _encoder.encode(msg)
 
 
