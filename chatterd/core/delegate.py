@@ -17,6 +17,10 @@ from chatterd.core import wire
 Addr = tuple[str, int]
 
 
+class PayloadError(ValueError):
+    """A payload the delegate refuses: the reason is said to whoever sent it."""
+
+
 class Cluster(Protocol):
     """What a delegate may ask of the node it runs in."""
 
@@ -35,7 +39,7 @@ class Cluster(Protocol):
 
 class Delegate(Protocol):
     def validate(self, payload: Any) -> None:
-        """Raise :class:`chatterd.core.payloads.PayloadError` if ``payload`` may not be spread."""
+        """Raise :class:`PayloadError` if ``payload`` may not be spread."""
         ...
 
     def kind(self, payload: dict[str, Any]) -> str:

@@ -100,48 +100,34 @@ class Node:
         self.detector.accuse = self.news.on_suspect
         self.detector.declare_dead = self.news.on_dead
         self.election = Election(
-            config,
-            me,
-            self.table,
-            self.ring,
-            self.digest,
-            self.gossip,
-            fx,
-            now=now,
-            seeded=bool(seeds),
-            expect=expect,
-            gated=role_lock,
-        )
+            config, me, self.table, self.ring, self.digest, self.gossip, fx,
+            now=now, seeded=bool(seeds), expect=expect, gated=role_lock,
+        )  # fmt: skip
         self.news.on_change = self.election.member_changed
         self.election.set_tags = self.set_tags
         make_delegate = delegate or ChatterRs
         self.delegate = make_delegate(config, self.digest, self)
         self.sync = Sync(
-            config,
-            me,
-            self.table,
-            self.ring,
-            self.digest,
-            self.news,
-            self.election,
-            self.delegate,
-            self.gossip,
-            rng,
-            fx,
-            now=now,
-            seeds=list(seeds or []),
-        )
+            config, me, self.table, self.ring, self.digest, self.news, self.election, self.delegate, self.gossip,
+            rng, fx, now=now, seeds=list(seeds or []),
+        )  # fmt: skip
         self.election.sync_now = self.sync.soon
         self.repair = Repair(config, me, self.gossip, rng, fx)
         self.rumors = Rumors(config, me, self.ring, self.gossip, self.repair, self.delegate, rng, fx)
-        self._handlers: dict[type, Callable[[Any, Addr, float], None]] = {
+        self._handlers = self._dispatch_table()
+        self.detector.refresh(now)
+
+    def _dispatch_table(self) -> dict[type, Callable[[Any, Addr, float], None]]:
+        """Message type → the mechanism that handles it: (message, source, now)."""
+        news = self.news
+        return {
             wire.Heartbeat: lambda msg, src, now: None,  # its arrival was recorded in receive()
             wire.Lease: self.election.on_lease,
             wire.Rumor: lambda msg, src, now: self.rumors.on_rumor(msg, now),
-            wire.Alive: lambda msg, src, now: self.news.on_alive(msg, now, src),
-            wire.Suspect: lambda msg, src, now: self.news.on_suspect(msg, now, src),
-            wire.Dead: lambda msg, src, now: self.news.on_dead(msg, now, src),
-            wire.Left: lambda msg, src, now: self.news.on_left(msg, now, src),
+            wire.Alive: lambda msg, src, now: news.on_alive(msg, now, src),
+            wire.Suspect: lambda msg, src, now: news.on_suspect(msg, now, src),
+            wire.Dead: lambda msg, src, now: news.on_dead(msg, now, src),
+            wire.Left: lambda msg, src, now: news.on_left(msg, now, src),
             wire.Join: self.sync.on_join,
             wire.State: self.sync.on_state,
             wire.DigestMsg: self.sync.on_digest,
@@ -150,7 +136,6 @@ class Node:
             wire.Have: self.repair.on_have,
             wire.Inject: self.rumors.on_inject,
         }
-        self.detector.refresh(now)
 
     # ------------------------------------------------------------------ the shell's interface
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from chatterd.core.delegate import PayloadError
+
 KNOWN = ("DebugMessage", "DeviceGossip", "ViewGossip")
 
 
-class PayloadError(ValueError):
-    """A payload of a known kind with missing, extra or mistyped fields."""
+__all__ = ["KNOWN", "PayloadError", "kind_of", "user_event_name", "validate"]
 
 
 def kind_of(payload: dict[str, Any]) -> str:

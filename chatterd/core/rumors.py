@@ -16,10 +16,10 @@ from typing import Any
 
 import msgspec
 
-from chatterd.core import payloads, wire
+from chatterd.core import wire
 from chatterd.core.config import MAX_INJECT_IDS, Config
 from chatterd.core.dedup import SeenSet
-from chatterd.core.delegate import Delegate
+from chatterd.core.delegate import Delegate, PayloadError
 from chatterd.core.effects import Effects
 from chatterd.core.events import Delivery
 from chatterd.core.gossip import Gossip
@@ -60,7 +60,7 @@ class Rumors:
         cfg = self.cfg
         self.delegate.validate(payload)
         if wire.depth(payload) > cfg.max_payload_depth:
-            raise payloads.PayloadError(f"payload nesting deeper than {cfg.max_payload_depth}")
+            raise PayloadError(f"payload nesting deeper than {cfg.max_payload_depth}")
         self.lt += 1
         # Messages for the whole cluster are numbered for repair; a message given a limited
         # hop budget (chatter-rs's scoped sends, hops 0 = this node only) is not repaired.
@@ -80,7 +80,7 @@ class Rumors:
         size = len(wire.encode_message(rumor))
         limit = wire.max_message_size(cfg.max_datagram)
         if size > limit:
-            raise payloads.PayloadError(f"message is {size} bytes encoded, over the {limit}-byte limit")
+            raise PayloadError(f"message is {size} bytes encoded, over the {limit}-byte limit")
         self.on_rumor(rumor, now, local=True)
         return rumor.id
 
@@ -118,7 +118,7 @@ class Rumors:
         same rules as local injects: a valid payload, small enough to forward."""
         try:
             self.delegate.validate(r.payload)
-        except payloads.PayloadError as e:
+        except PayloadError as e:
             return "payload", str(e)
         size = len(wire.encode_message(r))
         limit = wire.max_message_size(self.cfg.max_datagram)
@@ -135,7 +135,7 @@ class Rumors:
             return
         try:
             mid = self.inject(msg.payload, now, msg.hops)
-        except payloads.PayloadError as e:
+        except PayloadError as e:
             self.fx.stats["injects_rejected"] += 1
             self.fx.send_msg(wire.InjectNack(rid=msg.rid, error=str(e)), src)
             return
