@@ -17,31 +17,30 @@ import sys
 from typing import Any, NoReturn
 
 from chatter_inject import client
+from chatterd.cliargs import EXIT_USAGE, Parser, positive_float
 from chatterd.core import payloads, wire
 from chatterd.core.config import INJECT_RETRY, INJECT_TIMEOUT, LAN
 
-EXIT_USAGE = 2  # bad arguments or bad message: nothing was sent
+# EXIT_USAGE (2): bad arguments or bad message, nothing was sent
 EXIT_FAILED = 1  # sent, but not accepted (no acknowledgement, or rejected by the node)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="chatter-inject", description="Post one JSON message into a chatter node over UDP.")
+    p = Parser(prog="chatter-inject", description="Post one JSON message into a chatter node over UDP.")
     p.add_argument("addr", metavar="ADDR", help="UDP address of the node, HOST:PORT")
     p.add_argument("json", nargs="?", metavar="JSON", help="the message; read from stdin when omitted")
     p.add_argument("--no-wait", action="store_true", help="send once, do not wait for the acknowledgement")
     p.add_argument(
         "--timeout",
-        type=float,
+        type=positive_float,
         default=INJECT_TIMEOUT,
         help=f"seconds to wait for the acknowledgement (default: {INJECT_TIMEOUT:g})",
     )
     p.add_argument(
-        "--retry", type=float, default=INJECT_RETRY, help=f"seconds between retries (default: {INJECT_RETRY:g})"
+        "--retry",
+        type=positive_float,
+        default=INJECT_RETRY,
+        help=f"seconds between retries (default: {INJECT_RETRY:g})",
     )
     p.add_argument(
         "--hops", type=int, default=None, help="hop budget (default: chosen by the node from the cluster size)"
@@ -89,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         infos = socket.getaddrinfo(addr[0], addr[1], socket.AF_INET, socket.SOCK_DGRAM)
     except OSError as e:
         fail(EXIT_USAGE, f"cannot resolve {args.addr}: {e.strerror or e}")
-    target = infos[0][4][:2]
+    sockaddr = infos[0][4]
+    target = (str(sockaddr[0]), int(sockaddr[1]))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         if args.no_wait:
             sock.sendto(data, target)

@@ -4,20 +4,24 @@ GET  /v1/members   one object per known member (?status=S and ?tag=KEY=VALUE fil
 GET  /v1/devices   the cluster's device table
 GET  /v1/roles     each role: holder, epoch (fencing token), since, candidates, and this node's part
 GET  /v1/events    recent deliveries and membership changes (?since=SEQ for newer ones)
+GET  /v1/events/stream  the same rows as server-sent events, live (Last-Event-ID or ?since=SEQ
+                   replays the buffered rows after SEQ first); a comment every KEEPALIVE_S
 GET  /v1/health    whether this node is healthy (503 when not, with the reasons), and its counters
 PUT  /v1/tags      change this node's tags: {"set": {"k": "v"}, "delete": ["k"]} (POST too)
 POST /v1/leave     leave the cluster gracefully, then the daemon exits
 GET  /metrics      Prometheus text format (chatterd.metrics)
-GET  /             the dashboard: chatterd/static/index.html, which polls the JSON above
+GET  /             the dashboard: chatterd/static/index.html, fed by the stream and the JSON above
 GET  /static/...   its script and style sheet (files in the package: no CDN, works offline)
 
-Errors are answered with a 4xx status and {"error": "<one line>"}.
+Errors are answered with a 4xx status (503 for a stream over MAX_STREAMS) and
+{"error": "<one line>"}.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable, Reversible
+from collections.abc import AsyncIterator, Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -28,13 +32,14 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from chatterd import views
 from chatterd.core import tags, wire
 from chatterd.core.membership import MemberState
+from chatterd.eventlog import EventLog, Row
 from chatterd.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -43,19 +48,42 @@ if TYPE_CHECKING:
 STATIC_PACKAGE = ("chatterd", "static")
 
 
-def events_since(events: Reversible[dict[str, Any]], since: int) -> list[dict[str, Any]]:
-    """The rows of ``events`` (ordered by increasing ``seq``) with ``seq > since``, oldest first.
+# GET /v1/events/stream: a comment line this often keeps proxies and clients from timing out an
+# idle stream (and lets the server notice a client that went away); a client told to
+# reconnect waits RETRY_MS; at most MAX_STREAMS streams at a time (each holds a bounded queue,
+# chatterd.eventlog.SUBSCRIBER_BUFFER rows).
+KEEPALIVE_S = 15.0
+RETRY_MS = 1000
+MAX_STREAMS = 64
 
-    Walks back from the newest row, so a poller that is up to date costs one comparison
-    instead of a scan of the whole buffer.
-    """
-    newer: list[dict[str, Any]] = []
-    for e in reversed(events):
-        if e["seq"] <= since:
-            break
-        newer.append(e)
-    newer.reverse()
-    return newer
+
+def _json(row: Row) -> str:
+    return json.dumps(row, ensure_ascii=False, allow_nan=False, separators=(",", ":"))  # as JSONResponse
+
+
+def sse_event(row: Row) -> bytes:
+    """One server-sent event: the row's seq as its id, the row as one line of JSON."""
+    return f"id: {row['seq']}\ndata: {_json(row)}\n\n".encode()
+
+
+async def sse_stream(log: EventLog, since: int | None, keepalive: float) -> AsyncIterator[bytes]:
+    """The bytes of an event stream: the rows after ``since`` (none when None), then each new
+    row, with keep-alive comments; ends (after a comment saying so) when the event log dropped
+    this reader for being slow. Subscribes when first iterated, unsubscribes when closed."""
+    with log.subscribe(since) as sub:
+        yield f"retry: {RETRY_MS}\n\n".encode() + b"".join(sse_event(row) for row in sub.backlog)
+        while True:
+            row: Row | None = None
+            ended = False
+            with trio.move_on_after(keepalive):  # never yield inside it: this is a generator
+                try:
+                    row = await sub.receive.receive()
+                except (trio.EndOfChannel, trio.ClosedResourceError):
+                    ended = True
+            if ended:
+                yield b": too slow: reconnect with Last-Event-ID\n\n"
+                return
+            yield b": keep-alive\n\n" if row is None else sse_event(row)
 
 
 def _dashboard_html() -> bytes:
@@ -88,7 +116,28 @@ def build_app(rt: Runtime) -> Starlette:
             since = int(request.query_params.get("since", "0"))
         except ValueError:
             return JSONResponse({"error": "since must be an integer"}, status_code=400)
-        return JSONResponse(events_since(rt.events, since))
+        return JSONResponse(rt.eventlog.rows(since))
+
+    async def events_stream(request: Request) -> Response:
+        log = rt.eventlog
+        # A reconnecting EventSource sends Last-Event-ID; it wins over the ?since= of its URL.
+        last_id = request.headers.get("last-event-id")
+        text, what = (last_id, "Last-Event-ID") if last_id is not None else (request.query_params.get("since"), "since")
+        since: int | None = None
+        if text is not None and text.strip() != "":
+            try:
+                since = int(text)
+            except ValueError:
+                return error(f"{what} must be an integer")
+            if since > log.last_seq:
+                since = 0  # numbered by an earlier life of this node: everything here is new to it
+        if log.subscribers >= MAX_STREAMS:
+            return error(f"too many event streams (at most {MAX_STREAMS})", 503)
+        return StreamingResponse(
+            sse_stream(log, since, KEEPALIVE_S),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     async def set_tags(request: Request) -> JSONResponse:
         node = rt.node
@@ -138,6 +187,7 @@ def build_app(rt: Runtime) -> Starlette:
             Route("/v1/devices", devices),
             Route("/v1/roles", roles),
             Route("/v1/events", events),
+            Route("/v1/events/stream", events_stream),
             Route("/v1/health", health),
             Route("/v1/tags", set_tags, methods=["PUT", "POST"]),
             Route("/v1/leave", leave, methods=["POST"]),

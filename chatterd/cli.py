@@ -14,9 +14,9 @@ import dataclasses
 import socket
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 from chatterd import ctl
+from chatterd.cliargs import Parser, address, arg_type, positive, positive_float, positive_int
 from chatterd.core import tags, wire
 from chatterd.core.config import (
     CHECK_INTERVAL,
@@ -30,64 +30,23 @@ from chatterd.core.config import (
 from chatterd.handlers import DEFAULT_QUEUE, DEFAULT_TIMEOUT, HandlerSpecError, parse_spec
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        """One clear line and exit status 2 (argparse prints the whole usage otherwise)."""
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+def _parse_role(text: str) -> tuple[str, int]:
+    from chatterd.core.roles import parse_role  # raises RoleError, a ValueError
+
+    return parse_role(text)
 
 
-def _addr(text: str) -> tuple[str, int]:
-    try:
-        return wire.parse_addr(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+def _check_lock_url(text: str) -> str:
+    from chatterd.lock import parse_lock_url  # imported late: --help stays fast
 
-
-def _tag(text: str) -> tuple[str, str]:
-    try:
-        return tags.parse_pair(text)
-    except tags.TagsError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _handler(text: str) -> object:
-    try:
-        return parse_spec(text)
-    except HandlerSpecError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _role(text: str) -> tuple[str, int]:
-    from chatterd.core.roles import RoleError, parse_role
-
-    try:
-        return parse_role(text)
-    except RoleError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _lock_url(text: str) -> str:
-    from chatterd.lock import parse_lock_url
-
-    try:
-        parse_lock_url(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    parse_lock_url(text)
     return text
 
 
-def _positive(kind: type) -> object:
-    def conv(text: str) -> object:
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-        return v
-
-    conv.__name__ = kind.__name__
-    return conv
+_tag = arg_type(tags.parse_pair, tags.TagsError, name="tag")
+_handler = arg_type(parse_spec, HandlerSpecError, name="handler")
+_role = arg_type(_parse_role, name="role")
+_lock_url = arg_type(_check_lock_url, name="lock URL")
 
 
 # Protocol knobs exposed as options: (option, Config field, type, help).
@@ -105,7 +64,7 @@ TUNABLES = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog="chatterd",
         description="Run a chatter node: gossip membership, failure detection and JSON messages over UDP.",
         epilog="Log level: CHATTER_LOG (or RUST_LOG), e.g. CHATTER_LOG=warn,chatterd.membership=debug. "
@@ -114,14 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--listen",
-        type=_addr,
+        type=address,
         default=("0.0.0.0", DEFAULT_PORT),
         metavar="ADDR",
         help=f"UDP address to listen on (default: 0.0.0.0:{DEFAULT_PORT})",
     )
     p.add_argument(
         "--join",
-        type=_addr,
+        type=address,
         action="append",
         default=[],
         metavar="HOST:PORT",
@@ -130,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="node name, unique in the cluster (default: HOSTNAME:PORT)")
     p.add_argument(
         "--advertise",
-        type=_addr,
+        type=address,
         metavar="ADDR",
         help="address given to peers (default: the listen address, or this host's IP if that is 0.0.0.0)",
     )
@@ -175,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     roles.add_argument(
         "--expect",
-        type=_positive(int),
+        type=positive_int,
         default=None,
         metavar="N",
         help="hold roles only while a majority of N members is alive here: at most one side of a partition "
@@ -191,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     roles.add_argument(
         "--lock-ttl",
-        type=_positive(float),
+        type=positive_float,
         default=LOCK_TTL,
         metavar="SECONDS",
         help=f"TTL of the etcd lease (default: {LOCK_TTL:g})",
@@ -205,23 +164,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     roles.add_argument(
         "--check-interval",
-        type=_positive(float),
+        type=positive_float,
         default=CHECK_INTERVAL,
         metavar="SECONDS",
         help=f"(default: {CHECK_INTERVAL:g})",
-
     )
     roles.add_argument(
         "--check-timeout",
-        type=_positive(float),
+        type=positive_float,
         default=CHECK_TIMEOUT,
         metavar="SECONDS",
         help=f"(default: {CHECK_TIMEOUT:g})",
-
     )
     roles.add_argument(
         "--watchdog",
-        type=_positive(float),
+        type=positive_float,
         default=None,
         metavar="SECONDS",
         help="exit with status 70 if this node's event loop stalls longer than this, so that a supervisor "
@@ -253,14 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--handler-queue",
-        type=_positive(int),
+        type=positive_int,
         default=DEFAULT_QUEUE,
         metavar="N",
         help=f"events waiting for handlers beyond which new ones are dropped (default: {DEFAULT_QUEUE})",
     )
     p.add_argument(
         "--handler-timeout",
-        type=_positive(float),
+        type=positive_float,
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help=f"a handler still running after this is killed (default: {DEFAULT_TIMEOUT:g})",
@@ -269,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     for opt, fieldname, kind, text in TUNABLES:
         p.add_argument(
             opt,
-            type=_positive(kind),
+            type=positive(kind),
             dest=fieldname,
             default=None,
             help=f"{text} (default: {getattr(defaults, fieldname)} in the lan profile)",

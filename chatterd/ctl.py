@@ -10,10 +10,13 @@ Each talks to the node at ``--http ADDR`` (default: ``$CHATTER_HTTP_ADDR``, else
 127.0.0.1:2428, where ``chatterd`` with its default ``--listen`` serves its API). Output is
 an aligned table for people; ``--json`` gives the API's JSON for scripts (JSON lines for
 events). Failures are one line on stderr: exit status 1 when the node cannot be reached or
-fails, 2 for bad usage or a request the node refused (bad tags, tags over the size limit).
+fails (5xx), 2 for bad usage or a request the node refused (4xx: bad tags, tags over the size
+limit).
 
-Plain HTTP with the standard library: these commands start fast and need nothing the daemon
-does not already need.
+HTTP with httpx's synchronous client (a dependency of the daemon anyway), never through a
+proxy. ``events --follow`` reads the node's server-sent event stream (GET /v1/events/stream):
+the buffered events, then each new one as it happens; when the stream breaks it reconnects
+from the last event it printed, and it ends with one error line once no node answers.
 """
 
 from __future__ import annotations
@@ -25,23 +28,31 @@ import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Sequence
-from typing import Any, NoReturn
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
+import httpx
+
+from chatterd.cliargs import EXIT_USAGE, Parser, http_address
 from chatterd.core import tags, wire
 from chatterd.core.config import CTL_LEAVE_TIMEOUT, CTL_REQUEST_TIMEOUT, DEFAULT_PORT
 
 COMMANDS = ("members", "devices", "events", "leave", "tags", "roles")
 ENV_HTTP = "CHATTER_HTTP_ADDR"
 DEFAULT_HTTP = f"127.0.0.1:{DEFAULT_PORT}"
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED = 0, 1  # and EXIT_USAGE (2), from chatterd.cliargs
 
 REQUEST_TIMEOUT = CTL_REQUEST_TIMEOUT
-FOLLOW_INTERVAL = 0.5  # seconds between polls of `events --follow`
 LEAVE_TIMEOUT = CTL_LEAVE_TIMEOUT
+STREAM_PATH = "/v1/events/stream"
+# The node writes a comment on an idle stream every 15 s (chatterd.api.KEEPALIVE_S): silence
+# for three of those means the connection is dead, and `events --follow` reconnects.
+STREAM_READ_TIMEOUT = 45.0
+# Reconnecting after a broken stream: at once, then after a pause that doubles up to
+# RECONNECT_MAX; after RECONNECT_TRIES failures in a row (a node that accepts connections but
+# does not answer) it gives up. A refused connection ends it at once: the node is gone.
+RECONNECT_FIRST, RECONNECT_MAX, RECONNECT_TRIES = 0.1, 1.0, 10
 
 
 class CtlError(Exception):
@@ -52,61 +63,171 @@ class CtlError(Exception):
         self.status = status
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        """One clear line and exit status 2 (argparse prints the whole usage otherwise)."""
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+class NodeUnreachable(CtlError):
+    """Nothing accepts connections at the node's address: it stopped, or never ran."""
 
 
 # ---------------------------------------------------------------------- the API client
 
 
 def _reason(e: BaseException) -> str:
-    if isinstance(e, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(e, TimeoutError):
-        return "timed out"
-    if isinstance(e, OSError) and e.strerror:
-        return e.strerror.lower()
-    return str(e) or type(e).__name__
+    """Why a request failed, in a few lowercase words: from the OSError behind it if any."""
+    cause: BaseException | None = e
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, TimeoutError):
+            return "timed out"
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror.lower()
+        cause = cause.__cause__ or cause.__context__
+    text = str(e).rstrip(".") or type(e).__name__
+    return text[:1].lower() + text[1:]
+
+
+Row = dict[str, Any]
 
 
 class Client:
-    """JSON requests to one node's API; every failure becomes a CtlError."""
+    """JSON requests to one node's API; every failure becomes a CtlError.
 
-    def __init__(self, addr: tuple[str, int], timeout: float = REQUEST_TIMEOUT) -> None:
+    ``transport`` replaces the network (httpx.MockTransport in tests)."""
+
+    def __init__(
+        self,
+        addr: tuple[str, int],
+        timeout: float = REQUEST_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.base = f"http://{wire.format_addr(addr)}"
         self.timeout = timeout
-        # No proxies: the node is usually on loopback, and http_proxy must not reroute it.
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        # No proxies (trust_env=False): the node is usually on loopback, and http_proxy must not
+        # reroute it.
+        self._http = httpx.Client(base_url=self.base, timeout=timeout, trust_env=False, transport=transport)
+        self.sleep: Callable[[float], None] = time.sleep  # between reconnections of stream_events
 
-    def request(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method=method)
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
+    def close(self) -> None:
+        self._http.close()
+
+    def _failure(self, e: httpx.TransportError) -> CtlError:
+        if isinstance(e, httpx.ConnectError):
+            return NodeUnreachable(f"no chatter node at {self.base} ({_reason(e)})")
+        if isinstance(e, httpx.ConnectTimeout):
+            return CtlError(f"no chatter node at {self.base} (timed out)")
+        if isinstance(e, httpx.TimeoutException):
+            return CtlError(f"no answer from the chatter node at {self.base} (timed out)")
+        return CtlError(f"no answer from the chatter node at {self.base} ({_reason(e)})")
+
+    def _refused(self, resp: httpx.Response, path: str) -> CtlError:
+        """The error of an answer with an error status: the node's own words when it gave them;
+        exit status 2 for a request it refused (4xx), 1 for its failure (5xx)."""
+        status = EXIT_USAGE if 400 <= resp.status_code < 500 else EXIT_FAILED
+        message = None
+        with contextlib.suppress(Exception):
+            message = str(resp.json()["error"])
+        if message:
+            return CtlError(message, status)
+        return CtlError(f"{self.base}{path} answered {resp.status_code} {resp.reason_phrase}", status)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: Sequence[tuple[str, str]] = (),
+        accept: Collection[int] = (),
+    ) -> Any:
+        """The JSON answer; ``accept``: error statuses whose JSON is an answer all the same."""
         try:
-            with self._opener.open(req, timeout=self.timeout) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as e:
-            message = None
-            with contextlib.suppress(Exception):
-                message = str(json.loads(e.read())["error"])
-            if message:
-                raise CtlError(message, EXIT_USAGE if e.code == 400 else EXIT_FAILED) from None
-            raise CtlError(f"{self.base}{path} answered {e.code} {e.reason}") from None
-        except urllib.error.URLError as e:
-            reason = e.reason if isinstance(e.reason, BaseException) else OSError(str(e.reason))
-            raise CtlError(f"no chatter node at {self.base} ({_reason(reason)})") from None
-        except OSError as e:  # a timeout or a reset while reading the answer
-            raise CtlError(f"no answer from the chatter node at {self.base} ({_reason(e)})") from None
+            resp = self._http.request(method, path, json=body, params=list(params) or None)
+        except httpx.TransportError as e:
+            raise self._failure(e) from None
+        if resp.is_error and resp.status_code not in accept:
+            raise self._refused(resp, path)
         try:
-            return json.loads(raw)
+            return resp.json()
         except ValueError:
             raise CtlError(f"{self.base} did not answer like a chatter node (not JSON)") from None
 
-    def get(self, path: str) -> Any:
-        return self.request("GET", path)
+    def get(self, path: str, params: Sequence[tuple[str, str]] = (), accept: Collection[int] = ()) -> Any:
+        return self.request("GET", path, params=params, accept=accept)
+
+    def stream_events(self, since: int = 0) -> Iterator[Row]:
+        """The node's events after ``since`` (0: every buffered one), then each new one as it
+        comes, until the node goes away (NodeUnreachable) or keeps failing (CtlError).
+
+        A stream that ends or breaks is opened again from the last row yielded: the node
+        replays what it still holds after it (a reader that fell behind is dropped that way)."""
+        last = since
+        failures = 0
+        delay = RECONNECT_FIRST
+        timeout = httpx.Timeout(self.timeout, read=STREAM_READ_TIMEOUT)
+        while True:
+            try:
+                params = {"since": str(last)}
+                headers = {"Accept": "text/event-stream"}
+                with self._http.stream("GET", STREAM_PATH, params=params, headers=headers, timeout=timeout) as resp:
+                    if resp.is_error:
+                        resp.read()
+                        raise self._refused(resp, STREAM_PATH)
+                    failures, delay = 0, RECONNECT_FIRST  # the node answered: the count starts again
+                    for event in sse_events(resp.iter_lines()):
+                        if event.retry is not None:
+                            delay = min(event.retry / 1000, RECONNECT_MAX)
+                        if event.data is None:
+                            continue
+                        try:
+                            row = json.loads(event.data)
+                            seq = int(row["seq"])
+                        except (ValueError, TypeError, KeyError):
+                            raise CtlError(f"{self.base} did not answer like a chatter node (bad event)") from None
+                        last = seq
+                        yield row
+                # The node ended the stream (it dropped us as too slow, or it is stopping): reconnect.
+            except httpx.TransportError as e:
+                failure = self._failure(e)
+                if isinstance(failure, NodeUnreachable):
+                    raise failure from None
+                failures += 1
+                if failures >= RECONNECT_TRIES:
+                    raise failure from None
+            self.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX)
+
+
+@dataclass(frozen=True, slots=True)
+class SSEvent:
+    """One server-sent event: its data (None for a block without, e.g. only ``retry:``), the
+    last event id given so far, and the reconnection delay it sets (ms), if it does."""
+
+    data: str | None
+    id: str | None = None
+    retry: int | None = None
+
+
+def sse_events(lines: Iterable[str]) -> Iterator[SSEvent]:
+    """Parse the text/event-stream format (WHATWG HTML, "server-sent events"), one line at a
+    time: ``data:`` lines joined by newlines, ``id:``, ``retry:``; ``:`` comments skipped;
+    a blank line ends an event. The event type (``event:``) is not used by chatter."""
+    data: list[str] = []
+    ident: str | None = None
+    retry: int | None = None
+    for line in lines:
+        if line == "":
+            if data or retry is not None:
+                yield SSEvent("\n".join(data) if data else None, ident, retry)
+            data, retry = [], None
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "data":
+            data.append(value)
+        elif field == "id":
+            ident = value
+        elif field == "retry" and value.isdigit():
+            retry = int(value)
 
 
 # ---------------------------------------------------------------------- formatting
@@ -197,10 +318,7 @@ def _print(text: str) -> None:
 
 def cmd_members(client: Client, args: argparse.Namespace) -> int:
     query = [("status", s) for s in args.status] + [("tag", t) for t in args.tag]
-    path = "/v1/members"
-    if query:
-        path += "?" + urllib.parse.urlencode(query)
-    rows = client.get(path)
+    rows = client.get("/v1/members", params=query)
     _print(json.dumps(rows, indent=2) if args.json else members_table(rows))
     return EXIT_OK
 
@@ -213,19 +331,19 @@ def cmd_devices(client: Client, args: argparse.Namespace) -> int:
 
 def cmd_events(client: Client, args: argparse.Namespace) -> int:
     printer = EventPrinter()
-    rows = client.get("/v1/events")
-    if not args.json:
-        _print(printer.header())
-    since = 0
-    while True:
+
+    def show(rows: list[Row]) -> None:
         for line in [_compact(r) for r in rows] if args.json else printer.lines(rows):
             _print(line)
-        if rows:
-            since = rows[-1]["seq"]
-        if not args.follow:
-            return EXIT_OK
-        time.sleep(FOLLOW_INTERVAL)
-        rows = client.get(f"/v1/events?since={since}")
+
+    rows: list[Row] = client.get("/v1/events")
+    if not args.json:
+        _print(printer.header())
+    show(rows)
+    if args.follow:  # then the stream, from the last row shown
+        for row in client.stream_events(since=rows[-1]["seq"] if rows else 0):
+            show([row])
+    return EXIT_OK
 
 
 def roles_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -258,16 +376,17 @@ def cmd_leave(client: Client, args: argparse.Namespace) -> int:
         time.sleep(0.1)
         try:
             client.get("/v1/health")
-        except CtlError as e:
-            if "connection refused" in str(e):
-                _print(f"{name} left the cluster and stopped")
-                return EXIT_OK
+        except NodeUnreachable:
+            _print(f"{name} left the cluster and stopped")
+            return EXIT_OK
+        except CtlError:
+            pass  # still stopping (503 while leaving, or a request cut short)
     raise CtlError(f"{name} announced its leave but its API still answers after {LEAVE_TIMEOUT:g} s")
 
 
 def cmd_tags(client: Client, args: argparse.Namespace) -> int:
     if args.action == "show":
-        h = client.get("/v1/health")
+        h = client.get("/v1/health", accept=[503])  # a degraded node answers 503, with its tags
         name, current, inc = h["name"], h["tags"], h["incarnation"]
         result = {"name": name, "tags": current, "incarnation": inc}
     else:
@@ -296,25 +415,17 @@ def cmd_tags(client: Client, args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- parsing
 
 
-def _http_addr(text: str) -> tuple[str, int]:
-    text = text.strip().removeprefix("http://").rstrip("/")
-    try:
-        return wire.parse_addr(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)  # Parser too: the subparsers (of class Parser) take it as a parent
     common.add_argument(
         "--http",
-        type=_http_addr,
+        type=http_address,
         default=argparse.SUPPRESS,  # absent, not None: `tags --http X set` must keep X
         metavar="ADDR",
         help=f"the node's HTTP API (default: ${ENV_HTTP}, else {DEFAULT_HTTP})",
     )
-    p = _Parser(prog="chatterd", description="Ask a running chatter node through its HTTP API.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = Parser(prog="chatterd", description="Ask a running chatter node through its HTTP API.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     m = sub.add_parser("members", parents=[common], help="list the members this node knows")
     m.add_argument(
@@ -352,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"and fires member-update on every node. Tags take at most {tags.MAX_TAGS_BYTES} bytes (as JSON).",
     )
     t.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON for scripts")
-    actions = t.add_subparsers(dest="action", parser_class=_Parser)
+    actions = t.add_subparsers(dest="action", parser_class=Parser)
     t.set_defaults(action="show", items=[])  # after add_subparsers, or its default (None) wins
     show = actions.add_parser("show", parents=[common], help="this node's tags (the default)")
     show.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON for scripts")
@@ -373,12 +484,13 @@ def main(argv: list[str]) -> int:
     if addr is None:
         text = os.environ.get(ENV_HTTP) or DEFAULT_HTTP
         try:
-            addr = _http_addr(text)
+            addr = http_address(text)
         except argparse.ArgumentTypeError as e:
             print(f"chatterd: error: {ENV_HTTP}: {e}", file=sys.stderr)
             return EXIT_USAGE
+    client = Client(addr)
     try:
-        return int(args.run(Client(addr), args))
+        return int(args.run(client, args))
     except CtlError as e:
         print(f"chatterd: error: {e}", file=sys.stderr)
         return e.status
@@ -389,3 +501,5 @@ def main(argv: list[str]) -> int:
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    finally:
+        client.close()

@@ -4,7 +4,7 @@ Nothing is counted twice: :class:`NodeCollector` reads the node's counters (thos
 ``Runtime.health()["counters"]``), member table and queues when Prometheus scrapes. The one
 thing the node does not keep is the distribution of failure-detection latencies: a
 Histogram observed from member-failed events (``Runtime._record`` calls
-:meth:`Metrics.observe`).
+:meth:`Metrics.observe` before the row goes into chatterd.eventlog).
 
 Each runtime has its own :class:`~prometheus_client.CollectorRegistry`, never the global
 one, so several runtimes in one process (tests, the simulator) do not clash. The API creates
@@ -74,6 +74,7 @@ OTHER_HELP = {
     "handler_failures": "Event handler runs that exited non-zero.",
     "handler_timeouts": "Event handler runs killed after their timeout.",
     "handler_dropped": "Events not handed to a handler because its queue was full.",
+    "stream_dropped": "Event stream clients disconnected for falling behind (they resume from Last-Event-ID).",
 }
 # Counters split by a label: key "malformed_<reason>" → chatter_malformed_total{reason=...}.
 # The unlabelled totals ("malformed", "delivered") are the sums of their labelled series.

@@ -10,6 +10,10 @@ reuses the id, starts at an incarnation above the saved one, joins through the s
 as well as any ``--join`` seeds, and keeps its saved tags unless ``--tag`` gives new ones.
 A file that is missing, unreadable or not what we write is reported by :func:`load` as a
 :class:`SnapshotError` (the caller logs one line and starts afresh): it never stops the node.
+
+:class:`Persister` is what the runtime uses: :meth:`Persister.load` at start (the identity to
+reuse, or None, with one log line saying which), :meth:`Persister.save_if_changed` at start
+and at exit, and :meth:`Persister.run` in between, which saves as the node changes.
 """
 
 from __future__ import annotations
@@ -18,9 +22,13 @@ import contextlib
 import os
 import random
 import tempfile
+import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
+import structlog
+import trio
 
 from chatterd.core import tags, wire
 from chatterd.core.config import (
@@ -28,7 +36,13 @@ from chatterd.core.config import (
     PERSIST_JOIN_PEERS,
     PERSIST_MAX_PEERS,
     PERSIST_PEERS_INTERVAL,
+    Config,
 )
+from chatterd.core.local import check_tags
+from chatterd.core.membership import LIVE
+from chatterd.core.node import Node
+
+log = structlog.get_logger("chatterd.runtime")  # the runtime's lines, as before this class
 
 FILE_NAME = "node.json"
 # The runtime looks every CHECK_INTERVAL seconds whether what it would save changed. A new
@@ -123,3 +137,104 @@ def join_seeds(snap: Snapshot, rng: random.Random, own: str) -> list[tuple[str, 
 def next_incarnation(snap: Snapshot | None, clock_inc: int) -> int:
     """A restarted node's incarnation: above the saved one, whatever the clock says."""
     return clock_inc if snap is None else max(clock_inc, snap.incarnation + 1)
+
+
+class Persister:
+    """The saved identity of one node in ``data_dir`` (None: nothing is loaded or saved).
+
+    ``given_tags`` are the node's tags from the command line (--tag, --role): when there are
+    none, the saved tags are kept, after a check against ``config``'s size limits.
+    """
+
+    def __init__(
+        self, data_dir: Path | None, name: str, config: Config, given_tags: Mapping[str, str] | None = None
+    ) -> None:
+        self.data_dir = data_dir
+        self.name = name
+        self.config = config
+        self.tags_given = bool(given_tags)
+        self.saved: Snapshot | None = None  # last snapshot written
+        self._tried: Snapshot | None = None  # last snapshot we tried to write
+        self._tried_at = 0.0
+
+    def load(self) -> Snapshot | None:
+        """The saved identity to reuse, or None (one log line says why not)."""
+        data_dir = self.data_dir
+        if data_dir is None:
+            return None
+        path = str(path_of(data_dir))
+        try:
+            snap = load(data_dir)
+        except SnapshotError as e:
+            log.warning("state_unusable", path=path, error=str(e), action="starting afresh")
+            return None
+        if snap is None:
+            log.info("state_fresh", path=path, reason="no saved state yet")
+            return None
+        if snap.name != self.name:
+            log.warning(
+                "state_unusable",
+                path=path,
+                error=f"saved for node {snap.name!r}, not {self.name!r}",
+                action="starting afresh",
+            )
+            return None
+        if snap.tags and not self.tags_given:
+            try:
+                check_tags(self.config, snap.name, snap.tags)
+            except tags.TagsError as e:  # e.g. a smaller --max-datagram than last time
+                log.warning("state_tags_dropped", path=path, error=str(e))
+                snap.tags = {}
+        log.info(
+            "state_loaded",
+            path=path,
+            id=snap.id,
+            incarnation=snap.incarnation,
+            peers=len(snap.peers),
+            tags=snap.tags,
+        )
+        return snap
+
+    @staticmethod
+    def snapshot(node: Node) -> Snapshot:
+        """What would be saved of ``node`` now."""
+        peers = sorted(
+            wire.format_addr(m.addr)
+            for m in node.table.members.values()
+            if m.name != node.name and m.state in LIVE
+        )
+        peers = peers[:MAX_PEERS]
+        return Snapshot(name=node.name, id=node.id, incarnation=node.inc, peers=peers, tags=node.tags)
+
+    def save_if_changed(self, node: Node | None) -> None:
+        """Save now if anything changed (at start and at exit: blocking, but small)."""
+        if self.data_dir is not None and node is not None:
+            snap = self.snapshot(node)
+            if snap != self.saved:
+                self.write(snap)
+
+    def write(self, snap: Snapshot) -> None:
+        """Save (at start, at exit, or in a worker thread); a failure is logged, not fatal."""
+        assert self.data_dir is not None
+        self._tried, self._tried_at = snap, time.monotonic()
+        try:
+            save(self.data_dir, snap)
+        except OSError as e:
+            log.warning("state_save_failed", path=str(path_of(self.data_dir)), error=str(e))
+        else:
+            self.saved = snap
+
+    async def run(self, node: Node) -> None:
+        """Save a new incarnation at once, other changes (peers) at most every PEERS_INTERVAL
+        seconds; a failed write is retried on the same terms. Runs until cancelled."""
+        if self.data_dir is None:
+            return
+        while True:
+            await trio.sleep(CHECK_INTERVAL)
+            snap = self.snapshot(node)
+            if snap == self.saved:
+                continue
+            tried = self._tried
+            urgent = tried is None or snap.incarnation != tried.incarnation
+            if urgent or time.monotonic() - self._tried_at >= PEERS_INTERVAL:
+                await trio.to_thread.run_sync(self.write, snap)

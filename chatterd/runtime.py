@@ -6,13 +6,13 @@ loop reads the heartbeats that queued up before it judges anyone), runs the due 
 sends what the core produced. SIGINT/SIGTERM (or ``POST /v1/leave``) trigger a graceful
 leave: the core announces it to every live member, the datagrams are sent, and the nursery is
 cancelled. With ``--data-dir`` the node's identity is loaded at start and saved as it changes
-(chatterd.persistence).
+(chatterd.persistence.Persister). The core's events become rows in chatterd.eventlog, which
+serves ``GET /v1/events``, its stream and the event handlers.
 """
 
 from __future__ import annotations
 
 import importlib
-import itertools
 import random
 import signal
 import socket
@@ -38,10 +38,10 @@ from chatterd.core.config import (
     LOOP_FAILURES_FATAL,
     Config,
 )
-from chatterd.core.events import Delivery, Event, MemberEvent, RoleEvent
-from chatterd.core.membership import LIVE
-from chatterd.core.node import Node, check_tags
+from chatterd.core.events import Event, MemberEvent
+from chatterd.core.node import Node
 from chatterd.core.roles import FAILING_TAG, TAG_PREFIX, role_tags
+from chatterd.eventlog import EventLog, Row
 from chatterd.handlers import DEFAULT_QUEUE, DEFAULT_TIMEOUT, Handlers, HandlerSpec
 from chatterd.health import HealthWatch, member_counts
 from chatterd.loopguard import LoopGuard
@@ -51,7 +51,6 @@ if TYPE_CHECKING:
     from chatterd.metrics import Metrics
 
 log = structlog.get_logger("chatterd.runtime")
-log_events = structlog.get_logger("chatterd.events")
 
 Addr = tuple[str, int]
 _E = TypeVar("_E", bound=BaseException)
@@ -91,9 +90,8 @@ class Runtime:
     def __init__(self, opts: Options) -> None:
         self.opts = opts
         self.node: Node | None = None
-        self.events: deque[dict[str, Any]] = deque(maxlen=opts.event_buffer)
-        self._event_seq = itertools.count(1)
-        self.event_added = trio.Event()
+        self.eventlog = EventLog(opts.event_buffer)  # GET /v1/events and its stream
+        self.persister = persistence.Persister(opts.data_dir, opts.name, opts.config, opts.tags)
         self.started_at = time.time()
         self.sock: socket.socket | None = None
         self.http_bound: list[str] = []
@@ -105,9 +103,6 @@ class Runtime:
         self.metrics: Metrics | None = None  # GET /metrics: created by the API (chatterd.metrics)
         self._cancel: trio.CancelScope | None = None
         self._sleep: trio.CancelScope | None = None  # the protocol loop's wait, cut short by kick()
-        self._saved: persistence.Snapshot | None = None  # last snapshot written
-        self._tried: persistence.Snapshot | None = None  # last snapshot we tried to write
-        self._tried_at = 0.0
         self.check: Check | None = None
         self.watchdog: Watchdog | None = None
         self.lock: Any = None  # chatterd.lock.RoleLock with --lock
@@ -137,7 +132,7 @@ class Runtime:
         now = trio.current_time()
         wall_offset = time.time() - now
         rng = random.Random()
-        snap = self._load_snapshot()
+        snap = self.persister.load()
         seeds = list(opts.seeds)
         if snap is not None:
             seeds += [s for s in persistence.join_seeds(snap, rng, wire.format_addr(advertise)) if s not in seeds]
@@ -166,7 +161,7 @@ class Runtime:
             incarnation=self.node.inc,
             tags=self.node.tags,
         )
-        self._save_snapshot()
+        self.persister.save_if_changed(self.node)
         try:
             async with trio.open_nursery() as nursery:
                 self._cancel = nursery.cancel_scope
@@ -174,7 +169,7 @@ class Runtime:
                 nursery.start_soon(self._signals)
                 nursery.start_soon(self.handlers.run, wire.format_addr(advertise))
                 if opts.data_dir is not None:
-                    nursery.start_soon(self._persist_loop)
+                    nursery.start_soon(self.persister.run, self.node)
                 if opts.check is not None:
                     self.check = Check(opts.check, opts.check_interval, opts.check_timeout, self._check_report)
                     nursery.start_soon(self.check.run)
@@ -203,7 +198,7 @@ class Runtime:
             if self.watchdog is not None:
                 self.watchdog.stop()
             sock.close()
-            self._save_snapshot()
+            self.persister.save_if_changed(self.node)
             log.info("stopped", node=opts.name)
 
     def stop(self) -> None:
@@ -262,88 +257,6 @@ class Runtime:
         self.node.revoke_role(role, reason, trio.current_time())
         self.kick()  # the loop re-runs the election: it asks for the lock again if we still win
         self._pump()
-
-    # ------------------------------------------------------------------ persistence
-
-    def _load_snapshot(self) -> persistence.Snapshot | None:
-        """The saved identity to reuse, or None (one log line says why not)."""
-        data_dir = self.opts.data_dir
-        if data_dir is None:
-            return None
-        path = str(persistence.path_of(data_dir))
-        try:
-            snap = persistence.load(data_dir)
-        except persistence.SnapshotError as e:
-            log.warning("state_unusable", path=path, error=str(e), action="starting afresh")
-            return None
-        if snap is None:
-            log.info("state_fresh", path=path, reason="no saved state yet")
-            return None
-        if snap.name != self.opts.name:
-            log.warning(
-                "state_unusable",
-                path=path,
-                error=f"saved for node {snap.name!r}, not {self.opts.name!r}",
-                action="starting afresh",
-            )
-            return None
-        if snap.tags and not self.opts.tags:
-            try:
-                check_tags(self.opts.config, snap.name, snap.tags)
-            except tags.TagsError as e:  # e.g. a smaller --max-datagram than last time
-                log.warning("state_tags_dropped", path=path, error=str(e))
-                snap.tags = {}
-        log.info(
-            "state_loaded",
-            path=path,
-            id=snap.id,
-            incarnation=snap.incarnation,
-            peers=len(snap.peers),
-            tags=snap.tags,
-        )
-        return snap
-
-    def _snapshot(self) -> persistence.Snapshot:
-        node = self.node
-        assert node is not None
-        peers = sorted(
-            wire.format_addr(m.addr)
-            for m in node.table.members.values()
-            if m.name != node.name and m.state in LIVE
-        )
-        peers = peers[: persistence.MAX_PEERS]
-        return persistence.Snapshot(name=node.name, id=node.id, incarnation=node.inc, peers=peers, tags=node.tags)
-
-    def _save_snapshot(self) -> None:
-        """Save now if anything changed (at start and at exit: blocking, but small)."""
-        if self.opts.data_dir is not None and self.node is not None:
-            snap = self._snapshot()
-            if snap != self._saved:
-                self._write(snap)
-
-    def _write(self, snap: persistence.Snapshot) -> None:
-        """Save (at start, at exit, or in a worker thread); a failure is logged, not fatal."""
-        assert self.opts.data_dir is not None
-        self._tried, self._tried_at = snap, time.monotonic()
-        try:
-            persistence.save(self.opts.data_dir, snap)
-        except OSError as e:
-            log.warning("state_save_failed", path=str(persistence.path_of(self.opts.data_dir)), error=str(e))
-        else:
-            self._saved = snap
-
-    async def _persist_loop(self) -> None:
-        """Save a new incarnation at once, other changes (peers) at most every PEERS_INTERVAL
-        seconds; a failed write is retried on the same terms."""
-        while True:
-            await trio.sleep(persistence.CHECK_INTERVAL)
-            snap = self._snapshot()
-            if snap == self._saved:
-                continue
-            tried = self._tried
-            urgent = tried is None or snap.incarnation != tried.incarnation
-            if urgent or time.monotonic() - self._tried_at >= persistence.PEERS_INTERVAL:
-                await trio.to_thread.run_sync(self._write, snap)
 
     async def _signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -408,72 +321,22 @@ class Runtime:
                     self.lock.want(role)
                 else:
                     self.lock.unwant(role)
-        evs = node.take_events()
-        if evs:
-            for ev in evs:
-                self._record(ev)
-            self.event_added.set()
-            self.event_added = trio.Event()
+        for ev in node.take_events():
+            self._record(ev)
 
     def _record(self, ev: Event) -> None:
-        received_at = time.time()
-        seq = next(self._event_seq)
-        if isinstance(ev, Delivery):
-            row = {
-                "seq": seq,
-                "id": ev.id,
-                "kind": ev.kind,
-                "origin": ev.origin,
-                "payload": ev.payload,
-                "received_at": received_at,
-                "sent_at": ev.ts / 1000,
-                "hops": ev.hops,
-            }
-            if ev.kind == "debug":
-                log_events.info("debug_message", text=ev.payload["DebugMessage"]["text"], origin=ev.origin, id=ev.id)
-            else:
-                log_events.debug("delivered", kind=ev.kind, origin=ev.origin, id=ev.id)
-        elif isinstance(ev, RoleEvent):
-            row = {
-                "seq": seq,
-                "id": f"{ev.kind}:{ev.role}:{ev.epoch}",
-                "kind": ev.kind,
-                "origin": ev.holder,
-                "payload": {"role": ev.role, "holder": ev.holder, "epoch": ev.epoch, "reason": ev.reason},
-                "received_at": received_at,
-            }
-        else:
-            assert isinstance(ev, MemberEvent)
-            if self.metrics is not None:
-                self.metrics.observe(ev)  # detection latency histogram
-            payload: dict[str, Any] = {
-                "name": ev.node,
-                "id": ev.id,
-                "addr": ev.addr,
-                "state": ev.state,
-                "incarnation": ev.inc,
-                "tags": ev.tags,
-            }
-            if ev.by is not None:
-                payload["by"] = ev.by
-            if ev.after_s is not None:
-                payload["after_s"] = ev.after_s
-            row = {
-                "seq": seq,
-                "id": f"{ev.kind}:{ev.node}:{ev.inc}",
-                "kind": ev.kind,
-                "origin": ev.node,
-                "payload": payload,
-                "received_at": received_at,
-            }
-            level = "warning" if ev.kind == "member-failed" else "info"
-            getattr(log_events, level)(
-                ev.kind.replace("-", "_"), node=ev.node, addr=ev.addr, inc=ev.inc, by=ev.by, after_s=ev.after_s
-            )
-        self.events.append(row)
-        self.handlers.submit(row)
+        """One event of the core: into the event log (and its streams), the detection histogram
+        and the event handlers' queue."""
+        if self.metrics is not None and isinstance(ev, MemberEvent):
+            self.metrics.observe(ev)  # detection latency histogram
+        self.handlers.submit(self.eventlog.record(ev))
 
     # ------------------------------------------------------------------ views for the API
+
+    @property
+    def events(self) -> deque[Row]:
+        """The rows kept for GET /v1/events, oldest first (the metrics and examples read it)."""
+        return self.eventlog.events
 
     def health(self) -> dict[str, Any]:
         node = self.node
@@ -492,7 +355,7 @@ class Runtime:
             "roles_held": {role: c.epoch for role, c in sorted(node.roles.held.items())},
             "members": counts,
             "uptime_s": round(time.time() - self.started_at, 3),
-            "counters": dict(node.stats) | self.stats | self.handlers.stats,
+            "counters": dict(node.stats) | self.stats | self.handlers.stats | self.eventlog.stats,
             "now": now,
         }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from chatterd.api import events_since
+from chatterd.eventlog import events_since
 
 
 def _buffer(first: int, last: int, maxlen: int = 5) -> deque[dict[str, Any]]:

@@ -1,6 +1,11 @@
 """The operator commands' formatting, parsing and dispatch, without a node (see
 tests/e2e/test_operate.py for the commands against real daemons)."""
 
+import json
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
+
+import httpx
 import pytest
 
 from chatterd import cli, ctl
@@ -120,3 +125,171 @@ def test_bad_env_address(capsys: pytest.CaptureFixture[str], monkeypatch: pytest
     monkeypatch.setenv(ctl.ENV_HTTP, "not an address")
     assert cli.main(["devices"]) == 2
     assert capsys.readouterr().err.startswith("chatterd: error: CHATTER_HTTP_ADDR: invalid address")
+
+
+# ---------------------------------------------------------------------- the HTTP client, on a mock network
+
+
+def refused(request: httpx.Request) -> NoReturn:
+    try:
+        raise ConnectionRefusedError(111, "Connection refused")
+    except ConnectionRefusedError as e:
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request) from e
+
+
+RealClient = ctl.Client  # the tests that run cli.main() replace ctl.Client with a mock_client
+
+
+def mock_client(handler: Callable[[httpx.Request], httpx.Response]) -> ctl.Client:
+    client = RealClient(("127.0.0.1", 2428), transport=httpx.MockTransport(handler))
+    client.sleep = lambda s: None
+    return client
+
+
+def event_row(seq: int, kind: str = "member-join", origin: str = "n1") -> dict[str, Any]:
+    payload = {"name": origin, "addr": "10.0.0.1:2428", "incarnation": 1, "state": "alive", "tags": {}}
+    return {
+        "seq": seq,
+        "id": f"{kind}:{origin}:1",
+        "kind": kind,
+        "origin": origin,
+        "payload": payload,
+        "received_at": 0,
+    }
+
+
+def sse(*rows: dict[str, Any], comments: int = 0) -> bytes:
+    out = b"retry: 1000\n\n" + b": keep-alive\n\n" * comments
+    for r in rows:
+        out += f"id: {r['seq']}\ndata: {json.dumps(r)}\n\n".encode()
+    return out
+
+
+def test_sse_parser() -> None:
+    text = 'retry: 500\n\n: a comment\nid: 1\ndata: {"a":\ndata: 1}\n\nid: 2\ndata:x\n\nevent: other\n\n'
+    events = list(ctl.sse_events(text.split("\n")))
+    assert events == [
+        ctl.SSEvent(None, None, 500),
+        ctl.SSEvent('{"a":\n1}', "1"),
+        ctl.SSEvent("x", "2"),
+    ]
+
+
+def test_follow_reconnects_from_the_last_event_until_the_node_is_gone() -> None:
+    asked: list[str | None] = []
+
+    def node(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == ctl.STREAM_PATH and request.headers["accept"] == "text/event-stream"
+        asked.append(request.url.params.get("since"))
+        if len(asked) == 1:  # the backlog after 3, then the node ends the stream
+            return httpx.Response(200, content=sse(event_row(4), event_row(5), comments=1))
+        if len(asked) == 2:  # a stream that breaks halfway
+
+            def body() -> Iterator[bytes]:
+                yield sse(event_row(6))
+                raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
+
+            return httpx.Response(200, content=body())
+        return refused(request)
+
+    client = mock_client(node)
+    seen = []
+    with pytest.raises(ctl.NodeUnreachable) as e:
+        for row in client.stream_events(since=3):
+            seen.append(row["seq"])
+    assert seen == [4, 5, 6]
+    assert asked == ["3", "5", "6"]
+    assert str(e.value) == "no chatter node at http://127.0.0.1:2428 (connection refused)"
+    assert e.value.status == 1
+
+
+def test_follow_gives_up_on_a_node_that_never_answers() -> None:
+    calls = []
+
+    def mute(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    client = mock_client(mute)
+    with pytest.raises(ctl.CtlError) as e:
+        list(client.stream_events())
+    assert not isinstance(e.value, ctl.NodeUnreachable)
+    assert str(e.value) == "no answer from the chatter node at http://127.0.0.1:2428 (timed out)"
+    assert len(calls) == ctl.RECONNECT_TRIES
+
+
+def test_events_follow_prints_the_backlog_then_the_stream(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def node(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/events":
+            return httpx.Response(200, json=[event_row(1), event_row(2, origin="n2")])
+        if request.url.params["since"] == "2":
+            return httpx.Response(200, content=sse(event_row(3, "member-failed", "n2")))
+        return refused(request)
+
+    monkeypatch.setattr(ctl, "Client", lambda addr: mock_client(node))
+    assert cli.main(["events", "--follow", "--json", "--http", "127.0.0.1:2428"]) == 1
+    out, err = capsys.readouterr()
+    assert [json.loads(line)["seq"] for line in out.splitlines()] == [1, 2, 3]
+    assert err == "chatterd: error: no chatter node at http://127.0.0.1:2428 (connection refused)\n"
+    assert cli.main(["events", "--follow", "--http", "127.0.0.1:2428"]) == 1
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header.split() == ["SEQ", "TIME", "KIND", "ORIGIN", "DETAIL"]
+    assert [line.split()[2] for line in lines] == ["member-join", "member-join", "member-failed"]
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "message", "code"),
+    [
+        (400, {"error": "tag key too long"}, "tag key too long", 2),
+        (409, {"error": "the node is leaving"}, "the node is leaving", 2),
+        (404, None, "http://127.0.0.1:2428/v1/tags answered 404 Not Found", 2),
+        (500, None, "http://127.0.0.1:2428/v1/tags answered 500 Internal Server Error", 1),
+        (503, {"error": "overloaded"}, "overloaded", 1),
+    ],
+)
+def test_error_statuses(status: int, body: Any, message: str, code: int) -> None:
+    def node(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json=body) if body is not None else httpx.Response(status, text="oops")
+
+    with pytest.raises(ctl.CtlError) as e:
+        mock_client(node).request("PUT", "/v1/tags", {"set": {"a": "b"}})
+    assert (str(e.value), e.value.status) == (message, code)
+
+
+def test_not_json_and_timeouts() -> None:
+    with pytest.raises(ctl.CtlError, match=r"did not answer like a chatter node \(not JSON\)"):
+        mock_client(lambda r: httpx.Response(200, text="<html>")).get("/v1/members")
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    with pytest.raises(ctl.CtlError, match=r"^no answer from the chatter node at http://127.0.0.1:2428 \(timed out\)$"):
+        mock_client(slow).get("/v1/members")
+
+    def unreachable(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectTimeout("timed out", request=request)
+
+    with pytest.raises(ctl.CtlError, match=r"^no chatter node at http://127.0.0.1:2428 \(timed out\)$"):
+        mock_client(unreachable).get("/v1/members")
+
+
+def test_tags_show_on_a_degraded_node(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    health = {"status": "degraded", "reasons": ["isolated"], "name": "n1", "tags": {"a": "1"}, "incarnation": 3}
+    monkeypatch.setattr(ctl, "Client", lambda addr: mock_client(lambda r: httpx.Response(503, json=health)))
+    assert cli.main(["tags", "--http", "127.0.0.1:2428"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["KEY  VALUE", "a    1"]
+
+
+def test_members_filters_go_in_the_query(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+
+    def node(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.params.multi_items())
+        return httpx.Response(200, json=ROWS[:1])
+
+    monkeypatch.setattr(ctl, "Client", lambda addr: mock_client(node))
+    assert cli.main(["members", "--status", "alive", "--tag", "role=db", "--tag", "x=a b"]) == 0
+    assert seen == [[("status", "alive"), ("tag", "role=db"), ("tag", "x=a b")]]
+    assert capsys.readouterr().out.startswith("NAME")

@@ -1,14 +1,21 @@
-// chatter dashboard: polls the node's JSON API once a second and redraws, no framework.
-//   GET /v1/health, /v1/members, /v1/roles, /v1/devices every POLL_MS;
-//   GET /v1/events?since=SEQ for the rows newer than the last one shown.
+// chatter dashboard: live from the node's API, no framework.
+//   The event feed: GET /v1/events/stream (server-sent events, EventSource), each row as it
+//   happens; the browser reconnects by itself, and the node replays what it missed.
+//   The tables: GET /v1/health, /v1/members, /v1/roles, /v1/devices at once when an event
+//   says they changed (a member, role or device event), and every POLL_MS anyway (the
+//   "last heard" times, changes seen without an event here).
 // Every value from the API goes into the page as text (textContent), never as HTML.
 "use strict";
 
-const POLL_MS = 1000;
+const POLL_MS = 5000;
+const REFRESH_DELAY_MS = 100; // events come in bursts: one refresh for a burst
 const MAX_EVENTS = 200; // rows kept in the feed
 
 let lastSeq = 0; // highest event seq shown
 let nodeId = null; // the node's id: a restarted node numbers its events from 1 again
+let stream = null; // the EventSource of the feed
+let pollTimer = null;
+let refreshTimer = null;
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -160,35 +167,59 @@ function appendEvents(rows) {
   if (rows.length) lastSeq = Math.max(lastSeq, rows[rows.length - 1].seq);
 }
 
-async function tick() {
+function showUnreachable(err) {
+  const badge = document.getElementById("health");
+  badge.dataset.status = "unreachable";
+  badge.textContent = "unreachable";
+  document.getElementById("reasons").textContent = String(err);
+}
+
+function openStream() {
+  // From the first row the node still holds; on a reconnection the browser sends Last-Event-ID.
+  if (stream) stream.close();
+  stream = new EventSource("/v1/events/stream?since=0");
+  stream.onmessage = (msg) => {
+    const e = JSON.parse(msg.data);
+    if (e.seq <= lastSeq) return; // already shown
+    appendEvents([e]);
+    if (/^(member|role)-|^device$/.test(e.kind)) scheduleRefresh();
+  };
+  stream.onerror = () => scheduleRefresh(); // the node went away, or is back: the tables say which
+}
+
+function scheduleRefresh() {
+  if (refreshTimer === null) refreshTimer = setTimeout(refresh, REFRESH_DELAY_MS);
+}
+
+async function refresh() {
+  clearTimeout(refreshTimer);
+  refreshTimer = null;
+  clearTimeout(pollTimer);
   try {
     const health = await getJSON("/v1/health");
     if (health.id !== nodeId) {
-      // First poll, or the node was restarted: start the feed again.
+      // First look, or the node was restarted: start the feed again.
       nodeId = health.id;
       lastSeq = 0;
       document.getElementById("events").replaceChildren();
+      openStream();
     }
-    const [members, roles, devices, events] = await Promise.all([
+    const [members, roles, devices] = await Promise.all([
       getJSON("/v1/members"),
       getJSON("/v1/roles"),
       getJSON("/v1/devices"),
-      getJSON(`/v1/events?since=${lastSeq}`),
     ]);
     renderHealth(health);
     renderMembers(members, health.name);
     renderRoles(roles);
     renderDevices(devices);
-    appendEvents(events);
     document.getElementById("updated").textContent = `updated ${clock(Date.now() / 1000)}`;
   } catch (err) {
-    const badge = document.getElementById("health");
-    badge.dataset.status = "unreachable";
-    badge.textContent = "unreachable";
-    document.getElementById("reasons").textContent = String(err);
+    showUnreachable(err);
   } finally {
-    setTimeout(tick, POLL_MS);
+    clearTimeout(pollTimer); // another refresh may have run meanwhile: one timer only
+    pollTimer = setTimeout(refresh, POLL_MS);
   }
 }
 
-tick();
+refresh();

@@ -19,7 +19,7 @@ from chatterd.harness import local_cluster
 pytestmark = pytest.mark.e2e
 
 STATIC = Path(__file__).resolve().parents[2] / "chatterd" / "static"
-PAGE_TIMEOUT = 30.0  # generous: the page polls every second, a failure is declared in ~2.5 s
+PAGE_TIMEOUT = 30.0  # generous: the page redraws at each member event, a failure is declared in ~2.5 s
 
 
 async def test_dashboard_files_are_served(tmp_path: Path) -> None:
@@ -43,7 +43,7 @@ async def test_dashboard_files_are_served(tmp_path: Path) -> None:
             assert re.search(r"https?:|@import|url\(", f.read_text()) is None, f
 
 
-# The page redraws its tables every second, so element handles go stale: read the DOM in one
+# The page redraws its tables at each event and every 5 s, so element handles go stale: read the DOM in one
 # script call, which runs between two redraws.
 STATES_JS = "return Array.from(document.querySelectorAll('#members tbody tr'), r => [r.dataset.name, r.dataset.state])"
 FEED_JS = (
