@@ -71,6 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
         "Ask a running node with: chatterd {members,devices,events,leave,tags} [--http ADDR] "
         "(chatterd COMMAND --help).",
     )
+    _node_arguments(p)
+    _role_arguments(p)
+    _output_arguments(p)
+    _handler_arguments(p)
+    _tuning_arguments(p)
+    return p
+
+
+def _node_arguments(p: argparse.ArgumentParser) -> None:
+    """Who the node is and where it listens and joins."""
     p.add_argument(
         "--listen",
         type=address,
@@ -117,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the node's id, incarnation and peers in DIR/node.json, so that a restart comes back as the "
         "same node and rejoins its peers without --join (default: nothing saved)",
     )
+
+
+def _role_arguments(p: argparse.ArgumentParser) -> None:
     roles = p.add_argument_group(
         "roles and self-supervision",
         "Every node elects the same holder for each role from the live candidates (highest priority, "
@@ -184,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit with status 70 if this node's event loop stalls longer than this, so that a supervisor "
         "restarts it (default: off)",
     )
+
+
+def _output_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--profile",
         choices=sorted(PROFILES),
@@ -196,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="console lines on a terminal, JSON lines otherwise (default: auto)",
     )
+
+
+def _handler_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--event-handler",
         type=_handler,
@@ -222,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"a handler still running after this is killed (default: {DEFAULT_TIMEOUT:g})",
     )
+
+
+def _tuning_arguments(p: argparse.ArgumentParser) -> None:
+    """The protocol knobs: each overrides one field of the chosen profile."""
     defaults = Config()
     for opt, fieldname, kind, text in TUNABLES:
         p.add_argument(
@@ -231,7 +254,6 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help=f"{text} (default: {getattr(defaults, fieldname)} in the lan profile)",
         )
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
