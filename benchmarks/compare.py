@@ -13,7 +13,7 @@ join       the seed is started and answers; t0; the N - 1 others are started at 
            every node seeing every other alive, minus t0 (process start-up included).
 idle       after a settle pause, with nothing polling the nodes: CPU per node (utime + stime from
            /proc/PID/stat, % of one core) and bytes per second per node on the nodes' ports
-           (iptables counters on lo, ``benchmarks.netacct``: UDP they send plus TCP to or from
+           (iptables counters on lo, ``benchmarks._lib.iptables.PortAccounting``: UDP they send plus TCP to or from
            their ports, IP sizes, divided by N).
 broadcast  ``--messages`` broadcasts, one at a time, each posted through a random node and
            awaited on every node: chatter-inject, ``serf event -coalesce=false``, kinship's
@@ -39,12 +39,10 @@ is told, after Serf's member-event coalescing), ``serf[log]`` from the agent's l
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -53,63 +51,40 @@ from typing import Any
 
 import trio
 
-from benchmarks.latency import CLK_TCK, Window, cpu_ticks, summary
-from benchmarks.netacct import AccountingError, PortAccounting, iptables_problem
+from benchmarks._lib.cli import add_output_args, log_root, new_parser, run_trio, write_json
+from benchmarks._lib.cli import say_timed as say
+from benchmarks._lib.iptables import IptablesError, PortAccounting, iptables_problem
+from benchmarks._lib.nodeapi import Window
+from benchmarks._lib.phases import CpuUse, idle_cpu, pick_victims
+from benchmarks._lib.stats import fmt, summary
+from benchmarks._lib.tables import Figure, Result, dig, main_only, render
 from benchmarks.peers import (
-    DEFAULT_SYSTEMS,
     FAILED,
     LEFT,
     SENT,
     SUSPECT,
-    SYSTEMS,
     USER,
     PeerCluster,
-    PeerNode,
     Row,
+    add_systems_arg,
     all_report,
-    check_available,
-    converged_at,
     describe,
     open_cluster,
+    parse_systems,
+    unavailable,
+    versions,
 )
-
-POLL = 0.2  # seconds between reads of the nodes' rows while waiting
-
-
-class Waiter:
-    """Polls a cluster's rows until a condition on them holds."""
-
-    def __init__(self, cluster: PeerCluster) -> None:
-        self.c = cluster
-
-    async def until(self, check: Callable[[], bool], timeout: float) -> bool:
-        with trio.move_on_after(timeout):
-            while True:
-                await self.c.poll()
-                if check():
-                    return True
-                await trio.sleep(POLL)
-        return False
-
-
-def pick_victims(nodes: Sequence[PeerNode], repeat: int, rng: random.Random) -> list[str]:
-    """``repeat`` node names, all different while there are enough of them."""
-    out: list[str] = []
-    while len(out) < repeat:
-        out += [n.name for n in rng.sample(list(nodes), min(len(nodes), repeat - len(out)))]
-    return out
-
 
 # ---------------------------------------------------------------------- phases
 
 
 async def phase_join(c: PeerCluster, n: int, timeout: float) -> tuple[dict[str, Any], list[str]]:
     t0 = await c.start(n)
-    ok = await Waiter(c).until(lambda: converged_at(c.rows, c.lives()) is not None, timeout)
+    ok = await c.until_converged(timeout)
     up = c.last_up()
     out: dict[str, Any] = {"last_up_s": None if up is None else up - t0, "after_up": {}}
     for source in c.sources:
-        t = converged_at(c.rows, c.lives(), source)
+        t = c.converged_at(source)
         out[source] = None if t is None else t - t0
         out["after_up"][source] = None if t is None or up is None else t - up
     return out, [] if ok else [f"join: not converged within {timeout:g} s"]
@@ -125,27 +100,28 @@ async def phase_idle(c: PeerCluster, seconds: float, account: bool) -> dict[str,
             try:
                 acct = PortAccounting([n.port for n in c.nodes]).__enter__()
                 acct.zero()
-            except AccountingError as e:
+            except IptablesError as e:
                 problems.append(f"no byte counts: {e}")
                 acct = None
-        before = {name: cpu_ticks(pid) for name, pid in pids.items()}
-        t0 = time.monotonic()
-        await trio.sleep(seconds)
-        after = {name: cpu_ticks(pid) for name, pid in pids.items()}
-        elapsed = time.monotonic() - t0
+        use = await idle_cpu(pids, seconds)
         if acct is not None:
             traffic = acct.read()
     finally:
         if acct is not None:
             acct.close()
-    cpu = {name: 100.0 * (after[name] - before[name]) / CLK_TCK / elapsed for name in pids}
+    return idle_figures(use, traffic, problems)
+
+
+def idle_figures(use: CpuUse, traffic: dict[str, dict[str, int]] | None, problems: list[str]) -> dict[str, Any]:
+    cpu = use.per_process
+    elapsed = use.seconds
     out: dict[str, Any] = {
         "seconds": elapsed,
         "cpu": {"per_node": cpu, "mean": statistics.fmean(cpu.values()), **summary(list(cpu.values()))},
         "problems": problems,
     }
     if traffic is not None:
-        n = len(pids)
+        n = len(cpu)
         out["traffic"] = traffic
         out["bytes_per_node_s"] = (traffic["udp"]["bytes"] + traffic["tcp"]["bytes"]) / n / elapsed
         out["udp_bytes_per_node_s"] = traffic["udp"]["bytes"] / n / elapsed
@@ -167,27 +143,36 @@ async def phase_broadcast(c: PeerCluster, count: int, rng: random.Random, timeou
         if err is not None:
             problems.append(f"broadcast {bid} through {origin.name}: {err}")
             continue
-        if not await Waiter(c).until(lambda bid=bid, want=want: all_report(c.rows, want, USER, bid), timeout):
+
+        def delivered(bid: str = bid, want: dict[str, int] = want) -> bool:
+            return all_report(c.rows, want, USER, bid)
+
+        if not await c.until(delivered, timeout):
             problems.append(f"broadcast {bid}: not delivered everywhere within {timeout:g} s")
         messages.append({"id": bid, "origin": origin.name, "origin_pid": lives[origin.name], "lives": lives})
     await trio.sleep(1.0)  # late duplicates, if any, show up meanwhile
     await c.poll()
+    return broadcast_figures(c.rows, messages, problems)
+
+
+def broadcast_figures(rows: Sequence[Row], messages: list[dict[str, Any]], problems: list[str]) -> dict[str, Any]:
+    """Latency per (broadcast, node) from the origin's own row; duplicates are problems."""
     pairs: list[float] = []
     slowest: list[float] = []
     for m in messages:
-        rows = [r for r in c.rows if r.subject == m["id"] and r.kind in (USER, SENT) and r.source == "main"]
-        ref = [r.t for r in rows if r.observer == m["origin"] and r.life == m["origin_pid"]]
+        mine = [r for r in rows if r.subject == m["id"] and r.kind in (USER, SENT) and r.source == "main"]
+        ref = [r.t for r in mine if r.observer == m["origin"] and r.life == m["origin_pid"]]
         if not ref:
             problems.append(f"broadcast {m['id']}: no row from its origin {m['origin']}")
             continue
         t_ref = min(ref)
-        got = Counter((r.observer, r.life) for r in rows if r.kind == USER)
+        got = Counter((r.observer, r.life) for r in mine if r.kind == USER)
         dup = {obs: k for (obs, _), k in got.items() if k > 1}
         if dup:
             problems.append(f"broadcast {m['id']}: delivered more than once on {dup}")
         latency = {
             r.observer: r.t - t_ref
-            for r in rows
+            for r in mine
             if r.kind == USER and r.observer != m["origin"] and m["lives"].get(r.observer) == r.life
         }
         m["latency"] = latency
@@ -202,6 +187,40 @@ async def phase_broadcast(c: PeerCluster, count: int, rng: random.Random, timeou
     }
 
 
+async def stop_one(
+    c: PeerCluster, name: str, sig: signal.Signals, kind: str, timeout: float
+) -> tuple[dict[str, Any], list[str]]:
+    """Stop node ``name`` with ``sig``; each survivor's first ``kind`` row about it, per source.
+    The node is not restarted."""
+    victim = c.node(name)
+    assert victim.running(), f"{name} is not running"
+    await c.poll()
+    mark = len(c.rows)
+    survivors = {k: v for k, v in c.lives().items() if k != name}
+    problems: list[str] = []
+    t_kill = time.time()
+    victim.kill(sig)
+    if not await c.until(lambda: all_report(c.rows[mark:], survivors, kind, name), timeout):
+        problems.append(f"{sig.name} {name}: not {kind} on every survivor within {timeout:g} s")
+    run: dict[str, Any] = {"victim": name, "t_kill": t_kill, "latency": {}}
+    for source in c.sources:
+        first: dict[str, float] = {}
+        for r in c.rows[mark:]:
+            if r.source == source and r.kind == kind and r.subject == name and survivors.get(r.observer) == r.life:
+                first.setdefault(r.observer, r.t - t_kill)
+        missing = sorted(set(survivors) - set(first))
+        if missing and source == "main":
+            problems.append(f"{sig.name} {name}: no {kind} row on {missing}")
+        run["latency"][source] = first
+    try:
+        run["exit_status"] = await victim.wait_exit()
+    except trio.TooSlowError:
+        problems.append(f"{sig.name} {name}: still running 15 s later; SIGKILL")
+        victim.kill(signal.SIGKILL)
+        run["exit_status"] = await victim.wait_exit()
+    return run, problems
+
+
 async def phase_stops(
     c: PeerCluster,
     victims: Sequence[str],
@@ -212,47 +231,21 @@ async def phase_stops(
     settle: float,
     windows: list[Window],
 ) -> dict[str, Any]:
+    """Each victim in turn: stopped (``stop_one``), restarted, the cluster converged again."""
     runs: list[dict[str, Any]] = []
     problems: list[str] = []
     samples: dict[str, list[float]] = {s: [] for s in c.sources}
     rejoin: list[float] = []
-    wait = Waiter(c)
     for name in victims:
-        victim = c.node(name)
-        assert victim.running(), f"{name} is not running"
-        await c.poll()
-        mark = len(c.rows)
-        survivors = {k: v for k, v in c.lives().items() if k != name}
-        t_kill = time.time()
-        victim.kill(sig)
-
-        def reported(mark: int = mark, survivors: dict[str, int] = survivors, name: str = name) -> bool:
-            return all_report(c.rows[mark:], survivors, kind, name)
-
-        if not await wait.until(reported, timeout):
-            problems.append(f"{sig.name} {name}: not {kind} on every survivor within {timeout:g} s")
-        run: dict[str, Any] = {"victim": name, "t_kill": t_kill, "latency": {}}
-        for source in c.sources:
-            first: dict[str, float] = {}
-            for r in c.rows[mark:]:
-                if r.source == source and r.kind == kind and r.subject == name and survivors.get(r.observer) == r.life:
-                    first.setdefault(r.observer, r.t - t_kill)
-            missing = sorted(set(survivors) - set(first))
-            if missing and source == "main":
-                problems.append(f"{sig.name} {name}: no {kind} row on {missing}")
-            run["latency"][source] = first
+        run, probs = await stop_one(c, name, sig, kind, timeout)
+        problems += probs
+        for source, first in run["latency"].items():
             samples[source] += first.values()
-        try:
-            run["exit_status"] = await victim.wait_exit()
-        except trio.TooSlowError:
-            problems.append(f"{sig.name} {name}: still running 15 s later; SIGKILL")
-            victim.kill(signal.SIGKILL)
-            run["exit_status"] = await victim.wait_exit()
         t_restart = time.time()
-        windows.append(Window(name, t_kill, t_restart))
-        victim.start()
-        if await wait.until(lambda: converged_at(c.rows, c.lives()) is not None, timeout):
-            t = converged_at(c.rows, c.lives())
+        windows.append(Window(name, run["t_kill"], t_restart))
+        c.node(name).start()
+        if await c.until_converged(timeout):
+            t = c.converged_at()
             assert t is not None
             run["rejoin_s"] = t - t_restart
             rejoin.append(t - t_restart)
@@ -273,21 +266,17 @@ def in_windows(rows: Sequence[Row], kind: str, windows: Sequence[Window], source
     return [
         {"observer": r.observer, "about": r.subject, "t": r.t}
         for r in rows
-        if r.kind == kind
-        and r.source == source
-        and any(w.name == r.subject and w.t_kill <= r.t <= w.t_restart for w in windows)
+        if r.kind == kind and r.source == source and any(w.covers(r.subject, r.t) for w in windows)
     ]
 
 
 def false_rows(rows: Sequence[Row], kind: str, windows: Sequence[Window], source: str) -> list[dict[str, Any]]:
     """``kind`` rows about a node that was running (outside every stop-to-restart window)."""
-    out = []
-    for r in rows:
-        if r.kind != kind or r.source != source:
-            continue
-        if not any(w.name == r.subject and w.t_kill <= r.t <= w.t_restart for w in windows):
-            out.append({"observer": r.observer, "about": r.subject, "t": r.t})
-    return out
+    return [
+        {"observer": r.observer, "about": r.subject, "t": r.t}
+        for r in rows
+        if r.kind == kind and r.source == source and not any(w.covers(r.subject, r.t) for w in windows)
+    ]
 
 
 # ---------------------------------------------------------------------- one system, one size
@@ -296,8 +285,7 @@ def false_rows(rows: Sequence[Row], kind: str, windows: Sequence[Window], source
 async def run_system(system: str, n: int, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     rng = random.Random(f"{args.seed}-{n}")  # the same victims and origins for every system
     res: dict[str, Any] = {"system": system, "n": n, "started_at": time.time(), "problems": []}
-    kills: list[Window] = []  # SIGKILL to restart
-    stops: list[Window] = []  # graceful stop to restart
+    windows: dict[str, list[Window]] = {"dead": [], "left": []}  # SIGKILL / graceful stop to restart
     timeout = args.timeout + n
     async with open_cluster(system, log_dir) as c:
         say(f"{system} N={n}: starting")
@@ -312,138 +300,89 @@ async def run_system(system: str, n: int, args: argparse.Namespace, log_dir: Pat
         say(f"{system} N={n}: {args.messages} broadcasts")
         res["broadcast"] = await phase_broadcast(c, args.messages, rng, timeout)
         res["problems"] += res["broadcast"]["problems"]
-        non_seeds = c.nodes[1:]
-        say(f"{system} N={n}: {args.repeat} x kill -9")
-        res["dead"] = await phase_stops(
-            c,
-            pick_victims(non_seeds, args.repeat, rng),
-            signal.SIGKILL,
-            FAILED,
-            timeout=timeout,
-            settle=args.settle,
-            windows=kills,
-        )
-        res["problems"] += res["dead"]["problems"]
-        say(f"{system} N={n}: {args.repeat} x graceful stop ({c.graceful_signal.name})")
-        res["left"] = await phase_stops(
-            c,
-            pick_victims(non_seeds, args.repeat, rng),
-            c.graceful_signal,
-            LEFT,
-            timeout=timeout,
-            settle=args.settle,
-            windows=stops,
-        )
-        res["problems"] += res["left"]["problems"]
+        stops = (("dead", signal.SIGKILL, FAILED, "kill -9"), ("left", c.graceful_signal, LEFT, "graceful stop"))
+        for key, sig, kind, label in stops:
+            say(f"{system} N={n}: {args.repeat} x {label}" + (f" ({sig.name})" if key == "left" else ""))
+            victims = [v.name for v in pick_victims(c.nodes[1:], args.repeat, rng)]
+            res[key] = await phase_stops(
+                c, victims, sig, kind, timeout=timeout, settle=args.settle, windows=windows[key]
+            )
+            res["problems"] += res[key]["problems"]
         await trio.sleep(args.settle)
         await c.poll()
-        # failed rows about a node that was running; and about a node stopped gracefully (its leave missed)
-        res["false_failures"] = {s: false_rows(c.rows, FAILED, kills + stops, s) for s in c.sources}
-        res["leave_as_failed"] = {s: in_windows(c.rows, FAILED, stops, s) for s in c.sources}
-        res["false_suspicions"] = {s: len(false_rows(c.rows, SUSPECT, kills + stops, s)) for s in c.suspect_sources}
-        res["sources"] = list(c.sources)
-        res["rows"] = describe(c.rows)
-        res["graceful_signal"] = c.graceful_signal.name
-        if hasattr(c, "log") and getattr(c.log, "problems", None):
-            res["problems"] += c.log.problems
+        false_reports(c, res, windows["dead"] + windows["left"], windows["left"])
     return res
+
+
+def false_reports(c: PeerCluster, res: dict[str, Any], stopped: list[Window], graceful: list[Window]) -> None:
+    """failed rows about a node that was running; and about a node stopped gracefully (its leave missed)."""
+    res["false_failures"] = {s: false_rows(c.rows, FAILED, stopped, s) for s in c.sources}
+    res["leave_as_failed"] = {s: in_windows(c.rows, FAILED, graceful, s) for s in c.sources}
+    res["false_suspicions"] = {s: len(false_rows(c.rows, SUSPECT, stopped, s)) for s in c.suspect_sources}
+    res["sources"] = list(c.sources)
+    res["rows"] = describe(c.rows)
+    res["graceful_signal"] = c.graceful_signal.name
+    if hasattr(c, "log") and getattr(c.log, "problems", None):
+        res["problems"] += c.log.problems
 
 
 # ---------------------------------------------------------------------- report
 
 
-def _f(v: float | None, digits: int = 3) -> str:
-    return "-" if v is None else f"{v:.{digits}f}"
-
-
-def columns(results: Sequence[dict[str, Any]]) -> list[tuple[str, dict[str, Any], str]]:
-    """(label, result, source) per column: one per system, plus serf[log] and the like."""
-    out = []
-    for res in results:
-        for source in res.get("sources", ["main"]):
-            label = res["system"] if source == "main" else f"{res['system']}[{source}]"
-            out.append((label, res, source))
-    return out
-
-
-def rejoin_max(res: dict[str, Any]) -> float | None:
+def rejoin_max(res: Result) -> float | None:
     values = [res.get(k, {}).get("rejoin", {}).get("max") for k in ("dead", "left")]
     return max((v for v in values if v is not None), default=None)
 
 
-def table(n: int, results: Sequence[dict[str, Any]], args: argparse.Namespace) -> str:
-    cols = columns(results)
+def _stop(key: str, stat: str) -> Callable[[Result, str], str]:
+    def cell(r: Result, source: str) -> str:
+        samples = dig(r, key, "samples", source)
+        return fmt(samples[stat]) if samples else "-"
 
-    def stop(res: dict[str, Any], key: str, source: str, stat: str) -> str:
-        s = res.get(key, {}).get("samples", {}).get(source)
-        return _f(s[stat]) if s else "-"
+    return cell
 
-    def main_only(source: str, value: str) -> str:
-        return value if source == "main" else "="
 
-    rows: list[tuple[str, list[str]]] = [
-        ("join: all see all alive (s)", [_f(r.get("join_s", {}).get(s)) for _, r, s in cols]),
-        (
-            "  of which: last process start-up (s)",
-            [main_only(s, _f(r.get("join_s", {}).get("last_up_s"))) for _, r, s in cols],
-        ),
-        (
-            "  join after the last process up (s)",
-            [_f(r.get("join_s", {}).get("after_up", {}).get(s)) for _, r, s in cols],
-        ),
-        ("kill -9 → failed, median (s)", [stop(r, "dead", s, "median") for _, r, s in cols]),
-        ("kill -9 → failed, max (s)", [stop(r, "dead", s, "max") for _, r, s in cols]),
-        ("graceful stop → left, median (s)", [stop(r, "left", s, "median") for _, r, s in cols]),
-        ("graceful stop → left, max (s)", [stop(r, "left", s, "max") for _, r, s in cols]),
-        ("restart → all alive again, max (s)", [main_only(s, _f(rejoin_max(r))) for _, r, s in cols]),
-        (
-            "broadcast → delivered, median (s)",
-            [main_only(s, _f(r.get("broadcast", {}).get("pairs", {}).get("median"))) for _, r, s in cols],
-        ),
-        (
-            "broadcast → delivered, max (s)",
-            [main_only(s, _f(r.get("broadcast", {}).get("pairs", {}).get("max"))) for _, r, s in cols],
-        ),
-        (
-            "idle CPU per node, mean (% core)",
-            [main_only(s, _f(r.get("idle", {}).get("cpu", {}).get("mean"), 2)) for _, r, s in cols],
-        ),
-        (
-            "idle CPU per node, max (% core)",
-            [main_only(s, _f(r.get("idle", {}).get("cpu", {}).get("max"), 2)) for _, r, s in cols],
-        ),
-        (
-            "idle bytes/s per node (UDP+TCP)",
-            [main_only(s, _f(r.get("idle", {}).get("bytes_per_node_s"), 0)) for _, r, s in cols],
-        ),
-        (
-            "idle UDP datagrams/s per node",
-            [main_only(s, _f(r.get("idle", {}).get("udp_packets_per_node_s"), 1)) for _, r, s in cols],
-        ),
-        (
-            "false failures, live nodes (rows)",
-            [str(len(r["false_failures"][s])) if "false_failures" in r else "-" for _, r, s in cols],
-        ),
-        (
-            "graceful stop reported failed (rows)",
-            [str(len(r["leave_as_failed"][s])) if "leave_as_failed" in r else "-" for _, r, s in cols],
-        ),
-        (
-            "suspicions of live nodes (rows)",
-            [str(r["false_suspicions"][s]) if s in r.get("false_suspicions", {}) else "-" for _, r, s in cols],
-        ),
-        ("problems", [main_only(s, str(len(r["problems"]))) for _, r, s in cols]),
-    ]
-    width = max(11, *(len(label) + 2 for label, _, _ in cols))
-    head = f"{'N = ' + str(n):<38}" + "".join(f"{label:>{width}}" for label, _, _ in cols)
+def _once(*keys: str, digits: int = 3) -> Callable[[Result, str], str]:
+    """A figure measured once per run, at ``r[k1][k2]...``."""
+    return lambda r, source: main_only(source, fmt(dig(r, *keys), digits))
+
+
+def _count(key: str) -> Callable[[Result, str], str]:
+    return lambda r, s: str(len(r[key][s])) if key in r else "-"
+
+
+FIGURES: list[Figure] = [
+    ("join: all see all alive (s)", lambda r, s: fmt(dig(r, "join_s", s))),
+    ("  of which: last process start-up (s)", _once("join_s", "last_up_s")),
+    ("  join after the last process up (s)", lambda r, s: fmt(dig(r, "join_s", "after_up", s))),
+    ("kill -9 → failed, median (s)", _stop("dead", "median")),
+    ("kill -9 → failed, max (s)", _stop("dead", "max")),
+    ("graceful stop → left, median (s)", _stop("left", "median")),
+    ("graceful stop → left, max (s)", _stop("left", "max")),
+    ("restart → all alive again, max (s)", lambda r, s: main_only(s, fmt(rejoin_max(r)))),
+    ("broadcast → delivered, median (s)", _once("broadcast", "pairs", "median")),
+    ("broadcast → delivered, max (s)", _once("broadcast", "pairs", "max")),
+    ("idle CPU per node, mean (% core)", _once("idle", "cpu", "mean", digits=2)),
+    ("idle CPU per node, max (% core)", _once("idle", "cpu", "max", digits=2)),
+    ("idle bytes/s per node (UDP+TCP)", _once("idle", "bytes_per_node_s", digits=0)),
+    ("idle UDP datagrams/s per node", _once("idle", "udp_packets_per_node_s", digits=1)),
+    ("false failures, live nodes (rows)", _count("false_failures")),
+    ("graceful stop reported failed (rows)", _count("leave_as_failed")),
+    (
+        "suspicions of live nodes (rows)",
+        lambda r, s: str(r["false_suspicions"][s]) if s in r.get("false_suspicions", {}) else "-",
+    ),
+    ("problems", lambda r, s: main_only(s, str(len(r["problems"])))),
+]
+
+
+def table(n: int, results: Sequence[Result], args: argparse.Namespace) -> str:
     lines = [
         f"N = {n}: {args.repeat} kills and {args.repeat} graceful stops per system, {args.messages} broadcasts, "
         f"idle window {args.idle:g} s",
-        head,
+        *render(f"N = {n}", 38, results, FIGURES),
+        "  '=' same figure as the column to its left (same run); '-' not measured or not available",
     ]
-    for label, values in rows:
-        lines.append(f"{label:<38}" + "".join(f"{v:>{width}}" for v in values))
-    lines.append("  '=' same figure as the column to its left (same run); '-' not measured or not available")
     for res in results:
         for p in res["problems"]:
             lines.append(f"  {res['system']}: PROBLEM: {p}")
@@ -461,47 +400,22 @@ def table(n: int, results: Sequence[dict[str, Any]], args: argparse.Namespace) -
 # ---------------------------------------------------------------------- main
 
 
-def say(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
-
-
-def versions(systems: Sequence[str]) -> dict[str, str]:
-    out = {}
-    if any(s.startswith("serf") for s in systems):
-        from benchmarks.peers.serf_cluster import serf_version
-
-        out["serf"] = serf_version() or "missing"
-    if any(s.startswith("kinship") for s in systems):
-        import kinship
-
-        out["kinship"] = kinship.__version__
-    from importlib.metadata import version
-
-    out["chatter"] = version("chatter")
-    return out
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.compare",
-        description="chatter, Serf and kinship side by side on 127.0.0.1: join, detection, leave, "
+    p = new_parser(
+        "compare",
+        "chatter, Serf and kinship side by side on 127.0.0.1: join, detection, leave, "
         "broadcast, idle CPU and bytes, false failures.",
     )
     p.add_argument("--n", type=int, action="append", help="cluster size; repeatable (default: 10)")
     p.add_argument("--repeat", type=int, default=5, help="kills and graceful stops per system and size (default: 5)")
     p.add_argument("--messages", type=int, default=10, help="broadcasts per system and size (default: 10)")
-    p.add_argument(
-        "--systems",
-        default=",".join(DEFAULT_SYSTEMS),
-        help=f"comma-separated, run in this order (default: {','.join(DEFAULT_SYSTEMS)}; known: {','.join(SYSTEMS)})",
-    )
+    add_systems_arg(p)
     p.add_argument("--idle", type=float, default=20.0, help="idle window in seconds (default: 20)")
     p.add_argument("--settle", type=float, default=2.0, help="pause after each convergence (s, default: 2)")
     p.add_argument("--timeout", type=float, default=30.0, help="longest wait for one step, plus N seconds")
     p.add_argument("--seed", type=int, default=1, help="seed for the victims and broadcast origins (default: 1)")
     p.add_argument("--no-bytes", dest="account", action="store_false", help="skip the iptables byte counts")
-    p.add_argument("--log-dir", default=None, help="keep the nodes' logs and event files here")
-    p.add_argument("--json", default=None, metavar="PATH", help="write the raw figures to PATH")
+    add_output_args(p, "keep the nodes' logs and event files here")
     return p
 
 
@@ -523,39 +437,31 @@ async def amain(args: argparse.Namespace, systems: list[str], log_root: Path) ->
         print(table(n, results, args) + "\n", flush=True)
         out["sizes"].append({"n": n, "results": results})
         if args.json:  # after each size, so a later failure does not lose the earlier figures
-            Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+            write_json(args.json, out)
     return status
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    unknown = [s for s in systems if s not in SYSTEMS]
-    if unknown:
-        parser.error(f"unknown system(s) {unknown}; known: {', '.join(SYSTEMS)}")
+    systems = parse_systems(parser, args.systems)
     if any(n < 3 for n in args.n or []):
         parser.error("--n must be at least 3")
     if args.repeat < 1 or args.messages < 1 or args.idle <= 0:
         parser.error("--repeat and --messages must be >= 1, --idle > 0")
-    for s in systems:
-        why = check_available(s)
-        if why:
-            print(f"compare: {s}: {why}", file=sys.stderr)
-            return 2
+    missing = unavailable(systems)
+    if missing:
+        print(f"compare: {missing[0]}: {missing[1]}", file=sys.stderr)
+        return 2
     if args.account:
         why = iptables_problem()
         if why:
             print(f"compare: no byte counts ({why}); run as root with iptables, or pass --no-bytes", file=sys.stderr)
             return 2
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
-    with tempfile.TemporaryDirectory(prefix="chatter-compare-") as tmp:
-        log_root = Path(args.log_dir) if args.log_dir else Path(tmp)
-        try:
-            return trio.run(amain, args, systems, log_root)
-        except KeyboardInterrupt:  # the launchers have stopped their nodes on the way out
-            print("interrupted", file=sys.stderr)
-            return 130
+    with log_root(args.log_dir, "chatter-compare-") as root:
+        status = run_trio(amain, args, systems, root)  # on Ctrl-C, the launchers have stopped their nodes
+    return 130 if status is None else status
 
 
 if __name__ == "__main__":

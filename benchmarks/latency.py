@@ -39,75 +39,24 @@ import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from benchmarks._lib.cli import add_output_args, add_profile_arg, new_parser, run_trio, say, write_json
+from benchmarks._lib.inject import chatter_inject
+from benchmarks._lib.nodeapi import EventLog, Window, false_events
+from benchmarks._lib.phases import idle_cpu, pick_victims, wait_until
+from benchmarks._lib.stats import fmt, summary
 from chatterd.harness import LocalCluster, LocalNode, local_cluster
 
 TARGETS = {"dead": 3.0, "left": 0.5, "delivered": 0.1, "idle_cpu": 1.0}
-POLL = 0.2  # seconds between polls of the nodes while waiting (the figures come from event timestamps)
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-# ---------------------------------------------------------------------- event rows
-
-
-class EventLog:
-    """Every event row of every node process seen so far, as (observer name, row)."""
-
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, dict[str, Any]]] = []
-        self.problems: list[str] = []
-        self._last: dict[int, int] = {}  # pid → last seq read from that process
-
-    async def scan(self, nodes: Sequence[LocalNode]) -> None:
-        for node in nodes:
-            if not node.running() or node.pid is None:
-                continue
-            last = self._last.get(node.pid, 0)
-            rows = None
-            for _ in range(3):
-                rows = await node.try_get(f"/v1/events?since={last}")
-                if rows is not None:
-                    break
-                await trio.sleep(0.1)
-            if rows is None:
-                self.problems.append(f"could not read the events of {node.name} (pid {node.pid})")
-                continue
-            if not rows:
-                continue
-            if rows[0]["seq"] != last + 1:
-                self.problems.append(f"{node.name}: event rows {last + 1}..{rows[0]['seq'] - 1} lost (buffer full)")
-            self.rows.extend((node.name, r) for r in rows)
-            self._last[node.pid] = rows[-1]["seq"]
-
-    def since(self, mark: int) -> list[tuple[str, dict[str, Any]]]:
-        return self.rows[mark:]
-
-
-@dataclass
-class Window:
-    """A node SIGKILLed at t_kill and started again at t_restart (Unix times)."""
-
-    name: str
-    t_kill: float
-    t_restart: float
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float) -> bool:
-    """Poll ``check`` until true; False if ``timeout`` seconds went by first."""
-    with trio.move_on_after(timeout):
-        while not await check():
-            await trio.sleep(POLL)
-        return True
-    return False
+STOPS = (  # (label, signal, the state survivors must show, the event each must record)
+    ("kill -9", signal.SIGKILL, "dead", "member-failed"),
+    ("SIGTERM", signal.SIGTERM, "left", "member-leave"),
+)
 
 
 async def all_show(cluster: LocalCluster, observers: Sequence[LocalNode], name: str, state: str) -> bool:
@@ -117,39 +66,7 @@ async def all_show(cluster: LocalCluster, observers: Sequence[LocalNode], name: 
     return True
 
 
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of a process, in clock ticks."""
-    with open(f"/proc/{pid}/stat") as f:
-        stat = f.read()
-    fields = stat[stat.rindex(")") + 2 :].split()  # fields from the 3rd (state) on
-    return int(fields[11]) + int(fields[12])  # fields 14 and 15
-
-
-def summary(values: Sequence[float]) -> dict[str, Any]:
-    if not values:
-        return {"count": 0, "median": None, "max": None}
-    return {"count": len(values), "median": statistics.median(values), "max": max(values)}
-
-
-def pick_victims(nodes: Sequence[LocalNode], repeat: int, rng: random.Random) -> list[LocalNode]:
-    """``repeat`` random nodes, all different while there are enough of them."""
-    out: list[LocalNode] = []
-    while len(out) < repeat:
-        out += rng.sample(list(nodes), min(len(nodes), repeat - len(out)))
-    return out
-
-
 # ---------------------------------------------------------------------- phases
-
-
-async def measure_idle_cpu(nodes: Sequence[LocalNode], seconds: float) -> dict[str, float]:
-    pids = {n.name: n.pid for n in nodes if n.pid is not None}
-    before = {name: cpu_ticks(pid) for name, pid in pids.items()}
-    t0 = time.monotonic()
-    await trio.sleep(seconds)
-    after = {name: cpu_ticks(pid) for name, pid in pids.items()}
-    elapsed = time.monotonic() - t0
-    return {name: 100.0 * (after[name] - before[name]) / CLK_TCK / elapsed for name in pids}
 
 
 async def measure_delivery(
@@ -168,13 +85,7 @@ async def measure_delivery(
 
     for i in range(count):
         target = rng.choice(nodes)
-        body = json.dumps({"DebugMessage": {"text": f"latency benchmark {i}"}})
-        proc = await trio.run_process(
-            [sys.executable, "-m", "chatter_inject", target.addr, body],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
+        proc = await chatter_inject(target.addr, json.dumps({"DebugMessage": {"text": f"latency benchmark {i}"}}))
         if proc.returncode != 0:
             problems.append(f"message {i}: chatter-inject into {target.name} failed: {proc.stderr.decode().strip()}")
             continue
@@ -186,6 +97,13 @@ async def measure_delivery(
     await trio.sleep(1.0)  # late duplicates, if any, show up meanwhile
     await log.scan(nodes)
     rows = [(obs, r) for obs, r in log.since(mark) if r["kind"] == "debug"]
+    return delivery_figures(messages, rows, names, problems)
+
+
+def delivery_figures(
+    messages: list[dict[str, Any]], rows: Sequence[tuple[str, dict[str, Any]]], names: set[str], problems: list[str]
+) -> dict[str, Any]:
+    """Latency per (message, node), and whether each message arrived exactly once on each node."""
     pairs: list[float] = []
     per_message_max: list[float] = []
     for m in messages:
@@ -212,6 +130,44 @@ async def measure_delivery(
     }
 
 
+async def stop_one(
+    cluster: LocalCluster, log: EventLog, victim: LocalNode, sig: signal.Signals, state: str, kind: str, timeout: float
+) -> tuple[dict[str, Any], list[str], float]:
+    """Stop ``victim`` with ``sig``; each survivor's ``kind`` event about it, and its latency.
+    Returns (the run so far, its problems, the time of the stop); the victim is not restarted."""
+    assert victim.running() and victim.pid is not None, f"{victim.name} is not running"
+    survivors = [n for n in cluster.running() if n is not victim]
+    await log.scan(cluster.running())  # everything so far, the victim's rows included
+    mark = len(log.rows)
+    pid = victim.pid
+    problems: list[str] = []
+    t_kill = time.time()
+    os.kill(pid, sig)
+    shown = await wait_until(functools.partial(all_show, cluster, survivors, victim.name, state), timeout)
+    if not shown:
+        problems.append(f"{sig.name} {victim.name}: not {state} on every survivor within {timeout:g} s")
+    await log.scan(survivors)
+    found: dict[str, list[dict[str, Any]]] = {}
+    for obs, r in log.since(mark):
+        if r["kind"] == kind and r["origin"] == victim.name:
+            found.setdefault(obs, []).append(r)
+    missing = sorted(n.name for n in survivors if n.name not in found)
+    repeated = sorted(obs for obs, rs in found.items() if len(rs) > 1)
+    if missing:
+        problems.append(f"{sig.name} {victim.name}: no {kind} event on {missing}")
+    if repeated:
+        problems.append(f"{sig.name} {victim.name}: more than one {kind} event on {repeated}")
+    run = {
+        "victim": victim.name,
+        "pid": pid,
+        "t_kill": t_kill,
+        "latency": {obs: rs[0]["received_at"] - t_kill for obs, rs in found.items()},
+        "detail": {obs: rs[0]["payload"] for obs, rs in found.items()},
+        "missing": missing,
+    }
+    return run, problems, t_kill
+
+
 async def measure_stop(
     cluster: LocalCluster,
     log: EventLog,
@@ -224,34 +180,16 @@ async def measure_stop(
     settle: float,
     windows: list[Window],
 ) -> dict[str, Any]:
+    """Each victim in turn: stopped (``stop_one``), its exit status checked, restarted, the
+    cluster converged again. SIGKILLs are recorded in ``windows`` (for the false failures)."""
     runs: list[dict[str, Any]] = []
     problems: list[str] = []
     latencies: list[float] = []
     want_rc = 0 if sig == signal.SIGTERM else -sig
     for victim in victims:
-        assert victim.running() and victim.pid is not None, f"{victim.name} is not running"
-        survivors = [n for n in cluster.running() if n is not victim]
-        await log.scan(cluster.running())  # everything so far, the victim's rows included
-        mark = len(log.rows)
-        pid = victim.pid
-        t_kill = time.time()
-        os.kill(pid, sig)
-        shown = await wait_until(functools.partial(all_show, cluster, survivors, victim.name, state), timeout)
-        if not shown:
-            problems.append(f"{sig.name} {victim.name}: not {state} on every survivor within {timeout:g} s")
-        await log.scan(survivors)
-        found: dict[str, list[dict[str, Any]]] = {}
-        for obs, r in log.since(mark):
-            if r["kind"] == kind and r["origin"] == victim.name:
-                found.setdefault(obs, []).append(r)
-        per_node = {obs: rs[0]["received_at"] - t_kill for obs, rs in found.items()}
-        missing = sorted(n.name for n in survivors if n.name not in found)
-        repeated = sorted(obs for obs, rs in found.items() if len(rs) > 1)
-        if missing:
-            problems.append(f"{sig.name} {victim.name}: no {kind} event on {missing}")
-        if repeated:
-            problems.append(f"{sig.name} {victim.name}: more than one {kind} event on {repeated}")
-        latencies += per_node.values()
+        run, probs, t_kill = await stop_one(cluster, log, victim, sig, state, kind, timeout)
+        problems += probs
+        latencies += run["latency"].values()
         rc = await victim.wait_exit()
         if rc != want_rc:
             problems.append(f"{sig.name} {victim.name}: exit status {rc}, expected {want_rc}")
@@ -260,32 +198,9 @@ async def measure_stop(
             windows.append(Window(victim.name, t_kill, t_restart))
         victim.start()
         converged = await cluster.wait_converged(timeout=20 + len(cluster.nodes))
-        runs.append(
-            {
-                "victim": victim.name,
-                "pid": pid,
-                "t_kill": t_kill,
-                "latency": per_node,
-                "detail": {obs: rs[0]["payload"] for obs, rs in found.items()},
-                "missing": missing,
-                "exit_status": rc,
-                "reconverged_s": converged,
-            }
-        )
+        runs.append(run | {"exit_status": rc, "reconverged_s": converged})
         await trio.sleep(settle)
     return {"samples": summary(latencies), "runs": runs, "problems": problems}
-
-
-def false_events(log: EventLog, kind: str, windows: Sequence[Window]) -> list[dict[str, Any]]:
-    """Events of ``kind`` about a node that was not SIGKILLed at the time they were recorded."""
-    out = []
-    for obs, r in log.rows:
-        if r["kind"] != kind:
-            continue
-        t = r["received_at"]
-        if not any(w.name == r["origin"] and w.t_kill <= t <= w.t_restart for w in windows):
-            out.append({"observer": obs, "about": r["origin"], "received_at": t, "payload": r["payload"]})
-    return out
 
 
 # ---------------------------------------------------------------------- one cluster size
@@ -298,66 +213,38 @@ async def run_size(n: int, args: argparse.Namespace, rng: random.Random) -> dict
         log_dir = Path(args.log_dir) / f"n{n}"
         log_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
+    res: dict[str, Any] = {"n": n, "profile": args.profile, "started_at": t_start}
     async with local_cluster(n, extra_args=extra, log_dir=log_dir) as cluster:
         await trio.sleep(args.settle)
         log = EventLog()
         windows: list[Window] = []
-        print(f"N={n}: converged; idle CPU over {args.idle:g} s", file=sys.stderr)
-        cpu = await measure_idle_cpu(cluster.running(), args.idle)
+        say(f"N={n}: converged; idle CPU over {args.idle:g} s")
+        pids = {node.name: node.pid for node in cluster.running() if node.pid is not None}
+        cpu = (await idle_cpu(pids, args.idle)).per_process
+        res["idle_cpu"] = {"per_node": cpu, "mean": statistics.fmean(cpu.values()), **summary(list(cpu.values()))}
 
-        print(f"N={n}: {args.messages} messages", file=sys.stderr)
-        delivery = await measure_delivery(cluster, log, args.messages, rng, timeout=args.timeout)
+        say(f"N={n}: {args.messages} messages")
+        res["delivered"] = await measure_delivery(cluster, log, args.messages, rng, timeout=args.timeout)
 
-        non_seeds = cluster.nodes[1:]
-        print(f"N={n}: {args.repeat} x kill -9", file=sys.stderr)
-        dead = await measure_stop(
-            cluster,
-            log,
-            pick_victims(non_seeds, args.repeat, rng),
-            signal.SIGKILL,
-            "dead",
-            "member-failed",
-            timeout=args.timeout,
-            settle=args.settle,
-            windows=windows,
-        )
-        print(f"N={n}: {args.repeat} x SIGTERM", file=sys.stderr)
-        left = await measure_stop(
-            cluster,
-            log,
-            pick_victims(non_seeds, args.repeat, rng),
-            signal.SIGTERM,
-            "left",
-            "member-leave",
-            timeout=args.timeout,
-            settle=args.settle,
-            windows=windows,
-        )
+        for label, sig, state, kind in STOPS:
+            say(f"N={n}: {args.repeat} x {label}")
+            victims = pick_victims(cluster.nodes[1:], args.repeat, rng)
+            res[state] = await measure_stop(
+                cluster, log, victims, sig, state, kind, timeout=args.timeout, settle=args.settle, windows=windows
+            )
         await log.scan(cluster.running())
-        false_failures = false_events(log, "member-failed", windows)
-        false_suspicions = false_events(log, "member-suspect", windows)
-    return {
-        "n": n,
-        "profile": args.profile,
-        "started_at": t_start,
-        "idle_cpu": {"per_node": cpu, "mean": statistics.fmean(cpu.values()), **summary(list(cpu.values()))},
-        "delivered": delivery,
-        "dead": dead,
-        "left": left,
-        "false_failures": false_failures,
-        "false_suspicions": false_suspicions,
-        "event_problems": log.problems,
-        "notes": [f"only {n - 1} non-seed nodes for {args.repeat} repeats: some were stopped more than once"]
+        res["false_failures"] = false_events(log, "member-failed", windows)
+        res["false_suspicions"] = false_events(log, "member-suspect", windows)
+    res["event_problems"] = log.problems
+    res["notes"] = (
+        [f"only {n - 1} non-seed nodes for {args.repeat} repeats: some were stopped more than once"]
         if args.repeat > n - 1
-        else [],
-    }
+        else []
+    )
+    return res
 
 
 # ---------------------------------------------------------------------- report
-
-
-def _fmt(v: float | None, digits: int) -> str:
-    return "-" if v is None else f"{v:.{digits}f}"
 
 
 def report(res: dict[str, Any], args: argparse.Namespace) -> tuple[str, bool]:
@@ -379,7 +266,7 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> tuple[str, bool]:
     for label, s, target, digits in rows:
         ok = "-" if s["max"] is None else ("ok" if s["max"] <= target else "MISS")
         lines.append(
-            f"{label:<42}{s['count']:>8}{_fmt(s['median'], digits):>10}{_fmt(s['max'], digits):>10}"
+            f"{label:<42}{s['count']:>8}{fmt(s['median'], digits):>10}{fmt(s['max'], digits):>10}"
             f"{'<= ' + str(target):>10}  {ok}"
         )
     nf = len(res["false_failures"])
@@ -402,20 +289,16 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> tuple[str, bool]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.latency",
-        description="Measure detection, leave and delivery latency and idle CPU of real chatterd processes.",
-    )
+    p = new_parser("latency", "Measure detection, leave and delivery latency and idle CPU of real chatterd processes.")
     p.add_argument("--n", type=int, action="append", help="cluster size; repeatable (default: 5 and 20)")
     p.add_argument("--repeat", type=int, default=5, help="kills of each kind per cluster size (default: 5)")
     p.add_argument("--messages", type=int, default=20, help="messages injected per cluster size (default: 20)")
     p.add_argument("--idle", type=float, default=10.0, help="idle CPU window in seconds (default: 10)")
-    p.add_argument("--profile", choices=["lan", "local"], default="lan", help="chatterd timing profile (default: lan)")
+    add_profile_arg(p)
     p.add_argument("--timeout", type=float, default=30.0, help="longest wait for one detection or delivery (s)")
     p.add_argument("--settle", type=float, default=1.0, help="pause after each convergence (s, default: 1)")
     p.add_argument("--seed", type=int, default=None, help="seed for the choice of victims and inject targets")
-    p.add_argument("--log-dir", default=None, help="keep the nodes' logs here (default: a temporary directory)")
-    p.add_argument("--json", default=None, metavar="PATH", help="write the raw figures to PATH")
+    add_output_args(p, "keep the nodes' logs here (default: a temporary directory)")
     return p
 
 
@@ -430,22 +313,19 @@ async def amain(args: argparse.Namespace) -> int:
         all_ok &= ok
         print(text + "\n", flush=True)
         if args.json:  # after each size, so a later failure does not lose the earlier figures
-            out = {"args": vars(args), "targets": TARGETS, "results": results}
-            Path(args.json).write_text(json.dumps(out, indent=1))
+            write_json(args.json, {"args": vars(args), "targets": TARGETS, "results": results})
     return 0 if all_ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if any(n < 2 for n in args.n or []):
-        build_parser().error("--n must be at least 2 (one seed and one node to kill)")
+        parser.error("--n must be at least 2 (one seed and one node to kill)")
     if args.repeat < 1 or args.messages < 1 or args.idle <= 0:
-        build_parser().error("--repeat and --messages must be >= 1, --idle > 0")
-    try:
-        return trio.run(amain, args)
-    except KeyboardInterrupt:  # the harness has stopped the nodes on the way out
-        print("interrupted", file=sys.stderr)
-        return 130
+        parser.error("--repeat and --messages must be >= 1, --idle > 0")
+    status = run_trio(amain, args)  # on Ctrl-C, the harness has stopped the nodes on the way out
+    return 130 if status is None else status
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 
 def _series(rows: list[dict[str, Any]], *path: str) -> list[float | None]:
@@ -26,91 +27,94 @@ def _series(rows: list[dict[str, Any]], *path: str) -> list[float | None]:
     return out
 
 
+def _nan(values: list[float | None]) -> list[float]:
+    """None (never reached) as NaN: a gap in the line."""
+    return [v if v is not None else float("nan") for v in values]
+
+
+def _save(fig: Figure, path: Path, written: list[Path]) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    written.append(path)
+
+
+def plot_size(rows: list[dict[str, Any]], path: Path, written: list[Path]) -> None:
+    ns = [r["n"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for key, label in (("p99_max_s", "99 %"), ("p9999_max_s", "99.99 %"), ("p100_max_s", "100 %")):
+        a.plot(ns, _nan(_series(rows, "dissemination", key)), "o-", label=label)
+    a.plot(ns, _nan(_series(rows, "detection", "max_s")), "s--", label="kill → dead everywhere (max)")
+    a.set_xscale("log")
+    a.set_yscale("log")
+    a.set_xlabel("cluster size N")
+    a.set_ylabel("seconds")
+    a.set_title("Dissemination (slowest of 5 messages) and detection")
+    a.legend()
+    a.grid(True, which="both", alpha=0.3)
+    b.plot(ns, _nan(_series(rows, "load", "bytes_per_node_s")), "o-", label="bytes/s per node")
+    b2 = b.twinx()
+    b2.plot(
+        ns, _nan(_series(rows, "load", "datagrams_per_node_s")), "s--", color="tab:orange", label="datagrams/s per node"
+    )
+    b.set_xscale("log")
+    b.set_ylim(bottom=0)
+    b2.set_ylim(bottom=0)
+    b.set_xlabel("cluster size N")
+    b.set_ylabel("bytes/s per node (idle cluster)")
+    b2.set_ylabel("datagrams/s per node")
+    b.set_title("Per-node load stays flat as N grows")
+    b.legend(loc="lower left")
+    b2.legend(loc="lower right")
+    _save(fig, path, written)
+
+
+def plot_loss(rows: list[dict[str, Any]], path: Path, written: list[Path]) -> None:
+    loss = [100 * r["loss"] for r in rows]
+    fig, a = plt.subplots(figsize=(6.5, 4))
+    a.plot(loss, _nan(_series(rows, "detection", "max_s")), "s-", label="kill → dead everywhere (max), s")
+    a.plot(loss, _nan(_series(rows, "dissemination", "p100_max_s")), "o-", label="message → 100 % of nodes (max), s")
+    a.plot(loss, [r["false_deaths"] for r in rows], "x-", label="false deaths")
+    a.set_xlabel("UDP loss, %")
+    a.set_title(f"N = {rows[0]['n']}: timings against loss")
+    a.grid(True, alpha=0.3)
+    a.legend()
+    _save(fig, path, written)
+
+
+def plot_tradeoff(rows: list[dict[str, Any]], path: Path, written: list[Path]) -> None:
+    fig, a = plt.subplots(figsize=(6.5, 4))
+    for loss in sorted({r["loss"] for r in rows}):
+        sub = [r for r in rows if r["loss"] == loss]
+        a.plot(
+            [r["detection_max_s"] for r in sub],
+            [r["suspicions_per_min"] + 0.01 for r in sub],
+            "o-",
+            label=f"{loss:.0%} loss",
+        )
+        for r in sub:
+            a.annotate(f"{r['suspect_after']:g} s", (r["detection_max_s"], r["suspicions_per_min"] + 0.01), fontsize=8)
+    a.set_yscale("log")
+    a.set_xlabel("kill → dead everywhere, max (s)")
+    a.set_ylabel("false suspicions per minute, cluster-wide")
+    a.set_title("suspect_after: detection speed against false suspicions (N = 100)")
+    a.grid(True, which="both", alpha=0.3)
+    a.legend()
+    _save(fig, path, written)
+
+
+PLOTS = (
+    ("size", "sim_scale.png", plot_size),
+    ("loss", "sim_loss.png", plot_loss),
+    ("tradeoff", "sim_tradeoff.png", plot_tradeoff),
+)
+
+
 def plot(data: dict[str, Any], outdir: Path) -> list[Path]:
     outdir.mkdir(parents=True, exist_ok=True)
-    written = []
-    if data.get("size"):
-        rows = data["size"]
-        ns = [r["n"] for r in rows]
-        fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-        for key, label in (("p99_max_s", "99 %"), ("p9999_max_s", "99.99 %"), ("p100_max_s", "100 %")):
-            a.plot(
-                ns,
-                [v if v is not None else float("nan") for v in _series(rows, "dissemination", key)],
-                "o-",
-                label=label,
-            )
-        a.plot(ns, _series(rows, "detection", "max_s"), "s--", label="kill → dead everywhere (max)")
-        a.set_xscale("log")
-        a.set_yscale("log")
-        a.set_xlabel("cluster size N")
-        a.set_ylabel("seconds")
-        a.set_title("Dissemination (slowest of 5 messages) and detection")
-        a.legend()
-        a.grid(True, which="both", alpha=0.3)
-        b.plot(ns, _series(rows, "load", "bytes_per_node_s"), "o-", label="bytes/s per node")
-        b2 = b.twinx()
-        b2.plot(
-            ns, _series(rows, "load", "datagrams_per_node_s"), "s--", color="tab:orange", label="datagrams/s per node"
-        )
-        b.set_xscale("log")
-        b.set_ylim(bottom=0)
-        b2.set_ylim(bottom=0)
-        b.set_xlabel("cluster size N")
-        b.set_ylabel("bytes/s per node (idle cluster)")
-        b2.set_ylabel("datagrams/s per node")
-        b.set_title("Per-node load stays flat as N grows")
-        b.legend(loc="lower left")
-        b2.legend(loc="lower right")
-        fig.tight_layout()
-        p = outdir / "sim_scale.png"
-        fig.savefig(p, dpi=110)
-        written.append(p)
-    if data.get("loss"):
-        rows = data["loss"]
-        loss = [100 * r["loss"] for r in rows]
-        fig, a = plt.subplots(figsize=(6.5, 4))
-        a.plot(loss, _series(rows, "detection", "max_s"), "s-", label="kill → dead everywhere (max), s")
-        a.plot(
-            loss,
-            [v if v is not None else float("nan") for v in _series(rows, "dissemination", "p100_max_s")],
-            "o-",
-            label="message → 100 % of nodes (max), s",
-        )
-        a.plot(loss, [r["false_deaths"] for r in rows], "x-", label="false deaths")
-        a.set_xlabel("UDP loss, %")
-        a.set_title(f"N = {rows[0]['n']}: timings against loss")
-        a.grid(True, alpha=0.3)
-        a.legend()
-        fig.tight_layout()
-        p = outdir / "sim_loss.png"
-        fig.savefig(p, dpi=110)
-        written.append(p)
-    if data.get("tradeoff"):
-        rows = data["tradeoff"]
-        fig, a = plt.subplots(figsize=(6.5, 4))
-        for loss in sorted({r["loss"] for r in rows}):
-            sub = [r for r in rows if r["loss"] == loss]
-            a.plot(
-                [r["detection_max_s"] for r in sub],
-                [r["suspicions_per_min"] + 0.01 for r in sub],
-                "o-",
-                label=f"{loss:.0%} loss",
-            )
-            for r in sub:
-                a.annotate(
-                    f"{r['suspect_after']:g} s", (r["detection_max_s"], r["suspicions_per_min"] + 0.01), fontsize=8
-                )
-        a.set_yscale("log")
-        a.set_xlabel("kill → dead everywhere, max (s)")
-        a.set_ylabel("false suspicions per minute, cluster-wide")
-        a.set_title("suspect_after: detection speed against false suspicions (N = 100)")
-        a.grid(True, which="both", alpha=0.3)
-        a.legend()
-        fig.tight_layout()
-        p = outdir / "sim_tradeoff.png"
-        fig.savefig(p, dpi=110)
-        written.append(p)
+    written: list[Path] = []
+    for key, name, draw in PLOTS:
+        if data.get(key):
+            draw(data[key], outdir / name, written)
     return written
 
 

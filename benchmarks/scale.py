@@ -34,74 +34,27 @@ false failure.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
 import random
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from datetime import datetime
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from benchmarks.latency import CLK_TCK, EventLog, Window, cpu_ticks, false_events
-from benchmarks.throughput import machine_busy, say, self_cpu, source_state
+from benchmarks._lib.cli import add_output_args, add_profile_arg, new_parser, run_trio, say, source_state, write_json
+from benchmarks._lib.nodeapi import EventLog, Window, all_counters, count_log_lines, false_events, health, log_lines
+from benchmarks._lib.phases import CpuSample, cpu_hogs, cpu_use
+from benchmarks._lib.procfs import busy_pct, loadavg, machine_busy, rss_mb
+from benchmarks._lib.stats import quantiles
 from chatterd.harness import LocalCluster, LocalNode, local_cluster
 
 COUNTERS = ("suspicions", "refutations", "deaths", "starved", "suspicion_confirmations", "malformed")
 EVIDENCE = {"timers_late", "member_suspected", "member_suspect", "member_failed", "refuted", "member_alive"}
-
-
-def quantiles(values: Sequence[float]) -> dict[str, Any]:
-    if not values:
-        return {"count": 0}
-    v = sorted(values)
-
-    def q(p: float) -> float:
-        return v[min(len(v) - 1, int(p * (len(v) - 1) + 0.5))]
-
-    return {
-        "count": len(v),
-        "min": v[0],
-        "p10": q(0.10),
-        "median": statistics.median(v),
-        "p90": q(0.90),
-        "p99": q(0.99),
-        "max": v[-1],
-        "mean": statistics.fmean(v),
-    }
-
-
-def loadavg() -> list[float]:
-    with open("/proc/loadavg") as f:
-        return [float(x) for x in f.read().split()[:3]]
-
-
-def rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-async def health(node: LocalNode, tries: int = 3) -> dict[str, Any] | None:
-    for _ in range(tries):
-        h = await node.try_get("/v1/health")
-        if isinstance(h, dict) and "members" in h:
-            return h
-        await trio.sleep(0.2)
-    return None
 
 
 async def alive_count(node: LocalNode) -> int:
@@ -145,47 +98,27 @@ async def wait_converged(
     }
 
 
-def measure_cpu_start(nodes: Sequence[LocalNode]) -> dict[str, Any]:
-    return {
-        "ticks": {n.name: cpu_ticks(n.pid) for n in nodes if n.pid is not None and n.running()},
-        "busy": machine_busy(),
-        "self": self_cpu(),
-        "t": time.monotonic(),
-    }
+def measure_cpu_start(nodes: Sequence[LocalNode]) -> CpuSample:
+    return CpuSample.take({n.name: n.pid for n in nodes if n.pid is not None and n.running()})
 
 
-def measure_cpu_end(start: dict[str, Any], nodes: Sequence[LocalNode]) -> dict[str, Any]:
-    elapsed = time.monotonic() - start["t"]
-    per_node: dict[str, float] = {}
-    for n in nodes:
-        if n.pid is None or n.name not in start["ticks"] or not n.running():
-            continue
-        per_node[n.name] = 100.0 * (cpu_ticks(n.pid) - start["ticks"][n.name]) / CLK_TCK / elapsed
-    busy = machine_busy()
-    machine = 100.0 * (busy[0] - start["busy"][0]) / max(1, busy[1] - start["busy"][1])
+def measure_cpu_end(start: CpuSample, nodes: Sequence[LocalNode]) -> dict[str, Any]:
+    running = [n for n in nodes if n.pid is not None and n.name in start.ticks and n.running()]
+    use = cpu_use(start, CpuSample.take({n.name: n.pid for n in running if n.pid is not None}))
+    per_node = use.per_process
     total = sum(per_node.values())
-    ours = 100.0 * (self_cpu() - start["self"]) / elapsed
     cores = os.cpu_count() or 1
     return {
-        "seconds": elapsed,
+        "seconds": use.seconds,
         "per_node": quantiles(list(per_node.values())),
         "nodes_total_pct_of_core": total,
-        "machine_busy_pct": machine,
-        "benchmark_pct_of_core": ours,
-        "others_pct_of_core": max(0.0, machine * cores - total - ours),
+        "machine_busy_pct": use.machine_pct,
+        "benchmark_pct_of_core": use.self_pct,
+        "others_pct_of_core": max(0.0, use.machine_pct * cores - total - use.self_pct),
         "loadavg": loadavg(),
         "rss_mb_total": sum(rss_mb(n.pid) for n in nodes if n.pid is not None and n.running()),
         "_per_node": per_node,
     }
-
-
-async def all_counters(nodes: Sequence[LocalNode]) -> dict[str, Counter[str]]:
-    out: dict[str, Counter[str]] = {}
-    for n in nodes:
-        h = await health(n)
-        if h is not None:
-            out[n.name] = Counter(h["counters"])
-    return out
 
 
 async def measure_kill(
@@ -261,7 +194,7 @@ async def soak(
         point: dict[str, Any] = {
             "t": round(60 * args.minutes - (end - time.monotonic()), 1),
             "loadavg": loadavg(),
-            "machine_busy_pct": 100.0 * (busy[0] - busy_prev[0]) / max(1, busy[1] - busy_prev[1]),
+            "machine_busy_pct": busy_pct(busy_prev, busy),
         }
         busy_prev = busy
         for s in sample:
@@ -290,25 +223,6 @@ async def soak(
 # ---------------------------------------------------------------------- evidence from the logs
 
 
-def log_lines(path: Path, t_from: float, t_to: float, events: set[str] = EVIDENCE) -> list[dict[str, Any]]:
-    out = []
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if not any(e in line for e in events):
-                    continue
-                try:
-                    d = json.loads(line)
-                    t = datetime.fromisoformat(d["timestamp"]).timestamp()
-                except (ValueError, KeyError, TypeError):
-                    continue
-                if t_from <= t <= t_to and d.get("event") in events:
-                    out.append({"t": t} | {k: v for k, v in d.items() if k not in ("timestamp", "level", "logger")})
-    except OSError:
-        pass
-    return out
-
-
 def evidence(cluster: LocalCluster, false_failures: Sequence[dict[str, Any]], limit: int = 5) -> list[dict[str, Any]]:
     out = []
     for e in false_failures[:limit]:
@@ -320,22 +234,9 @@ def evidence(cluster: LocalCluster, false_failures: Sequence[dict[str, Any]], li
                 node = cluster.node(name)
             except StopIteration:
                 continue
-            item["logs"][name] = log_lines(node.log_path, t - 10, t + 2)
+            item["logs"][name] = log_lines(node.log_path, t - 10, t + 2, EVIDENCE)
         out.append(item)
     return out
-
-
-def count_log_events(cluster: LocalCluster, event: str) -> Counter[str]:
-    """Lines with ``"event": "<event>"`` per node's log (e.g. timers_late)."""
-    needle = f'"event": "{event}"'
-    counts: Counter[str] = Counter()
-    for n in cluster.nodes:
-        try:
-            with open(n.log_path, encoding="utf-8", errors="replace") as f:
-                counts[n.name] = sum(1 for line in f if needle in line)
-        except OSError:
-            pass
-    return counts
 
 
 # ---------------------------------------------------------------------- main run
@@ -362,7 +263,7 @@ async def run(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         busy0 = machine_busy()
         conv = await wait_converged(cluster, sample, args.n, args.converge_timeout, t0)
         busy1 = machine_busy()
-        conv["machine_busy_pct"] = 100.0 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])
+        conv["machine_busy_pct"] = busy_pct(busy0, busy1)
         conv["loadavg"] = loadavg()
         res["converge"] = conv
         say(f"converged: {conv['converged']} after {conv['seconds']:.1f} s ({conv['polls']} health polls)")
@@ -380,27 +281,9 @@ async def run(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         await log.scan(cluster.running())
         c_before = await all_counters(cluster.running())
 
-        with cpu_hogs(args.hogs):
+        with cpu_hogs(args.hogs, say):
             await kill_and_soak(cluster, log, victim, sample, args, res, c_before)
     return res
-
-
-@contextlib.contextmanager
-def cpu_hogs(count: int) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """``count`` busy-looping processes, to saturate the machine; stopped by PID on the way out."""
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        for _ in range(count):
-            procs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL))
-        if count:
-            say(f"{count} CPU hog processes started: {[p.pid for p in procs]}")
-        yield procs
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                os.kill(p.pid, signal.SIGKILL)
-        for p in procs:
-            p.wait()
 
 
 async def kill_and_soak(
@@ -447,7 +330,7 @@ async def kill_and_soak(
     res["false_failures"] = ff
     res["false_suspicions"] = {"count": len(fs), "about": dict(Counter(e["about"] for e in fs).most_common(10))}
     res["evidence"] = evidence(cluster, ff)
-    res["timers_late_lines"] = sum(count_log_events(cluster, "timers_late").values())
+    res["timers_late_lines"] = sum(count_log_lines(cluster.nodes, "timers_late").values())
     res["event_problems"] = log.problems
 
 
@@ -462,19 +345,35 @@ def _q(d: dict[str, Any], digits: int = 2) -> str:
 
 
 def report(res: dict[str, Any], args: argparse.Namespace) -> tuple[str, bool]:
-    ok = True
+    """The report, and whether the cluster converged, every survivor reported the kill, no
+    process exited on its own and there was no false failure."""
     lines = [
         f"scale: N = {res['n']} chatterd processes on 127.0.0.1, {os.cpu_count()} CPUs, profile {res['profile']}"
         + (f", {res['hogs']} CPU hog processes from the kill on" if res.get("hogs") else ""),
         f"chatterd source: {res['source']}; logs: {res['log_dir']}",
     ]
+    ok = True
+    for section in (report_converge, report_cpu, report_kill, report_soak, report_false):
+        more, section_ok = section(res, args)
+        lines += more
+        ok &= section_ok
+    for p in res.get("problems", []) + res.get("event_problems", []):
+        lines.append(f"  PROBLEM: {p}")
+    return "\n".join(lines), ok
+
+
+def report_converge(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[str], bool]:
     conv = res.get("converge", {})
-    lines.append(
+    line = (
         f"converge: {'yes' if conv.get('converged') else 'NO'} in {conv.get('seconds', 0):.1f} s from the first start "
         f"(all {res['n']} started within {res.get('spawn_s', 0):.1f} s; machine "
         f"{conv.get('machine_busy_pct', 0):.0f} % busy meanwhile, load {conv.get('loadavg', ['-'])[0]})"
     )
-    ok &= bool(conv.get("converged"))
+    return [line], bool(conv.get("converged"))
+
+
+def report_cpu(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[str], bool]:
+    lines = []
     for key, label in (("cpu_idle", "idle, converged"), ("cpu_soak", "soak (after the kill)")):
         c = res.get(key)
         if not c:
@@ -487,18 +386,27 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> tuple[str, bool]:
             f"others {c['others_pct_of_core']:.0f} % of a core); load {' '.join(f'{x:.2f}' for x in c['loadavg'])}; "
             f"RSS {c['rss_mb_total'] / 1024:.1f} GB in all"
         )
+    return lines, True
+
+
+def report_kill(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[str], bool]:
     k = res.get("kill")
-    if k:
-        lines.append(
-            f"kill -9 {k['victim']}: reported dead by {k['reported']}/{k['survivors']} survivors "
-            f"(sample nodes saw it dead after {k['sample_saw_dead_s']:.2f} s)"
-        )
-        lines.append(f"  detection time (s, member-failed received_at - kill): {_q(k['detection'])}")
-        lines.append(f"  silence when declared (after_s, the node's own figure): {_q(k['after_s'])}")
-        lines.append(f"  declared by (first accuser as reported): {k['by']}")
-        if k["missing"]:
-            ok = False
-            lines.append(f"  NOT REPORTED by {k['missing'][:20]} (their view of it: {k['missing_states']})")
+    if not k:
+        return [], True
+    lines = [
+        f"kill -9 {k['victim']}: reported dead by {k['reported']}/{k['survivors']} survivors "
+        f"(sample nodes saw it dead after {k['sample_saw_dead_s']:.2f} s)",
+        f"  detection time (s, member-failed received_at - kill): {_q(k['detection'])}",
+        f"  silence when declared (after_s, the node's own figure): {_q(k['after_s'])}",
+        f"  declared by (first accuser as reported): {k['by']}",
+    ]
+    if k["missing"]:
+        lines.append(f"  NOT REPORTED by {k['missing'][:20]} (their view of it: {k['missing_states']})")
+    return lines, not k["missing"]
+
+
+def report_soak(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[str], bool]:
+    lines = []
     c = res.get("counters")
     if c:
         t = c["totals"]
@@ -511,52 +419,51 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> tuple[str, bool]:
             lines.append(f"  most starved nodes (count, node): {c['most_starved']}")
         lines.append(f"  timers_late log lines in all the nodes' logs (whole run): {res.get('timers_late_lines')}")
     soak = res.get("soak")
-    if soak:
-        tl = soak["timeline"]
-        if tl:
-            busy = [p["machine_busy_pct"] for p in tl]
-            load = [p["loadavg"][0] for p in tl]
-            lines.append(
-                f"  machine during the soak: busy median {statistics.median(busy):.0f} %, max {max(busy):.0f} %; "
-                f"load (1 min) median {statistics.median(load):.1f}, max {max(load):.1f}"
-            )
-        if soak["crashed"]:
-            ok = False
-            lines.append(f"  PROCESSES THAT EXITED on their own: {soak['crashed']}")
-    if "false_failures" in res:
-        ff = res["false_failures"]
-        fs = res["false_suspicions"]
+    if not soak:
+        return lines, True
+    tl = soak["timeline"]
+    if tl:
+        busy = [p["machine_busy_pct"] for p in tl]
+        load = [p["loadavg"][0] for p in tl]
         lines.append(
-            f"false failures (member-failed about a node never killed): {len(ff)}   target = 0: "
-            f"{'ok' if not ff else 'MISS'}"
+            f"  machine during the soak: busy median {statistics.median(busy):.0f} %, max {max(busy):.0f} %; "
+            f"load (1 min) median {statistics.median(load):.1f}, max {max(load):.1f}"
         )
-        lines.append(
-            f"false suspicions (member-suspect rows about live nodes, all observers): {fs['count']} {fs['about']}"
-        )
-        ok &= not ff
-        for item in res.get("evidence", []):
-            e = item["event"]
-            lines.append(f"  FALSE FAILURE: {e['observer']} declared {e['about']} failed: {e['payload']}")
-            for name, rows in item["logs"].items():
-                for r in rows[-8:]:
-                    detail = {k: v for k, v in r.items() if k not in ("t", "event")}
-                    lines.append(f"    {name} log {r['t'] - e['received_at']:+.2f} s: {r['event']} {detail}")
-    for p in res.get("problems", []) + res.get("event_problems", []):
-        lines.append(f"  PROBLEM: {p}")
-    return "\n".join(lines), ok
+    if soak["crashed"]:
+        lines.append(f"  PROCESSES THAT EXITED on their own: {soak['crashed']}")
+    return lines, not soak["crashed"]
+
+
+def report_false(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[str], bool]:
+    if "false_failures" not in res:
+        return [], True
+    ff = res["false_failures"]
+    fs = res["false_suspicions"]
+    lines = [
+        f"false failures (member-failed about a node never killed): {len(ff)}   target = 0: "
+        f"{'ok' if not ff else 'MISS'}",
+        f"false suspicions (member-suspect rows about live nodes, all observers): {fs['count']} {fs['about']}",
+    ]
+    for item in res.get("evidence", []):
+        e = item["event"]
+        lines.append(f"  FALSE FAILURE: {e['observer']} declared {e['about']} failed: {e['payload']}")
+        for name, rows in item["logs"].items():
+            for r in rows[-8:]:
+                detail = {k: v for k, v in r.items() if k not in ("t", "event")}
+                lines.append(f"    {name} log {r['t'] - e['received_at']:+.2f} s: {r['event']} {detail}")
+    return lines, not ff
 
 
 # ---------------------------------------------------------------------- main
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.scale",
-        description="Start N chatterd processes on loopback: convergence, CPU, a kill, and a soak for false failures.",
+    p = new_parser(
+        "scale", "Start N chatterd processes on loopback: convergence, CPU, a kill, and a soak for false failures."
     )
     p.add_argument("--n", type=int, default=100, help="processes (default: 100)")
     p.add_argument("--minutes", type=float, default=5.0, help="soak after the kill, in minutes (default: 5)")
-    p.add_argument("--profile", choices=["lan", "local"], default="lan", help="chatterd timing profile (default: lan)")
+    add_profile_arg(p)
     p.add_argument("--sample", type=int, default=3, help="nodes polled while waiting (default: 3)")
     p.add_argument("--cpu-window", type=float, default=30.0, help="idle CPU window in seconds (default: 30)")
     p.add_argument("--settle", type=float, default=5.0, help="pause after convergence (s, default: 5)")
@@ -571,8 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="busy-looping processes run from the kill to the end of the soak, to saturate the CPU (default: 0)",
     )
-    p.add_argument("--log-dir", default=None, help="the nodes' logs (default: a new /tmp/chatter-scale-* directory)")
-    p.add_argument("--json", default=None, metavar="PATH", help="write the raw figures to PATH")
+    add_output_args(p, "the nodes' logs (default: a new /tmp/chatter-scale-* directory)")
     return p
 
 
@@ -586,15 +492,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         log_dir = Path(args.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        res = trio.run(run, args, log_dir)
-    except KeyboardInterrupt:  # the harness has stopped every node by PID on the way out
-        print(f"interrupted (logs in {log_dir})", file=sys.stderr)
+    # on Ctrl-C, the harness has stopped every node by PID on the way out
+    res = run_trio(run, args, log_dir, interrupted=f"interrupted (logs in {log_dir})")
+    if res is None:
         return 130
     text, ok = report(res, args)
     print(text, flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1, default=str))
+        write_json(args.json, res)
     return 0 if ok else 1
 
 

@@ -21,7 +21,6 @@ tradeoff   at N = 100 and high loss: detection time against suspicions and false
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import statistics
@@ -31,6 +30,7 @@ from typing import Any
 
 import structlog
 
+from benchmarks._lib.cli import new_parser, write_json
 from chatterd.core.config import LAN
 from chatterd.sim import Simulation
 
@@ -140,6 +140,7 @@ def run_partition(n: int, seed: int) -> dict[str, Any]:
     healed = None
     while sim.now - t1 < 120:
         sim.run_for(0.5)
+        # Node internals: every member table (sim.state_of asks one member of one node)
         if all(m.state == "alive" for x in names for m in sim.nodes[x].table.members.values()):
             healed = sim.now - t1
             break
@@ -161,7 +162,7 @@ def run_tradeoff(n: int, loss: float, suspect_after: float, seed: int, minutes: 
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = new_parser("sim_scale", __doc__.split("\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
     p.add_argument("--losses", type=float, nargs="+", default=[0.0, 0.05, 0.10, 0.15, 0.20])
     p.add_argument("--loss-n", type=int, default=1000, help="cluster size of the loss sweep")
@@ -205,8 +206,7 @@ def main() -> None:
                 row = run_tradeoff(100, loss, sa, args.seed, minutes)
                 show("tradeoff", row)
                 out["tradeoff"].append(row)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=1))
+    write_json(args.json, out)
     print(f"wrote {args.json}")
 
 

@@ -24,22 +24,23 @@ by PID, when the ``open_cluster`` block exits, whatever happened inside.
 from __future__ import annotations
 
 import abc
+import argparse
 import contextlib
 import signal
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
+from benchmarks._lib.phases import POLL, wait_until
 from chatterd.harness import ManagedProcess, stop_processes
 
 HOST = "127.0.0.1"
 ALIVE, SUSPECT, FAILED, LEFT, USER, SENT = "alive", "suspect", "failed", "left", "user", "sent"
 MEMBER_KINDS = frozenset({ALIVE, SUSPECT, FAILED, LEFT})
-REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,21 @@ class PeerNode(ManagedProcess, abc.ABC):
     @abc.abstractmethod
     def start(self) -> None:
         """Start a new process for this node (same name, same port)."""
+
+    def new_life(self) -> int:
+        """Count a new process of this node, which must not be running; its number (1, 2, ...)."""
+        assert not self.running(), f"{self.name} already running"
+        self.lives += 1
+        return self.lives
+
+
+N = TypeVar("N", bound=PeerNode)
+
+
+def as_node(node: PeerNode, cls: type[N]) -> N:
+    """``node`` as the launcher's own node class."""
+    assert isinstance(node, cls)
+    return node
 
 
 class PeerCluster(abc.ABC):
@@ -127,6 +143,22 @@ class PeerCluster(abc.ABC):
     def lives(self) -> dict[str, int]:
         """Running node name → PID of its current process."""
         return {n.name: n.pid for n in self.nodes if n.running() and n.pid is not None}
+
+    def converged_at(self, source: str = "main") -> float | None:
+        """When every running node came to see every other running node alive (None: not yet)."""
+        return converged_at(self.rows, self.lives(), source)
+
+    async def until(self, check: Callable[[], bool], timeout: float) -> bool:
+        """Read the rows until ``check()`` holds; False if ``timeout`` seconds went by first."""
+
+        async def polled() -> bool:
+            await self.poll()
+            return check()
+
+        return await wait_until(polled, timeout, POLL)
+
+    async def until_converged(self, timeout: float) -> bool:
+        return await self.until(lambda: self.converged_at() is not None, timeout)
 
     async def wait_ready(self, node: PeerNode, timeout: float = 20.0) -> None:
         with trio.fail_after(timeout):
@@ -240,6 +272,49 @@ def make_cluster(system: str, log_dir: Path) -> PeerCluster:
 
         return KinshipCluster(log_dir, preset="local" if system.endswith("-local") else "lan")
     raise ValueError(f"unknown system {system!r}; known: {', '.join(SYSTEMS)}")
+
+
+def add_systems_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--systems",
+        default=",".join(DEFAULT_SYSTEMS),
+        help=f"comma-separated, run in this order (default: {','.join(DEFAULT_SYSTEMS)}; known: {','.join(SYSTEMS)})",
+    )
+
+
+def parse_systems(parser: argparse.ArgumentParser, text: str) -> list[str]:
+    """The systems of ``--systems``; a parser error for an unknown one."""
+    systems = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in systems if s not in SYSTEMS]
+    if unknown:
+        parser.error(f"unknown system(s) {unknown}; known: {', '.join(SYSTEMS)}")
+    return systems
+
+
+def unavailable(systems: Sequence[str]) -> tuple[str, str] | None:
+    """(system, why) for the first of ``systems`` that cannot run here, or None."""
+    for s in systems:
+        why = check_available(s)
+        if why:
+            return s, why
+    return None
+
+
+def versions(systems: Sequence[str]) -> dict[str, str]:
+    """The version of each system in ``systems`` (and of chatter)."""
+    out = {}
+    if any(s.startswith("serf") for s in systems):
+        from benchmarks.peers.serf_cluster import serf_version
+
+        out["serf"] = serf_version() or "missing"
+    if any(s.startswith("kinship") for s in systems):
+        import kinship
+
+        out["kinship"] = kinship.__version__
+    from importlib.metadata import version
+
+    out["chatter"] = version("chatter")
+    return out
 
 
 def check_available(system: str) -> str | None:

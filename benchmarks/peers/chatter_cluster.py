@@ -1,7 +1,7 @@
 """chatter nodes for the comparison: ``chatterd.harness.LocalNode`` processes, read through their API.
 
 Rows come from each node's ``GET /v1/events`` (read incrementally with
-``benchmarks.latency.EventLog``), whose ``received_at`` is the node's clock when it recorded
+``benchmarks._lib.nodeapi.EventLog``), whose ``received_at`` is the node's clock when it recorded
 the change or the delivery. Broadcasts are posted with ``chatter-inject`` as a user message
 ``{"bench": {"id": BID}}``; the origin delivers it to itself too.
 """
@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import trio
-
-from benchmarks.latency import EventLog
-from benchmarks.peers import ALIVE, FAILED, HOST, LEFT, SUSPECT, USER, LineTail, PeerCluster, PeerNode, Row
+from benchmarks._lib.inject import chatter_inject
+from benchmarks._lib.nodeapi import EventLog, log_record
+from benchmarks.peers import ALIVE, FAILED, HOST, LEFT, SUSPECT, USER, LineTail, PeerCluster, PeerNode, Row, as_node
 from chatterd.harness import LocalNode, free_port
 
 KINDS = {"member-failed": FAILED, "member-leave": LEFT, "member-suspect": SUSPECT}
@@ -44,15 +41,9 @@ class ChatterNode(PeerNode):
     def read_up(self) -> None:
         """The runtime's ``started`` log line of each life (it has bound its socket; the API follows)."""
         for line in self.log_tail.read():
-            if '"started"' not in line:
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if rec.get("event") == "started" and self.started_lines < len(self.pids):
-                stamp = datetime.fromisoformat(rec["timestamp"].replace("Z", "+00:00"))
-                self.up[self.pids[self.started_lines]] = stamp.timestamp()
+            rec = log_record(line) if '"started"' in line else None
+            if rec is not None and rec[1].get("event") == "started" and self.started_lines < len(self.pids):
+                self.up[self.pids[self.started_lines]] = rec[0]
                 self.started_lines += 1
 
     def reap(self) -> None:
@@ -77,8 +68,7 @@ class ChatterCluster(PeerCluster):
         return ChatterNode(name, port, local)
 
     def _local(self, node: PeerNode) -> LocalNode:
-        assert isinstance(node, ChatterNode)
-        return node.local
+        return as_node(node, ChatterNode).local
 
     async def ready(self, node: PeerNode) -> bool:
         if node.running() and await self._local(node).try_get("/v1/health") is not None:
@@ -89,8 +79,7 @@ class ChatterCluster(PeerCluster):
 
     async def poll(self) -> None:
         for node in self.nodes:
-            assert isinstance(node, ChatterNode)
-            node.read_up()
+            as_node(node, ChatterNode).read_up()
         for node in self.running():
             pid = node.pid
             assert pid is not None
@@ -106,13 +95,7 @@ class ChatterCluster(PeerCluster):
                     self.rows.append(row)
 
     async def broadcast(self, node: PeerNode, bid: str) -> str | None:
-        body = json.dumps({"bench": {"id": bid}})
-        proc = await trio.run_process(
-            [sys.executable, "-m", "chatter_inject", node.addr, body],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
+        proc = await chatter_inject(node.addr, json.dumps({"bench": {"id": bid}}))
         return None if proc.returncode == 0 else proc.stderr.decode().strip() or f"exit status {proc.returncode}"
 
     async def counters(self, node: PeerNode) -> dict[str, int]:

@@ -17,19 +17,8 @@ from typing import Any
 
 import trio
 
-from benchmarks.peers import (
-    ALIVE,
-    FAILED,
-    LEFT,
-    REPO,
-    SENT,
-    SUSPECT,
-    USER,
-    LineTail,
-    PeerCluster,
-    PeerNode,
-    Row,
-)
+from benchmarks._lib.cli import REPO
+from benchmarks.peers import ALIVE, FAILED, LEFT, SENT, SUSPECT, USER, LineTail, PeerCluster, PeerNode, Row, as_node
 from chatterd.harness import free_port
 
 KINDS = {"alive": ALIVE, "suspect": SUSPECT, "failed": FAILED, "left": LEFT, "user": USER, "sent": SENT}
@@ -45,10 +34,8 @@ class KinshipNode(PeerNode):
         self.ready_pid: int | None = None  # the process that wrote its "ready" row
 
     def start(self) -> None:
-        assert not self.running(), f"{self.name} already running"
-        self.lives += 1
         c = self.cluster
-        events = c.log_dir / f"{c.system}-{self.name}.{self.lives}.jsonl"
+        events = c.log_dir / f"{c.system}-{self.name}.{self.new_life()}.jsonl"
         argv = [
             sys.executable,
             "-m",
@@ -99,18 +86,14 @@ class KinshipCluster(PeerCluster):
     def new_node(self, name: str, seed: PeerNode | None) -> KinshipNode:
         return KinshipNode(self, name, free_port(), seed)
 
-    def _k(self, node: PeerNode) -> KinshipNode:
-        assert isinstance(node, KinshipNode)
-        return node
-
     async def ready(self, node: PeerNode) -> bool:
         await self.poll()
-        k = self._k(node)
+        k = as_node(node, KinshipNode)
         return node.running() and k.ready_pid == node.pid
 
     async def poll(self) -> None:
         for node in self.nodes:
-            k = self._k(node)
+            k = as_node(node, KinshipNode)
             for pid, tail in k.tails.items():
                 for line in tail.read():
                     try:
@@ -127,14 +110,14 @@ class KinshipCluster(PeerCluster):
 
     async def broadcast(self, node: PeerNode, bid: str) -> str | None:
         try:
-            answer = await self._k(node).command(f"broadcast {bid}")
+            answer = await as_node(node, KinshipNode).command(f"broadcast {bid}")
         except (OSError, trio.TooSlowError) as e:
             return f"control socket: {e!r}"
         return None if answer == "ok" else answer
 
     async def counters(self, node: PeerNode) -> dict[str, int]:
         try:
-            answer = await self._k(node).command("stats")
+            answer = await as_node(node, KinshipNode).command("stats")
             return {k: v for k, v in json.loads(answer).items() if isinstance(v, int)}
         except (OSError, ValueError, trio.TooSlowError):
             return {}

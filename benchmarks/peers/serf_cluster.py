@@ -34,7 +34,7 @@ from typing import IO
 
 import trio
 
-from benchmarks.peers import ALIVE, FAILED, HOST, LEFT, SUSPECT, USER, LineTail, PeerCluster, PeerNode, Row
+from benchmarks.peers import ALIVE, FAILED, HOST, LEFT, SUSPECT, USER, LineTail, PeerCluster, PeerNode, Row, as_node
 from chatterd.harness import free_port
 
 HANDLER = """#!/bin/sh
@@ -87,10 +87,8 @@ class SerfNode(PeerNode):
         return f"{HOST}:{self.rpc_port}"
 
     def start(self) -> None:
-        assert not self.running(), f"{self.name} already running"
-        self.lives += 1
         c = self.cluster
-        events = c.log_dir / f"{c.system}-{self.name}.{self.lives}.events"
+        events = c.log_dir / f"{c.system}-{self.name}.{self.new_life()}.events"
         argv = [
             "serf",
             "agent",
@@ -149,16 +147,12 @@ class SerfCluster(PeerCluster):
     def new_node(self, name: str, seed: PeerNode | None) -> SerfNode:
         return SerfNode(self, name, free_port(), seed)
 
-    def _serf(self, node: PeerNode) -> SerfNode:
-        assert isinstance(node, SerfNode)
-        return node
-
     async def ready(self, node: PeerNode) -> bool:
-        return node.running() and self._serf(node).agent_running.is_set()
+        return node.running() and as_node(node, SerfNode).agent_running.is_set()
 
     async def poll(self) -> None:
         for node in self.nodes:
-            s = self._serf(node)
+            s = as_node(node, SerfNode)
             with s.log_lock:
                 self.rows.extend(s.log_rows)
                 s.log_rows.clear()
@@ -169,7 +163,7 @@ class SerfCluster(PeerCluster):
                         self.rows.append(row)
 
     async def broadcast(self, node: PeerNode, bid: str) -> str | None:
-        argv = ["serf", "event", f"-rpc-addr={self._serf(node).rpc_addr}", "-coalesce=false", USER_EVENT, bid]
+        argv = ["serf", "event", f"-rpc-addr={as_node(node, SerfNode).rpc_addr}", "-coalesce=false", USER_EVENT, bid]
         proc = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
         if proc.returncode == 0:
             return None

@@ -1,0 +1,161 @@
+"""iptables rules of the benchmarks' own, always removed on the way out (needs root).
+
+``PortAccounting``: bytes and packets on the nodes' ports, counted on lo.
+
+    with PortAccounting(ports) as acct:
+        acct.zero()
+        ... idle window ...
+        totals = acct.read()
+
+A chain of its own (``CHBENCH<pid>``), jumped to from the first rule of OUTPUT for packets
+leaving through ``lo``, holds one counting rule (no target) per port and direction:
+``udp --sport P`` (datagrams a node sent: every system sends its UDP from its bound port),
+``tcp --sport P`` and ``tcp --dport P`` (both directions of every TCP connection to a node's
+port: push-pull, fallback pings; a connection's other end uses an ephemeral port). Each packet
+on lo passes OUTPUT once, so each byte is counted once; the counts are IP packet sizes
+(headers included). The rules are removed, and the chain deleted, when the block exits.
+
+``Loss``: drop each incoming UDP datagram with probability p (in the current network
+namespace), after a plain counting rule, so that the loss actually applied can be read.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+from typing import Self
+
+
+class IptablesError(RuntimeError):
+    pass
+
+
+def iptables(*args: str, check: bool = True) -> str:
+    """Run ``iptables -w 5 ARGS``; its output. Raises IptablesError on failure when ``check``."""
+    proc = subprocess.run(["iptables", "-w", "5", *args], capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise IptablesError(f"iptables {' '.join(args)}: {proc.stderr.strip() or proc.returncode}")
+    return proc.stdout
+
+
+def iptables_problem() -> str | None:
+    """Why iptables cannot be used here, or None."""
+    if shutil.which("iptables") is None:
+        return "iptables not found: apt-get update && apt-get install -y iptables"
+    if os.geteuid() != 0:
+        return "iptables needs root"
+    try:
+        iptables("-S", "OUTPUT")
+    except IptablesError as e:
+        return str(e)
+    return None
+
+
+def statistic_drop(chain: str, p: float) -> list[str]:
+    """A rule of ``chain`` dropping each UDP datagram with probability ``p``."""
+    return [chain, "-p", "udp", "-m", "statistic", "--mode", "random", "--probability", f"{p}", "-j", "DROP"]
+
+
+def counted(listing: str) -> Iterator[tuple[list[str], int, int]]:
+    """(fields, packets, bytes) of each rule with counters in ``iptables -S CHAIN -v`` output."""
+    for line in listing.splitlines():
+        f = line.split()
+        if f[:1] == ["-A"] and "-p" in f and "-c" in f:
+            c = f.index("-c")
+            yield f, int(f[c + 1]), int(f[c + 2])
+
+
+class Rules:
+    """A context manager: ``open()`` on the way in (undone if it fails half-way), ``close()`` out."""
+
+    def open(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.open()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class PortAccounting(Rules):
+    def __init__(self, ports: Sequence[int]) -> None:
+        self.ports = list(ports)
+        self.chain = f"CHBENCH{os.getpid()}"
+        self._jump = ["OUTPUT", "-o", "lo", "-j", self.chain]
+        self._active = False
+
+    def open(self) -> None:
+        iptables("-N", self.chain)
+        self._active = True
+        for port in self.ports:
+            for proto, flag in (("udp", "--sport"), ("tcp", "--sport"), ("tcp", "--dport")):
+                iptables("-A", self.chain, "-p", proto, flag, str(port))
+        iptables("-I", *self._jump[:1], "1", *self._jump[1:])
+
+    def close(self) -> None:
+        if not self._active:
+            return
+        for _ in range(10):  # the jump, however many times it was inserted
+            if not _rule_exists(self._jump):
+                break
+            iptables("-D", *self._jump, check=False)
+        iptables("-F", self.chain, check=False)
+        iptables("-X", self.chain, check=False)
+        self._active = False
+
+    def zero(self) -> None:
+        iptables("-Z", self.chain)
+
+    def read(self) -> dict[str, dict[str, int]]:
+        """``{"udp": {"packets": .., "bytes": ..}, "tcp": {...}}`` summed over the ports since zero()."""
+        out = {"udp": {"packets": 0, "bytes": 0}, "tcp": {"packets": 0, "bytes": 0}}
+        for f, packets, nbytes in counted(iptables("-S", self.chain, "-v")):
+            proto = f[f.index("-p") + 1]
+            if proto in out:
+                out[proto]["packets"] += packets
+                out[proto]["bytes"] += nbytes
+        return out
+
+
+class Loss(Rules):
+    """Drop each incoming UDP datagram with probability p (in the current network namespace)."""
+
+    def __init__(self, p: float) -> None:
+        self.count = ["INPUT", "-p", "udp"]
+        self.drop = statistic_drop("INPUT", p)
+        self.added: list[list[str]] = []
+
+    def open(self) -> None:
+        for rule in (self.count, self.drop):
+            iptables("-A", *rule)
+            self.added.append(rule)
+
+    def close(self) -> None:
+        while self.added:
+            iptables("-D", *self.added.pop(), check=False)
+
+    def read(self) -> dict[str, int]:
+        """Datagrams that reached INPUT, and those dropped."""
+        out = {"udp_in": 0, "dropped": 0}
+        for f, packets, _ in counted(iptables("-S", "INPUT", "-v", check=False)):
+            if f[f.index("-p") + 1] == "udp":
+                out["dropped" if "DROP" in f else "udp_in"] += packets
+        return out
+
+
+def _rule_exists(rule: Sequence[str]) -> bool:
+    return subprocess.run(["iptables", "-w", "5", "-C", *rule], capture_output=True).returncode == 0
