@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from chatterd import views
 from chatterd.core import wire
 from chatterd.core.config import Config
 from chatterd.core.node import Node
@@ -93,7 +94,7 @@ def core_node(config: Config, peers: Sequence[tuple[str, Addr]], seed: int = 1) 
     node.handle_timers(now)
     node.take_outgoing()
     node.take_events()
-    alive = sum(1 for r in node.member_rows(now) if r["state"] == "alive")
+    alive = sum(1 for r in views.member_rows(node, now) if r["state"] == "alive")
     assert alive == len(peers) + 1, f"the core node sees {alive} live members, expected {len(peers) + 1}"
     return node
 
