@@ -19,7 +19,7 @@ from typing import Any
 import trio
 
 from chatterd.browser import headless_chromium
-from chatterd.harness import LocalCluster, local_cluster
+from chatterd.testing import LocalCluster, local_cluster
 
 OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "dashboard.png"
 TIMEOUT = 30.0

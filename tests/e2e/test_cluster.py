@@ -17,7 +17,7 @@ from e2e_helpers import (
     wait_until,
 )
 
-from chatterd.harness import LocalCluster, LocalNode, local_cluster
+from chatterd.testing import LocalCluster, LocalNode, local_cluster
 
 pytestmark = pytest.mark.e2e
 

@@ -14,7 +14,7 @@ from e2e_helpers import wait_until
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from chatterd.browser import MISSING, chromium_paths, headless_chromium
-from chatterd.harness import local_cluster
+from chatterd.testing import local_cluster
 
 pytestmark = pytest.mark.e2e
 

@@ -18,8 +18,8 @@ import pytest
 import trio
 from etcd_helpers import EtcdServer
 
-from chatterd.harness import HOST
 from chatterd.lock import EtcdClient, LockSpec, RoleLock, parse_lock_url
+from chatterd.testing import HOST
 
 TTL = 2.0  # s: etcd's smallest lease TTL with its default timing
 TIMEOUT = 20.0  # s: any single awaited outcome (each takes a few seconds at most)

@@ -28,8 +28,8 @@ import trio
 from e2e_helpers import wait_until
 from etcd_helpers import EtcdServer
 
-from chatterd.harness import HOST, LocalCluster, LocalNode
 from chatterd.lock import EtcdClient
+from chatterd.testing import HOST, LocalCluster, LocalNode
 
 pytestmark = [
     pytest.mark.e2e,

@@ -9,7 +9,7 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from chatterd.harness import LocalNode, local_cluster
+from chatterd.testing import LocalNode, local_cluster
 
 pytestmark = pytest.mark.e2e
 

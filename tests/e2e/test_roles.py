@@ -12,7 +12,7 @@ import pytest
 import trio
 from e2e_helpers import FAILURE_TIMEOUT, run_cli, wait_until
 
-from chatterd.harness import LocalCluster, LocalNode
+from chatterd.testing import LocalCluster, LocalNode
 
 pytestmark = pytest.mark.e2e
 
