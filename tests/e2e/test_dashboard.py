@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from browser_helpers import MISSING, chromium_paths, headless_chromium
 from e2e_helpers import wait_until
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from chatterd.browser import MISSING, chromium_paths, headless_chromium
 from chatterd.testing import local_cluster
 
 pytestmark = pytest.mark.e2e
