@@ -8,6 +8,9 @@
 Every process is started by this module and stopped by it, by PID, when the block exits,
 whatever happened inside. Each node gets a free UDP port (and the same TCP port for its
 HTTP API) on 127.0.0.1 and writes JSON logs to a file in ``log_dir``.
+
+This module needs no pytest. Under pytest, the chatter plugin (chatterd.testing.plugin) adds a
+start guard (:func:`add_start_guard`) that refuses to start a node in a test not marked ``e2e``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,22 @@ import httpx
 import trio
 
 HOST = "127.0.0.1"
+
+StartGuard = Callable[[str], None]
+_start_guards: list[StartGuard] = []
+
+
+def add_start_guard(guard: StartGuard) -> Callable[[], None]:
+    """Have ``guard(what)`` called before the harness starts a process (``what`` names it, e.g.
+    ``"chatterd n0"``); the guard refuses by raising. Returns the function that removes it."""
+    _start_guards.append(guard)
+    return lambda: _start_guards.remove(guard)
+
+
+def check_start(what: str) -> None:
+    """Run the start guards: call this before starting a process (LocalNode.start does)."""
+    for guard in list(_start_guards):
+        guard(what)
 
 
 def free_port() -> int:
@@ -109,6 +128,7 @@ class LocalNode(ManagedProcess):
 
     def start(self) -> None:
         assert not self.running(), f"{self.name} already running"
+        check_start(f"chatterd {self.name}")
         self._out = open(self.log_path, "ab")  # closed in reap()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "chatterd", *self.args],
