@@ -16,7 +16,7 @@ import time
 
 import trio
 
-from chatterd.harness import LocalCluster, local_cluster
+from chatterd.testing import LocalCluster, local_cluster
 
 MESSAGES = [
     {"DebugMessage": {"text": "hello world"}},

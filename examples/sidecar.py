@@ -37,7 +37,7 @@ if str(REPO) not in sys.path:  # a fresh clone works without installing the pack
     sys.path.insert(0, str(REPO))
 
 from chatter_inject.client import Rejected, inject  # noqa: E402
-from chatterd.harness import HOST, free_port  # noqa: E402, F401  (free_port: for the example apps)
+from chatterd.testing import HOST, free_port  # noqa: E402, F401  (free_port: for the example apps)
 
 
 def python_env() -> dict[str, str]:

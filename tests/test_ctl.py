@@ -10,7 +10,7 @@ import pytest
 
 from chatterd import cli, ctl
 from chatterd.api import member_filter
-from chatterd.harness import free_port
+from chatterd.testing import free_port
 
 ROWS = [
     {

@@ -17,8 +17,8 @@ from chatterd.api import serve_api, sse_stream
 from chatterd.core.config import LAN
 from chatterd.core.events import MemberEvent
 from chatterd.eventlog import EventLog
-from chatterd.harness import HOST, free_port
 from chatterd.runtime import Options, Runtime
+from chatterd.testing import HOST, free_port
 
 TIMEOUT = 10.0
 

@@ -186,6 +186,7 @@ def records(out: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
 
 
+@pytest.mark.e2e
 async def test_runs_in_order_once_with_stdin_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHATTER_MEMBER_NAME", "stale")  # inherited values never leak into a handler
     out = tmp_path / "out.jsonl"
@@ -211,6 +212,7 @@ async def test_runs_in_order_once_with_stdin_and_env(tmp_path: Path, monkeypatch
     assert h.stats == {"handler_runs": 3, "handler_failures": 0, "handler_timeouts": 0, "handler_dropped": 0}
 
 
+@pytest.mark.e2e
 async def test_handlers_run_one_at_a_time(tmp_path: Path) -> None:
     out = tmp_path / "order"
     # The first handler is slow: if runs overlapped, the second would write first.
@@ -226,6 +228,7 @@ async def test_handlers_run_one_at_a_time(tmp_path: Path) -> None:
     assert out.read_text().split() == ["slowa", "fast", "slowb", "fast"]
 
 
+@pytest.mark.e2e
 async def test_failure_is_counted_and_logged_with_stderr() -> None:
     h = Handlers([parse_spec("echo out; echo first >&2; echo second >&2; exit 3")], name="me", timeout=WAIT)
     with structlog.testing.capture_logs() as logs:
@@ -243,6 +246,7 @@ async def test_failure_is_counted_and_logged_with_stderr() -> None:
     assert h.stats["handler_timeouts"] == 0
 
 
+@pytest.mark.e2e
 async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     # The shell stays (two commands) and runs sleep as its child: both must die.
@@ -262,6 +266,7 @@ async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     await until(lambda: not _alive(sleeper), f"the handler's child {sleeper} to die")
 
 
+@pytest.mark.e2e
 async def test_cancelling_the_task_kills_a_running_handler(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     h = Handlers([parse_spec(f"echo $$ > {pids}; sleep 600; true")], name="me", timeout=WAIT)
@@ -302,6 +307,7 @@ def run_example(argv: list[str], env: dict[str, str], event: dict[str, Any]) -> 
 FAILED_ENV = {"CHATTER_EVENT": "member-failed", "CHATTER_MEMBER_NAME": "db-1", "CHATTER_MEMBER_ADDR": "10.0.0.7:2428"}
 
 
+@pytest.mark.e2e
 def test_example_log_failures(tmp_path: Path) -> None:
     out = tmp_path / "failures.log"
     for env in (FAILED_ENV, FAILED_ENV | {"CHATTER_EVENT": "member-join"}):
@@ -311,6 +317,7 @@ def test_example_log_failures(tmp_path: Path) -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ db-1 10\.0\.0\.7:2428 failed \(seen by n1\)", line), line
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("flt", "runs"),
     [("role=db", True), ("role=web", False), ("dc=east", False), ("db-*", True), ("web-*", False), ("db-1", True)],
@@ -333,6 +340,7 @@ def test_example_on_member_failed(tmp_path: Path, flt: str, runs: bool) -> None:
     assert run_example(script, FAILED_ENV, event).returncode == 2
 
 
+@pytest.mark.e2e
 def test_example_print_user_event(tmp_path: Path) -> None:
     script = [sys.executable, str(EXAMPLES / "print-user-event.py"), "deploy"]
     event = row(1, payload={"deploy": {"version": "1.2.3"}}, origin="n2")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 import trio
 
 from chatterd.supervision import WATCHDOG_EXIT, Check, Watchdog
 
 
+@pytest.mark.e2e
 async def test_check_reports_failing_then_passing_once_each(tmp_path: Path) -> None:
     flag = tmp_path / "ok"
     reports: list[str | None] = []
@@ -29,6 +31,7 @@ async def test_check_reports_failing_then_passing_once_each(tmp_path: Path) -> N
     assert check.runs > 3 and check.failures >= 1
 
 
+@pytest.mark.e2e
 async def test_check_timeout_and_unrunnable_command() -> None:
     check = Check("sleep 5", 1.0, 0.2, lambda _: None)
     assert await check.run_once() == "check timed out after 0.2 s"

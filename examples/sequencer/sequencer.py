@@ -44,7 +44,7 @@ REPO = HERE.parent.parent
 if str(REPO) not in sys.path:  # run from a fresh clone without installing
     sys.path.insert(0, str(REPO))
 
-from chatterd.harness import HOST, free_port  # noqa: E402
+from chatterd.testing import HOST, free_port  # noqa: E402
 
 ROLE = "engine"
 LOCK_TTL = 2.0  # s: etcd's smallest lease TTL with its default timing

@@ -39,7 +39,7 @@ if str(REPO) not in sys.path:
 
 import sw_members  # noqa: E402
 
-from chatterd.harness import HOST, free_port  # noqa: E402
+from chatterd.testing import HOST, free_port  # noqa: E402
 
 T = TypeVar("T")
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from chatterd.harness import HOST
+from chatterd.testing import HOST
 
 
 @pytest.fixture

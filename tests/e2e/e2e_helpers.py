@@ -1,6 +1,6 @@
 """Helpers for the end-to-end tests: real chatterd / chatter-inject processes on 127.0.0.1.
 
-Every process started here is stopped by PID: the cluster's nodes by chatterd.harness, the
+Every process started here is stopped by PID: the cluster's nodes by chatterd.testing, the
 CLI runs by trio.run_process (which kills its child if the test is cancelled or times out),
 and the stand-alone daemons of :func:`spawn_chatterd` in a ``finally`` block.
 """
@@ -22,7 +22,7 @@ import httpx
 import pytest
 import trio
 
-from chatterd.harness import HOST, LocalNode
+from chatterd.testing import HOST, LocalNode
 
 # Generous bounds: these tests assert outcomes, never timings.
 CLI_TIMEOUT = 30.0  # a CLI run that has not finished by then is a hang

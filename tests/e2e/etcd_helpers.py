@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from chatterd.harness import HOST, ManagedProcess, free_port
+from chatterd.testing import HOST, ManagedProcess, free_port
 
 READY_TIMEOUT = 30.0  # etcd answers /health within a second or two
 

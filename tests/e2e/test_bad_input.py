@@ -30,7 +30,7 @@ from e2e_helpers import (
 
 from chatterd.core import wire
 from chatterd.core.config import Config
-from chatterd.harness import HOST, local_cluster
+from chatterd.testing import HOST, local_cluster
 
 pytestmark = pytest.mark.e2e
 

@@ -20,7 +20,7 @@ from e2e_helpers import (
     wait_until,
 )
 
-from chatterd.harness import HOST, free_port, local_cluster
+from chatterd.testing import HOST, free_port, local_cluster
 
 pytestmark = pytest.mark.e2e
 

@@ -18,8 +18,8 @@ import pytest
 import trio
 from etcd_helpers import EtcdServer
 
-from chatterd.harness import HOST
 from chatterd.lock import EtcdClient, LockSpec, RoleLock, parse_lock_url
+from chatterd.testing import HOST
 
 TTL = 2.0  # s: etcd's smallest lease TTL with its default timing
 TIMEOUT = 20.0  # s: any single awaited outcome (each takes a few seconds at most)
@@ -158,6 +158,7 @@ async def watch_single_holder(nodes: list[Node], task_status: trio.TaskStatus[No
 # --- scenarios -----------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 @needs_etcd
 async def test_exactly_one_of_two_acquires_and_unwant_hands_over(etcd: EtcdServer) -> None:
     async with trio.open_nursery() as nursery:
@@ -185,6 +186,7 @@ async def test_exactly_one_of_two_acquires_and_unwant_hands_over(etcd: EtcdServe
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.e2e
 @needs_etcd
 async def test_dead_holder_is_replaced_only_after_its_lease_expires(etcd: EtcdServer) -> None:
     async with trio.open_nursery() as nursery:
@@ -209,6 +211,7 @@ async def test_dead_holder_is_replaced_only_after_its_lease_expires(etcd: EtcdSe
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.e2e
 @needs_etcd
 async def test_paused_etcd_holder_steps_down_then_reacquires(etcd: EtcdServer) -> None:
     async with trio.open_nursery() as nursery:
@@ -241,6 +244,7 @@ async def test_paused_etcd_holder_steps_down_then_reacquires(etcd: EtcdServer) -
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.e2e
 @needs_etcd
 async def test_restarted_etcd_holder_steps_down_then_reacquires(etcd: EtcdServer) -> None:
     async with trio.open_nursery() as nursery:
@@ -267,6 +271,7 @@ async def test_restarted_etcd_holder_steps_down_then_reacquires(etcd: EtcdServer
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.e2e
 @needs_etcd
 async def test_key_deleted_behind_the_holders_back_is_reported_lost(etcd: EtcdServer) -> None:
     async with trio.open_nursery() as nursery:
@@ -286,6 +291,7 @@ async def test_key_deleted_behind_the_holders_back_is_reported_lost(etcd: EtcdSe
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.e2e
 @needs_etcd
 async def test_keys_on_our_lease_from_missed_answers_are_adopted_or_deleted(etcd: EtcdServer) -> None:
     """A transaction whose answer timed out may still be carried out by etcd later: the lock
@@ -315,6 +321,7 @@ async def test_keys_on_our_lease_from_missed_answers_are_adopted_or_deleted(etcd
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.e2e
 @needs_etcd
 async def test_release_all_frees_every_role_at_once(etcd: EtcdServer) -> None:
     async with trio.open_nursery() as nursery:

@@ -14,7 +14,7 @@ import pytest
 import trio
 from e2e_helpers import FAILURE_TIMEOUT
 
-from chatterd.harness import local_cluster
+from chatterd.testing import local_cluster
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,7 @@ import trio
 from e2e_helpers import DELIVERY_TIMEOUT, FAILURE_TIMEOUT, counters, inject_ok, wait_delivered, wait_until
 
 from chatterd import handlers
-from chatterd.harness import LocalNode, local_cluster
+from chatterd.testing import LocalNode, local_cluster
 
 pytestmark = pytest.mark.e2e
 

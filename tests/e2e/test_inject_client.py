@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from chatter_inject.client import Rejected, inject
-from chatterd.harness import HOST, free_port, local_cluster
+from chatterd.testing import HOST, free_port, local_cluster
 
 pytestmark = pytest.mark.e2e
 

@@ -28,8 +28,8 @@ import trio
 from e2e_helpers import wait_until
 from etcd_helpers import EtcdServer
 
-from chatterd.harness import HOST, LocalCluster, LocalNode
 from chatterd.lock import EtcdClient
+from chatterd.testing import HOST, ClusterFactory, LocalCluster, LocalNode
 
 pytestmark = [
     pytest.mark.e2e,
@@ -53,9 +53,9 @@ async def etcd(tmp_path: Path) -> AsyncIterator[EtcdServer]:
         await server.stop()
 
 
-async def start(tmp_path: Path, etcd: EtcdServer, ttl: float) -> LocalCluster:
+async def start(clusters: ClusterFactory, etcd: EtcdServer, ttl: float) -> LocalCluster:
     lock = f"etcd://{HOST}:{etcd.client_port}/{PREFIX}"
-    cluster = LocalCluster(tmp_path, ["--profile", "local", "--role", ROLE, "--lock", lock, "--lock-ttl", str(ttl)])
+    cluster = await clusters(0, args=["--profile", "local", "--role", ROLE, "--lock", lock, "--lock-ttl", str(ttl)])
     for name in ("a", "b", "c"):
         cluster.add(name)
     await cluster.wait_converged()
@@ -125,102 +125,93 @@ class Intervals:
 
 
 async def test_one_holder_and_a_dead_holders_lock_is_free_only_after_its_lease(
-    tmp_path: Path, etcd: EtcdServer
+    chatter_cluster_factory: ClusterFactory, etcd: EtcdServer
 ) -> None:
     ttl = 5.0  # long enough that gossip (detection ~1.5 s) elects a survivor well before expiry
-    cluster = await start(tmp_path, etcd, ttl)
-    try:
-        holder, epoch = await wait_one_holder(cluster, "one node holds the role")
-        assert await etcd_key(etcd) == (holder, epoch)
+    cluster = await start(chatter_cluster_factory, etcd, ttl)
+    holder, epoch = await wait_one_holder(cluster, "one node holds the role")
+    assert await etcd_key(etcd) == (holder, epoch)
 
-        async def all_agree() -> bool:
-            rows = [await row(n) for n in cluster.running()]
-            return all(r is not None and (r["holder"], r["epoch"]) == (holder, epoch) for r in rows)
+    async def all_agree() -> bool:
+        rows = [await row(n) for n in cluster.running()]
+        return all(r is not None and (r["holder"], r["epoch"]) == (holder, epoch) for r in rows)
 
-        await wait_until(all_agree, TIMEOUT, "every node shows the holder and its epoch")
-        for _ in range(10):  # and it stays that way
-            assert await holders(cluster) == [(holder, epoch)]
-            await trio.sleep(0.1)
+    await wait_until(all_agree, TIMEOUT, "every node shows the holder and its epoch")
+    for _ in range(10):  # and it stays that way
+        assert await holders(cluster) == [(holder, epoch)]
+        await trio.sleep(0.1)
 
-        intervals = Intervals()
-        old = cluster.node(holder)
-        await intervals.collect(old)
-        killed_at = time.time()
-        t_kill = trio.current_time()
-        old.kill(signal.SIGKILL)
-        await old.wait_exit()
-        intervals.by_node[holder][-1][1] = killed_at
-        survivors = cluster.running()
+    intervals = Intervals()
+    old = cluster.node(holder)
+    await intervals.collect(old)
+    killed_at = time.time()
+    t_kill = trio.current_time()
+    old.kill(signal.SIGKILL)
+    await old.wait_exit()
+    intervals.by_node[holder][-1][1] = killed_at
+    survivors = cluster.running()
 
-        waited: list[str] = []  # an elected survivor waiting for the dead holder's lock
+    waited: list[str] = []  # an elected survivor waiting for the dead holder's lock
 
-        async def taken() -> bool:
-            for n in survivors:
-                r = await row(n)
-                if r is not None and r["waiting_for_lock"]:
-                    waited.append(n.name)
-            return len(await holders(cluster)) == 1
-
-        await wait_until(taken, TIMEOUT, "a survivor takes the role")
-        took = trio.current_time() - t_kill
-        new, new_epoch = (await holders(cluster))[0]
-        assert new != holder and new_epoch > epoch
-        assert await etcd_key(etcd) == (new, new_epoch)
-        assert waited, "no survivor was seen waiting for the lock"
-        # The dead holder's last keep-alive went out at most ttl/3 before the kill, so its lease
-        # lived at least 2/3 ttl after it: nobody may hold the role before then.
-        assert took >= ttl * 2 / 3 - 0.2, f"role taken {took:.2f} s after the kill, before the lease expired"
-
+    async def taken() -> bool:
         for n in survivors:
-            await intervals.collect(n)
-        intervals.assert_disjoint()
-    finally:
-        with trio.CancelScope(shield=True):
-            await cluster.stop_all()
+            r = await row(n)
+            if r is not None and r["waiting_for_lock"]:
+                waited.append(n.name)
+        return len(await holders(cluster)) == 1
+
+    await wait_until(taken, TIMEOUT, "a survivor takes the role")
+    took = trio.current_time() - t_kill
+    new, new_epoch = (await holders(cluster))[0]
+    assert new != holder and new_epoch > epoch
+    assert await etcd_key(etcd) == (new, new_epoch)
+    assert waited, "no survivor was seen waiting for the lock"
+    # The dead holder's last keep-alive went out at most ttl/3 before the kill, so its lease
+    # lived at least 2/3 ttl after it: nobody may hold the role before then.
+    assert took >= ttl * 2 / 3 - 0.2, f"role taken {took:.2f} s after the kill, before the lease expired"
+
+    for n in survivors:
+        await intervals.collect(n)
+    intervals.assert_disjoint()
 
 
 async def test_the_holder_steps_down_while_etcd_is_paused_and_the_role_returns(
-    tmp_path: Path, etcd: EtcdServer
+    chatter_cluster_factory: ClusterFactory, etcd: EtcdServer
 ) -> None:
     ttl = 2.0
-    cluster = await start(tmp_path, etcd, ttl)
-    try:
-        holder, epoch = await wait_one_holder(cluster, "one node holds the role")
-        node = cluster.node(holder)
-        etcd.pause()
-        t_pause = trio.current_time()
+    cluster = await start(chatter_cluster_factory, etcd, ttl)
+    holder, epoch = await wait_one_holder(cluster, "one node holds the role")
+    node = cluster.node(holder)
+    etcd.pause()
+    t_pause = trio.current_time()
 
-        async def stepped_down() -> bool:
-            r = await row(node)
-            return r is not None and not r["held_here"]
+    async def stepped_down() -> bool:
+        r = await row(node)
+        return r is not None and not r["held_here"]
 
-        await wait_until(stepped_down, TIMEOUT, f"{holder} steps down while etcd is paused")
-        took = trio.current_time() - t_pause
-        # It steps down 0.8 ttl after the last keep-alive that succeeded (at most ttl/3 before
-        # the pause), so well within ttl; a loaded machine may delay our seeing it.
-        assert took < ttl + 3.0, f"{holder} stepped down {took:.2f} s after etcd was paused"
-        lost = [
-            ev["payload"]["reason"]
-            for ev in await node.events()
-            if ev["kind"] == "role-lost" and ev["payload"]["holder"] == holder
-        ]
-        assert lost and "lease" in lost[-1], lost
+    await wait_until(stepped_down, TIMEOUT, f"{holder} steps down while etcd is paused")
+    took = trio.current_time() - t_pause
+    # It steps down 0.8 ttl after the last keep-alive that succeeded (at most ttl/3 before
+    # the pause), so well within ttl; a loaded machine may delay our seeing it.
+    assert took < ttl + 3.0, f"{holder} stepped down {took:.2f} s after etcd was paused"
+    lost = [
+        ev["payload"]["reason"]
+        for ev in await node.events()
+        if ev["kind"] == "role-lost" and ev["payload"]["holder"] == holder
+    ]
+    assert lost and "lease" in lost[-1], lost
 
-        for _ in range(10):  # nobody holds it while etcd is away
-            assert await holders(cluster) == []
-            await trio.sleep(0.1)
+    for _ in range(10):  # nobody holds it while etcd is away
+        assert await holders(cluster) == []
+        await trio.sleep(0.1)
 
-        etcd.resume()
-        new, new_epoch = await wait_one_holder(cluster, "someone holds the role again after etcd resumes")
-        assert new_epoch > epoch
-        assert await etcd_key(etcd) == (new, new_epoch)
+    etcd.resume()
+    new, new_epoch = await wait_one_holder(cluster, "someone holds the role again after etcd resumes")
+    assert new_epoch > epoch
+    assert await etcd_key(etcd) == (new, new_epoch)
 
-        intervals = Intervals()
-        for n in cluster.running():
-            await intervals.collect(n)
-        intervals.assert_disjoint()
-        assert intervals.by_node[holder][0][1] != float("inf")  # its first holding did end
-    finally:
-        with trio.CancelScope(shield=True):
-            etcd.resume()
-            await cluster.stop_all()
+    intervals = Intervals()
+    for n in cluster.running():
+        await intervals.collect(n)
+    intervals.assert_disjoint()
+    assert intervals.by_node[holder][0][1] != float("inf")  # its first holding did end

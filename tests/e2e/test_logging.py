@@ -9,7 +9,7 @@ import pytest
 import trio
 from e2e_helpers import DELIVERY_TIMEOUT, base_env, inject, spawn_chatterd, wait_until
 
-from chatterd.harness import HOST, free_port
+from chatterd.testing import HOST, free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -1,15 +1,14 @@
-"""GET /metrics and GET /v1/health on real chatterd processes: 3 nodes, one killed."""
+"""GET /metrics and GET /v1/health on real chatterd processes: 3 nodes (the chatter_cluster
+fixture's default), one killed."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import httpx
 import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from chatterd.harness import LocalNode, local_cluster
+from chatterd.testing import LocalCluster, LocalNode
 
 pytestmark = pytest.mark.e2e
 
@@ -32,63 +31,62 @@ async def scrape(node: LocalNode) -> dict[tuple[str, tuple[tuple[str, str], ...]
     }
 
 
-async def test_metrics_show_a_killed_node_and_survivors_stay_healthy(tmp_path: Path) -> None:
-    async with local_cluster(3, log_dir=tmp_path) as cluster:
-        n0, n1, n2 = cluster.nodes
-        before = await scrape(n0)
-        assert before[("chatter_members", (("state", "alive"),))] == 3
-        assert before[("chatter_members", (("state", "dead"),))] == 0
-        assert before[("chatter_datagrams_in_total", ())] > 0
+async def test_metrics_show_a_killed_node_and_survivors_stay_healthy(chatter_cluster: LocalCluster) -> None:
+    n0, n1, n2 = chatter_cluster.nodes
+    before = await scrape(n0)
+    assert before[("chatter_members", (("state", "alive"),))] == 3
+    assert before[("chatter_members", (("state", "dead"),))] == 0
+    assert before[("chatter_datagrams_in_total", ())] > 0
 
-        n2.kill()  # SIGKILL, by PID
-        survivors = [n0, n1]
-        last: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    n2.kill()  # SIGKILL, by PID
+    survivors = [n0, n1]
+    last: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
 
-        async def death_in_metrics() -> bool:
-            for n in survivors:
-                m = last[n.name] = await scrape(n)
-                if not (
-                    m.get(("chatter_members", (("state", "dead"),))) == 1
-                    and m.get(("chatter_members", (("state", "alive"),))) == 2
-                    and m.get(("chatter_deaths_total", ()), 0) >= 1
-                    and m.get(("chatter_detection_latency_seconds_count", ()), 0) >= 1
-                ):
-                    return False
-            return True
-
-        with trio.move_on_after(DETECTION_TIMEOUT):
-            while not await death_in_metrics():
-                await trio.sleep(0.1)
+    async def death_in_metrics() -> bool:
         for n in survivors:
-            m = last[n.name]
-            assert m.get(("chatter_members", (("state", "dead"),))) == 1, (n.name, m)
-            assert m.get(("chatter_deaths_total", ()), 0) >= 1, (n.name, m)
-            assert m.get(("chatter_detection_latency_seconds_count", ()), 0) >= 1, (n.name, m)
-            # Each observation is how long n2 had been silent when it was declared dead.
-            assert m[("chatter_detection_latency_seconds_bucket", (("le", "10.0"),))] >= 1, m
-            assert (
-                0
-                < m[("chatter_detection_latency_seconds_sum", ())]
-                < 10 * m[("chatter_detection_latency_seconds_count", ())]
-            ), m
+            m = last[n.name] = await scrape(n)
+            if not (
+                m.get(("chatter_members", (("state", "dead"),))) == 1
+                and m.get(("chatter_members", (("state", "alive"),))) == 2
+                and m.get(("chatter_deaths_total", ()), 0) >= 1
+                and m.get(("chatter_detection_latency_seconds_count", ()), 0) >= 1
+            ):
+                return False
+        return True
 
-        health: dict[str, tuple[int, dict[str, object]]] = {}
+    with trio.move_on_after(DETECTION_TIMEOUT):
+        while not await death_in_metrics():
+            await trio.sleep(0.1)
+    for n in survivors:
+        m = last[n.name]
+        assert m.get(("chatter_members", (("state", "dead"),))) == 1, (n.name, m)
+        assert m.get(("chatter_deaths_total", ()), 0) >= 1, (n.name, m)
+        assert m.get(("chatter_detection_latency_seconds_count", ()), 0) >= 1, (n.name, m)
+        # Each observation is how long n2 had been silent when it was declared dead.
+        assert m[("chatter_detection_latency_seconds_bucket", (("le", "10.0"),))] >= 1, m
+        assert (
+            0
+            < m[("chatter_detection_latency_seconds_sum", ())]
+            < 10 * m[("chatter_detection_latency_seconds_count", ())]
+        ), m
 
-        async def survivors_healthy() -> bool:
-            for n in survivors:
-                try:
-                    r = await n.client.get(n.url + "/v1/health")
-                except httpx.HTTPError:
-                    return False
-                health[n.name] = (r.status_code, r.json())
-                if r.status_code != 200:
-                    return False
-            return True
+    health: dict[str, tuple[int, dict[str, object]]] = {}
 
-        with trio.move_on_after(HEALTHY_TIMEOUT):
-            while not await survivors_healthy():
-                await trio.sleep(0.2)
+    async def survivors_healthy() -> bool:
         for n in survivors:
-            status, h = health.get(n.name, (0, {}))
-            assert status == 200 and h["status"] == "ok" and h["reasons"] == [], h
-            assert h["members"] == {"alive": 2, "suspect": 0, "dead": 1, "left": 0}, h
+            try:
+                r = await n.client.get(n.url + "/v1/health")
+            except httpx.HTTPError:
+                return False
+            health[n.name] = (r.status_code, r.json())
+            if r.status_code != 200:
+                return False
+        return True
+
+    with trio.move_on_after(HEALTHY_TIMEOUT):
+        while not await survivors_healthy():
+            await trio.sleep(0.2)
+    for n in survivors:
+        status, h = health.get(n.name, (0, {}))
+        assert status == 200 and h["status"] == "ok" and h["reasons"] == [], h
+        assert h["members"] == {"alive": 2, "suspect": 0, "dead": 1, "left": 0}, h

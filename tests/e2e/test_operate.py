@@ -27,7 +27,7 @@ from e2e_helpers import (
     wait_until,
 )
 
-from chatterd.harness import HOST, LocalCluster, LocalNode, free_port, local_cluster
+from chatterd.testing import HOST, LocalCluster, LocalNode, free_port, local_cluster
 
 pytestmark = pytest.mark.e2e
 

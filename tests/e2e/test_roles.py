@@ -12,7 +12,7 @@ import pytest
 import trio
 from e2e_helpers import FAILURE_TIMEOUT, run_cli, wait_until
 
-from chatterd.harness import LocalCluster, LocalNode
+from chatterd.testing import ClusterFactory, LocalCluster, LocalNode
 
 pytestmark = pytest.mark.e2e
 
@@ -33,80 +33,75 @@ async def holder_seen_by_all(cluster: LocalCluster, role: str) -> str | None:
     return None
 
 
-async def start(tmp_path: Path, prios: dict[str, int], extra: list[str] | None = None) -> LocalCluster:
-    cluster = LocalCluster(tmp_path, ["--profile", "local", *(extra or [])])
+async def start(clusters: ClusterFactory, prios: dict[str, int], extra: list[str] | None = None) -> LocalCluster:
+    cluster = await clusters(0, args=["--profile", "local", *(extra or [])])
     for name, prio in prios.items():
         cluster.add(name, args=["--role", f"primary:{prio}"])
     await cluster.wait_converged()
     return cluster
 
 
-async def test_kill_and_sigterm_move_the_role_with_growing_epochs(tmp_path: Path) -> None:
+async def test_kill_and_sigterm_move_the_role_with_growing_epochs(
+    tmp_path: Path, chatter_cluster_factory: ClusterFactory
+) -> None:
     log = tmp_path / "events.jsonl"
     handler = ["--event-handler", f"role-acquired,role-lost=cat >> {log}"]
-    cluster = await start(tmp_path, {"a": 1, "b": 3, "c": 2}, handler)
-    try:
-        async def agreed(name: str) -> bool:
-            return await holder_seen_by_all(cluster, "primary") == name
+    cluster = await start(chatter_cluster_factory, {"a": 1, "b": 3, "c": 2}, handler)
 
-        await wait_until(lambda: agreed("b"), FAILURE_TIMEOUT, "b holds primary")
-        epoch_b = (await roles_of(cluster.node("a")))["primary"]["epoch"]
-        cluster.node("b").kill(signal.SIGKILL)
-        await wait_until(lambda: agreed("c"), FAILURE_TIMEOUT, "c takes over from killed b")
-        row = (await roles_of(cluster.node("c")))["primary"]
-        assert row["epoch"] > epoch_b and row["held_here"] is True
-        assert (await cluster.node("c").get("/v1/health"))["roles_held"] == {"primary": row["epoch"]}
-        cluster.node("c").kill(signal.SIGTERM)
-        await wait_until(lambda: agreed("a"), FAILURE_TIMEOUT, "a takes over from c leaving")
-        assert (await roles_of(cluster.node("a")))["primary"]["epoch"] > row["epoch"]
+    async def agreed(name: str) -> bool:
+        return await holder_seen_by_all(cluster, "primary") == name
 
-        out = await run_cli("chatterd", "roles", "--http", cluster.node("a").url.removeprefix("http://"))
-        assert out.returncode == 0, out.stderr
-        assert "primary" in out.stdout and "held here" in out.stdout
+    await wait_until(lambda: agreed("b"), FAILURE_TIMEOUT, "b holds primary")
+    epoch_b = (await roles_of(cluster.node("a")))["primary"]["epoch"]
+    cluster.node("b").kill(signal.SIGKILL)
+    await wait_until(lambda: agreed("c"), FAILURE_TIMEOUT, "c takes over from killed b")
+    row = (await roles_of(cluster.node("c")))["primary"]
+    assert row["epoch"] > epoch_b and row["held_here"] is True
+    assert (await cluster.node("c").get("/v1/health"))["roles_held"] == {"primary": row["epoch"]}
+    cluster.node("c").kill(signal.SIGTERM)
+    await wait_until(lambda: agreed("a"), FAILURE_TIMEOUT, "a takes over from c leaving")
+    assert (await roles_of(cluster.node("a")))["primary"]["epoch"] > row["epoch"]
 
-        async def handled() -> bool:
-            return log.exists() and len(log.read_text().splitlines()) >= 4
+    out = await run_cli("chatterd", "roles", "--http", cluster.node("a").url.removeprefix("http://"))
+    assert out.returncode == 0, out.stderr
+    assert "primary" in out.stdout and "held here" in out.stdout
 
-        await wait_until(handled, FAILURE_TIMEOUT, "role events reach the handlers")
-        events = [json.loads(line) for line in log.read_text().splitlines()]
-        kinds = [(e["kind"], e["payload"]["holder"]) for e in events]
-        assert ("role-acquired", "b") in kinds and ("role-acquired", "c") in kinds and ("role-acquired", "a") in kinds
-        assert ("role-lost", "c") in kinds  # its graceful leave gave the role up
-        epochs = [e["payload"]["epoch"] for e in events if e["kind"] == "role-acquired"]
-        assert epochs == sorted(epochs) and len(set(epochs)) == len(epochs)
-    finally:
-        with trio.CancelScope(shield=True):
-            await cluster.stop_all()
+    async def handled() -> bool:
+        return log.exists() and len(log.read_text().splitlines()) >= 4
+
+    await wait_until(handled, FAILURE_TIMEOUT, "role events reach the handlers")
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    kinds = [(e["kind"], e["payload"]["holder"]) for e in events]
+    assert ("role-acquired", "b") in kinds and ("role-acquired", "c") in kinds and ("role-acquired", "a") in kinds
+    assert ("role-lost", "c") in kinds  # its graceful leave gave the role up
+    epochs = [e["payload"]["epoch"] for e in events if e["kind"] == "role-acquired"]
+    assert epochs == sorted(epochs) and len(set(epochs)) == len(epochs)
 
 
-async def test_a_failing_check_gives_the_role_away(tmp_path: Path) -> None:
+async def test_a_failing_check_gives_the_role_away(tmp_path: Path, chatter_cluster_factory: ClusterFactory) -> None:
     flag = tmp_path / "healthy"
     flag.write_text("yes")
-    cluster = LocalCluster(tmp_path, ["--profile", "local"])
-    try:
-        cluster.add("a", args=["--role", "primary:1"])
-        cluster.add("b", args=["--role", "primary:1", "--check", f"test -e {flag}", "--check-interval", "0.2"])
-        await cluster.wait_converged()
+    cluster = await chatter_cluster_factory(0, args=["--profile", "local"])
+    cluster.add("a", args=["--role", "primary:1"])
+    cluster.add("b", args=["--role", "primary:1", "--check", f"test -e {flag}", "--check-interval", "0.2"])
+    await cluster.wait_converged()
 
-        async def holder(name: str) -> bool:
-            return await holder_seen_by_all(cluster, "primary") == name
+    async def holder(name: str) -> bool:
+        return await holder_seen_by_all(cluster, "primary") == name
 
-        await wait_until(lambda: holder("b"), FAILURE_TIMEOUT, "b (highest name) holds primary")
-        flag.unlink()
-        await wait_until(lambda: holder("a"), FAILURE_TIMEOUT, "a takes over when b's check fails")
-        health = await cluster.node("b").try_get("/v1/health")
-        assert health is None or any("check failing" in r for r in health["reasons"])
-        members = {m["name"]: m for m in await cluster.node("a").get("/v1/members")}
-        assert members["b"]["tags"].get("check") == "failing"
-        flag.write_text("yes")
+    await wait_until(lambda: holder("b"), FAILURE_TIMEOUT, "b (highest name) holds primary")
+    flag.unlink()
+    await wait_until(lambda: holder("a"), FAILURE_TIMEOUT, "a takes over when b's check fails")
+    health = await cluster.node("b").try_get("/v1/health")
+    assert health is None or any("check failing" in r for r in health["reasons"])
+    members = {m["name"]: m for m in await cluster.node("a").get("/v1/members")}
+    assert members["b"]["tags"].get("check") == "failing"
+    flag.write_text("yes")
 
-        async def candidate_again() -> bool:
-            ms = {m["name"]: m for m in await cluster.node("a").get("/v1/members")}
-            return ms["b"]["tags"].get("role:primary") == "1"
+    async def candidate_again() -> bool:
+        ms = {m["name"]: m for m in await cluster.node("a").get("/v1/members")}
+        return ms["b"]["tags"].get("role:primary") == "1"
 
-        await wait_until(candidate_again, FAILURE_TIMEOUT, "b is a candidate again")
-        await trio.sleep(1)
-        assert await holder_seen_by_all(cluster, "primary") == "a"  # equal priority: no fail-back
-    finally:
-        with trio.CancelScope(shield=True):
-            await cluster.stop_all()
+    await wait_until(candidate_again, FAILURE_TIMEOUT, "b is a candidate again")
+    await trio.sleep(1)
+    assert await holder_seen_by_all(cluster, "primary") == "a"  # equal priority: no fail-back

@@ -12,6 +12,8 @@ from example_loader import load_example
 
 failover_run = load_example("failover-counter", "scenario").failover_run
 
+pytestmark = pytest.mark.e2e
+
 SLACK = 1.5  # seconds of slack for a loaded machine on top of the promised bounds
 
 

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from example_loader import load_example
 
 failover_run = load_example("primary-standby", "scenario").failover_run
+
+pytestmark = pytest.mark.e2e
 
 SLACK = 1.5  # seconds of slack for a loaded machine (measured figures: docs/results)
 PROMOTION_BOUND = 2.5  # the kill -9 → first update served by the new primary

@@ -1,15 +1,13 @@
 """Protocol scenarios in virtual time over a simulated lossy network (seeded, reproducible)."""
 
-from collections.abc import Callable
-
 import pytest
 
 from chatterd import views as rows
 from chatterd.core.config import LAN
 from chatterd.core.events import Delivery, MemberEvent
 from chatterd.sim import Simulation
+from chatterd.testing import SimFactory
 
-Cluster = Callable[..., tuple[Simulation, list[str]]]
 UUID = "541b10e7-d13a-45e8-8567-7d450ce86603"
 
 
@@ -17,14 +15,16 @@ def views(sim: Simulation, name: str) -> set[str | None]:
     return {sim.state_of(name, seen_by=n) for n in sim.live_names() if n != name}
 
 
-def test_cluster_forms_through_one_seed(cluster: Cluster) -> None:
-    sim, names = cluster(30)
+def test_cluster_forms_through_one_seed(chatter_sim: SimFactory) -> None:
+    sim = chatter_sim(30)
+    names = sim.live_names()
     for n in names:
         assert {m.name for m in sim.nodes[n].table.members.values() if m.state == "alive"} == set(names)
 
 
-def test_message_reaches_every_node_exactly_once(cluster: Cluster) -> None:
-    sim, names = cluster(30)
+def test_message_reaches_every_node_exactly_once(chatter_sim: SimFactory) -> None:
+    sim = chatter_sim(30)
+    names = sim.live_names()
     mid = sim.inject("n4", {"DebugMessage": {"text": "hello world"}})
     t0 = sim.now
     sim.run_for(2)
@@ -33,9 +33,10 @@ def test_message_reaches_every_node_exactly_once(cluster: Cluster) -> None:
     assert max(got.values()) - t0 < 0.2
 
 
-def test_delivery_ratio_at_5_percent_loss(cluster: Cluster) -> None:
+def test_delivery_ratio_at_5_percent_loss(chatter_sim: SimFactory) -> None:
     """Rumor mongering reaches >= 99.9 % of (message, node) pairs at 5 % loss."""
-    sim, names = cluster(20, loss=0.05)
+    sim = chatter_sim(20, loss=0.05)
+    names = sim.live_names()
     ids = []
     for i in range(300):
         ids.append(sim.inject(names[i % 20], {"seq": {"i": i}}))
@@ -45,17 +46,17 @@ def test_delivery_ratio_at_5_percent_loss(cluster: Cluster) -> None:
     assert delivered / (len(ids) * 20) >= 0.999
 
 
-def test_cluster_wide_sends_per_message_are_o_n_fanout(cluster: Cluster) -> None:
+def test_cluster_wide_sends_per_message_are_o_n_fanout(chatter_sim: SimFactory) -> None:
     """No message storm: each node transmits a message at most R times (R ~ log N)."""
-    sim, names = cluster(50)
+    sim = chatter_sim(50)
+    names = sim.live_names()
     sim.run_for(3)
     before = sim.sent
     t0 = sim.now
     sim.inject("n0", {"x": {"payload": 1}})
     sim.run_for(3)
-    idle = Simulation(seed=1)  # same cluster without the message, for the background traffic
-    idle_names = idle.start_cluster(50)
-    assert idle_names == names
+    idle = chatter_sim(50)  # same cluster (same seed) without the message, for the background traffic
+    assert idle.live_names() == names
     idle.run_for(3)
     idle_before = idle.sent
     idle.run_for(sim.now - t0)
@@ -68,8 +69,9 @@ def test_cluster_wide_sends_per_message_are_o_n_fanout(cluster: Cluster) -> None
     assert extra - summaries <= 50 * r  # every node at most R datagrams for it (often packed with others)
 
 
-def test_kill_detected_by_every_survivor_within_bound(cluster: Cluster) -> None:
-    sim, names = cluster(30)
+def test_kill_detected_by_every_survivor_within_bound(chatter_sim: SimFactory) -> None:
+    sim = chatter_sim(30)
+    names = sim.live_names()
     sim.kill("n7")
     t_kill = sim.now
     sim.run_for(6)
@@ -90,8 +92,8 @@ def test_kill_detected_by_every_survivor_within_bound(cluster: Cluster) -> None:
     assert not sim.false_deaths()
 
 
-def test_kill_detected_at_5_percent_loss(cluster: Cluster) -> None:
-    sim, _names = cluster(30, loss=0.05)
+def test_kill_detected_at_5_percent_loss(chatter_sim: SimFactory) -> None:
+    sim = chatter_sim(30, loss=0.05)
     sim.kill("n11")
     t_kill = sim.now
     sim.run_for(10)
@@ -101,8 +103,9 @@ def test_kill_detected_at_5_percent_loss(cluster: Cluster) -> None:
     assert not sim.false_deaths()
 
 
-def test_graceful_leave_is_seen_at_once_not_as_failure(cluster: Cluster) -> None:
-    sim, names = cluster(20, loss=0.05)
+def test_graceful_leave_is_seen_at_once_not_as_failure(chatter_sim: SimFactory) -> None:
+    sim = chatter_sim(20, loss=0.05)
+    names = sim.live_names()
     sim.leave("n3")
     t = sim.now
     sim.run_for(1)
@@ -114,8 +117,8 @@ def test_graceful_leave_is_seen_at_once_not_as_failure(cluster: Cluster) -> None
     assert not sim.member_events("member-failed", "n3")
 
 
-def test_restarted_node_comes_back_alive(cluster: Cluster) -> None:
-    sim, _names = cluster(10)
+def test_restarted_node_comes_back_alive(chatter_sim: SimFactory) -> None:
+    sim = chatter_sim(10)
     sim.kill("n5")
     sim.run_for(5)
     assert views(sim, "n5") == {"dead"}
@@ -126,9 +129,9 @@ def test_restarted_node_comes_back_alive(cluster: Cluster) -> None:
     assert {m.state for m in sim.nodes["n5"].table.members.values()} == {"alive"}
 
 
-def test_one_lossy_monitor_is_refuted_not_fatal(cluster: Cluster) -> None:
+def test_one_lossy_monitor_is_refuted_not_fatal(chatter_sim: SimFactory) -> None:
     """A single monitor that stops hearing a live node suspects it; the node refutes."""
-    sim, _names = cluster(10)
+    sim = chatter_sim(10)
     target = "n2"
     monitor = sim.nodes[target].ring.successors(target, 3)[0]
     sim.block(target, monitor)
@@ -141,8 +144,9 @@ def test_one_lossy_monitor_is_refuted_not_fatal(cluster: Cluster) -> None:
     assert views(sim, target) == {"alive"}
 
 
-def test_partition_then_heal_converges(cluster: Cluster) -> None:
-    sim, names = cluster(20)
+def test_partition_then_heal_converges(chatter_sim: SimFactory) -> None:
+    sim = chatter_sim(20)
+    names = sim.live_names()
     a, b = names[:10], names[10:]
     sim.partition(a, b)
     sim.run_for(10)
@@ -158,9 +162,9 @@ def test_partition_then_heal_converges(cluster: Cluster) -> None:
     assert sim.now - t <= 30
 
 
-def test_starved_node_does_not_accuse_the_others(cluster: Cluster) -> None:
+def test_starved_node_does_not_accuse_the_others(chatter_sim: SimFactory) -> None:
     """Lifeguard's local health: a node whose own timers stalled blames nobody for it."""
-    sim, _names = cluster(10)
+    sim = chatter_sim(10)
     sim.pause("n4")
     sim.run_for(5)  # the others declare n4 dead meanwhile
     sim.resume("n4")
@@ -179,15 +183,17 @@ def test_starved_node_does_not_accuse_the_others(cluster: Cluster) -> None:
 
 
 @pytest.mark.parametrize("loss", [0.05, 0.15])
-def test_long_soak_under_loss_has_no_false_deaths(cluster: Cluster, loss: float) -> None:
-    sim, names = cluster(20, loss=loss)
+def test_long_soak_under_loss_has_no_false_deaths(chatter_sim: SimFactory, loss: float) -> None:
+    sim = chatter_sim(20, loss=loss)
+    names = sim.live_names()
     sim.run_for(600)  # ten virtual minutes
     assert sim.false_deaths() == []
     assert all(views(sim, n) == {"alive"} for n in names)
 
 
-def test_devices_converge_and_late_joiner_catches_up(cluster: Cluster) -> None:
-    sim, names = cluster(10, loss=0.05)
+def test_devices_converge_and_late_joiner_catches_up(chatter_sim: SimFactory) -> None:
+    sim = chatter_sim(10, loss=0.05)
+    names = sim.live_names()
     sim.inject("n1", {"DeviceGossip": {"DeviceAdded": {"origin": UUID, "name": "gw", "description": "router"}}})
     sim.run_for(0.5)
     metrics = {"load": {"Text": "0.3"}}
@@ -204,10 +210,9 @@ def test_devices_converge_and_late_joiner_catches_up(cluster: Cluster) -> None:
     assert rows.device_rows(sim.nodes["late"]) == want
 
 
-def test_same_seed_same_history() -> None:
+def test_same_seed_same_history(chatter_sim: SimFactory) -> None:
     def run() -> list[tuple[float, str, str]]:
-        sim = Simulation(seed=42, loss=0.1)
-        sim.start_cluster(10)
+        sim = chatter_sim(10, seed=42, loss=0.1)
         sim.kill("n3")
         sim.inject("n1", {"a": {"b": 1}})
         sim.run_for(5)
@@ -216,8 +221,8 @@ def test_same_seed_same_history() -> None:
     assert run() == run()
 
 
-def test_hop_budget_limits_forwarding(cluster: Cluster) -> None:
-    sim, _names = cluster(10)
+def test_hop_budget_limits_forwarding(chatter_sim: SimFactory) -> None:
+    sim = chatter_sim(10)
     node = sim.nodes["n0"]
     mid = node.inject({"x": {"y": 1}}, sim.now, hops=0)
     sim.step(node)
@@ -227,9 +232,10 @@ def test_hop_budget_limits_forwarding(cluster: Cluster) -> None:
     assert len(rows) == 1
 
 
-def test_anti_entropy_repairs_what_gossip_missed(cluster: Cluster) -> None:
+def test_anti_entropy_repairs_what_gossip_missed(chatter_sim: SimFactory) -> None:
     """A device update that is never forwarded (hops 0) still reaches every node by push-pull."""
-    sim, names = cluster(20)
+    sim = chatter_sim(20)
+    names = sim.live_names()
     node = sim.nodes["n0"]
     node.inject({"DeviceGossip": {"DeviceAdded": {"origin": UUID, "name": "gw", "description": "r"}}}, sim.now, hops=0)
     sim.step(node)
@@ -240,12 +246,12 @@ def test_anti_entropy_repairs_what_gossip_missed(cluster: Cluster) -> None:
     assert len({tuple(sim.nodes[n].digest.hashes) for n in names}) == 1  # every digest agrees
 
 
-def test_repair_delivers_every_message_everywhere_despite_heavy_loss() -> None:
+def test_repair_delivers_every_message_everywhere_despite_heavy_loss(chatter_sim: SimFactory) -> None:
     """With a starved gossip budget and 20 % loss, mongering misses many (message, node)
     pairs; the repair exchange delivers every one of them within seconds."""
     config = LAN.replace(fanout=2, retransmit_mult=0.5)
-    sim = Simulation(seed=3, loss=0.20, config=config)
-    names = sim.start_cluster(20)
+    sim = chatter_sim(20, seed=3, loss=0.20, config=config)
+    names = sim.live_names()
     ids = []
     for i in range(200):
         ids.append(sim.inject(names[i % 20], {"seq": {"i": i}}))
@@ -261,8 +267,9 @@ def test_repair_delivers_every_message_everywhere_despite_heavy_loss() -> None:
     assert len(rows) == len(ids) * 20
 
 
-def test_repair_reaches_a_node_that_missed_a_whole_stream(cluster: Cluster) -> None:
-    sim, names = cluster(10)
+def test_repair_reaches_a_node_that_missed_a_whole_stream(chatter_sim: SimFactory) -> None:
+    sim = chatter_sim(10)
+    names = sim.live_names()
     for other in names:
         if other != "n5":
             sim.block(other, "n5")
@@ -274,8 +281,8 @@ def test_repair_reaches_a_node_that_missed_a_whole_stream(cluster: Cluster) -> N
     assert "n5" in sim.deliveries(mid)
 
 
-def test_repair_stops_when_the_cluster_goes_quiet(cluster: Cluster) -> None:
-    sim, _ = cluster(10)
+def test_repair_stops_when_the_cluster_goes_quiet(chatter_sim: SimFactory) -> None:
+    sim = chatter_sim(10)
     sim.inject("n0", {"x": {"y": 1}})
     sim.run_for(sim.config.repair_window + 3)
     assert all(n.repair.next_round is None and not n.repair.store.streams for n in sim.nodes.values())
@@ -284,8 +291,8 @@ def test_repair_stops_when_the_cluster_goes_quiet(cluster: Cluster) -> None:
     assert sum(n.stats["repair_summaries"] for n in sim.nodes.values()) == before
 
 
-def test_a_restarted_node_is_not_sent_the_messages_of_before_its_start(cluster: Cluster) -> None:
-    sim, _ = cluster(10)
+def test_a_restarted_node_is_not_sent_the_messages_of_before_its_start(chatter_sim: SimFactory) -> None:
+    sim = chatter_sim(10)
     old = sim.inject("n1", {"x": {"y": 1}})
     sim.run_for(1)
     sim.kill("n3")

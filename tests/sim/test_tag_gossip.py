@@ -1,14 +1,11 @@
 """Tags in virtual time: a tag change reaches every node once, late joiners learn tags by
 push-pull, and records with the biggest tags still fit in a datagram."""
 
-from collections.abc import Callable
-
 from chatterd import views
 from chatterd.core.events import MemberEvent
 from chatterd.core.tags import MAX_TAGS_BYTES, encoded_size
 from chatterd.sim import Simulation
-
-Cluster = Callable[..., tuple[Simulation, list[str]]]
+from chatterd.testing import SimFactory
 
 
 def member_events_about(sim: Simulation, node: str, since: float) -> list[tuple[str, str]]:
@@ -28,8 +25,9 @@ def biggest_tags(prefix: str) -> dict[str, str]:
     return tags
 
 
-def test_tag_change_reaches_every_node_and_fires_member_update_once_each(cluster: Cluster) -> None:
-    sim, names = cluster(20)
+def test_tag_change_reaches_every_node_and_fires_member_update_once_each(chatter_sim: SimFactory) -> None:
+    sim = chatter_sim(20)
+    names = sim.live_names()
     inc_before = sim.nodes["n5"].inc
     t0 = sim.now
     assert sim.set_tags("n5", {"role": "db", "dc": "east"})
@@ -57,8 +55,9 @@ def test_tag_change_reaches_every_node_and_fires_member_update_once_each(cluster
     assert sorted(member_events_about(sim, "n5", t1)) == sorted((n, "member-update") for n in names)
 
 
-def test_tag_change_reaches_every_node_at_5_percent_loss(cluster: Cluster) -> None:
-    sim, names = cluster(20, loss=0.05, seed=3)
+def test_tag_change_reaches_every_node_at_5_percent_loss(chatter_sim: SimFactory) -> None:
+    sim = chatter_sim(20, loss=0.05, seed=3)
+    names = sim.live_names()
     t0 = sim.now
     sim.set_tags("n2", {"role": "web"})
     sim.run_for(12)  # gossip, then push-pull for the rare node every retransmission missed
@@ -67,8 +66,8 @@ def test_tag_change_reaches_every_node_at_5_percent_loss(cluster: Cluster) -> No
     assert sorted(events) == sorted((n, "member-update") for n in names)
 
 
-def test_initial_tags_and_late_joiner_learns_everyones_tags() -> None:
-    sim = Simulation(seed=2)
+def test_initial_tags_and_late_joiner_learns_everyones_tags(chatter_sim: SimFactory) -> None:
+    sim = chatter_sim(seed=2)
     sim.add_node("n0", tags={"role": "seed"})
     for i in range(1, 8):
         sim.add_node(f"n{i}", join=["n0"], tags={"i": str(i)})
@@ -88,8 +87,9 @@ def test_initial_tags_and_late_joiner_learns_everyones_tags() -> None:
     assert {k for _, k in member_events_about(sim, "late", 0)} == {"member-join"}
 
 
-def test_restarted_node_comes_back_with_its_new_tags(cluster: Cluster) -> None:
-    sim, names = cluster(10)
+def test_restarted_node_comes_back_with_its_new_tags(chatter_sim: SimFactory) -> None:
+    sim = chatter_sim(10)
+    names = sim.live_names()
     sim.kill("n4")
     sim.run_for(6)
     assert all(sim.state_of("n4", seen_by=n) == "dead" for n in names if n != "n4")
@@ -100,9 +100,9 @@ def test_restarted_node_comes_back_with_its_new_tags(cluster: Cluster) -> None:
     assert all(sim.state_of("n4", seen_by=n) == "alive" for n in names)
 
 
-def test_datagrams_stay_within_max_datagram_with_the_biggest_tags() -> None:
+def test_datagrams_stay_within_max_datagram_with_the_biggest_tags(chatter_sim: SimFactory) -> None:
     """Every member carrying 512 bytes of tags: state chunks and gossip still fit 1400 bytes."""
-    sim = Simulation(seed=4)
+    sim = chatter_sim(seed=4)
     sim.add_node("n0", tags=biggest_tags("n0"))
     for i in range(1, 12):
         sim.add_node(f"n{i}", join=["n0"], tags=biggest_tags(f"n{i}"))

@@ -5,9 +5,9 @@
         rows = browser.find_elements(By.CSS_SELECTOR, "#members tr[data-state=alive]")
 
 Needs the Debian packages ``chromium`` and ``chromium-driver`` and the ``selenium`` module
-(the ``test`` extra). Selenium is imported only here, when a browser is wanted: the daemon
-never needs it. Chromedriver is started by PID and stopped by PID on the way out, and it
-takes its Chromium down with it.
+(the ``test`` extra). Test code, not shipped in the wheel: tests/e2e/test_dashboard.py and
+examples/dashboard_screenshot.py (run from a checkout) import it from here. Chromedriver is
+started by PID and stopped by PID on the way out, and it takes its Chromium down with it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,46 @@
+"""Test your application against chatter: simulated clusters in virtual time, real ones on loopback.
+
+The pytest plugin (:mod:`chatterd.testing.plugin`, loaded automatically once chatter is
+installed: it is registered under the ``pytest11`` entry point) provides the fixtures
+
+- ``chatter_sim``: a :class:`SimFactory`, seeded simulations of many nodes in one process, in
+  virtual time, over a lossy network;
+- ``chatter_cluster_factory``: a :class:`ClusterFactory` (async, trio), clusters of real
+  ``chatterd`` processes on 127.0.0.1, stopped by PID at teardown whatever happens;
+- ``chatter_cluster``: one converged :class:`LocalCluster` (3 nodes unless the test says
+  ``@pytest.mark.chatter_cluster(n=..., args=[...])``);
+- ``chatter_log_dir``: where those processes write their logs.
+
+Tests that start processes are marked ``@pytest.mark.e2e``; the real-process fixtures and
+the harness refuse to run in a test that is not. This package itself imports no pytest: the
+harness (:func:`local_cluster`, :class:`LocalCluster`, ...) and the factories work from plain
+trio code too (the demo and the benchmarks use them).
+"""
+
+from chatterd.testing.factories import DEFAULT_SEED, ClusterFactory, SimFactory
+from chatterd.testing.processes import (
+    HOST,
+    LocalCluster,
+    LocalNode,
+    ManagedProcess,
+    add_start_guard,
+    check_start,
+    free_port,
+    local_cluster,
+    stop_processes,
+)
+
+__all__ = [
+    "DEFAULT_SEED",
+    "HOST",
+    "ClusterFactory",
+    "LocalCluster",
+    "LocalNode",
+    "ManagedProcess",
+    "SimFactory",
+    "add_start_guard",
+    "check_start",
+    "free_port",
+    "local_cluster",
+    "stop_processes",
+]
