@@ -21,263 +21,30 @@ Every call is bounded by ``http_timeout``, so a hung etcd never blocks the loops
 
 from __future__ import annotations
 
-import base64
 import math
-import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass
-from types import TracebackType
-from typing import Any
 
-import httpx
 import structlog
 import trio
 
 from chatterd.core.config import (
-    ETCD_PORT,
     LOCK_HTTP_TIMEOUT,
     LOCK_KEEPALIVES_PER_TTL,
     LOCK_RETRY_INTERVAL,
     LOCK_STEP_DOWN_FRACTION,
     LOCK_TTL,
 )
+from chatterd.lock.etcd import GRPC_NOT_FOUND, EtcdClient, EtcdError, EtcdUnavailable, KeyValue
+from chatterd.lock.url import LockSpec
 
 log = structlog.get_logger("chatterd.lock")
 
 # Defaults and their reasons: chatterd/core/config.py.
-DEFAULT_PORT = ETCD_PORT
 DEFAULT_TTL = LOCK_TTL
 HTTP_TIMEOUT = LOCK_HTTP_TIMEOUT
 RETRY_INTERVAL = LOCK_RETRY_INTERVAL
 KEEPALIVES_PER_TTL = LOCK_KEEPALIVES_PER_TTL
 STEP_DOWN_FRACTION = LOCK_STEP_DOWN_FRACTION
-
-
-@dataclass(frozen=True)
-class LockSpec:
-    """Where the locks live: etcd at ``host:port``, keys ``prefix + role``."""
-
-    host: str
-    port: int
-    prefix: str
-
-    @property
-    def base_url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    def key(self, role: str) -> str:
-        return self.prefix + role
-
-
-def parse_lock_url(text: str) -> LockSpec:
-    """'etcd://127.0.0.1:2379/chatter/' → LockSpec('127.0.0.1', 2379, 'chatter/').
-
-    The port defaults to 2379. The prefix is the path without its leading '/', and always ends
-    with '/' (added if missing), so role keys read ``chatter/NAME``."""
-    example = "expected etcd://HOST[:PORT]/PREFIX, e.g. etcd://127.0.0.1:2379/chatter/"
-    raw = text.strip()
-    try:
-        u = urllib.parse.urlsplit(raw)
-        port = u.port
-    except ValueError as e:
-        raise ValueError(f"invalid lock URL {text!r} ({e}): {example}") from None
-    if u.scheme != "etcd":
-        raise ValueError(f"invalid lock URL {text!r}: scheme must be etcd://; {example}")
-    if not u.hostname:
-        raise ValueError(f"invalid lock URL {text!r}: no host; {example}")
-    if u.username is not None or u.password is not None:
-        raise ValueError(f"invalid lock URL {text!r}: credentials are not supported; {example}")
-    if u.query or u.fragment or "?" in raw or "#" in raw:
-        raise ValueError(f"invalid lock URL {text!r}: no query or fragment allowed; {example}")
-    if port == 0:
-        raise ValueError(f"invalid lock URL {text!r}: port must be 1-65535; {example}")
-    prefix = u.path.lstrip("/")
-    if not prefix:
-        raise ValueError(f"invalid lock URL {text!r}: no key prefix; {example}")
-    if any(c.isspace() for c in prefix):
-        raise ValueError(f"invalid lock URL {text!r}: the key prefix contains whitespace; {example}")
-    if not prefix.endswith("/"):
-        prefix += "/"
-    return LockSpec(host=u.hostname, port=port if port is not None else DEFAULT_PORT, prefix=prefix)
-
-
-# --- a small client for etcd's v3 JSON gateway ------------------------------------------------
-
-
-class EtcdUnavailable(Exception):
-    """No usable answer: connection refused, timeout, broken response, server error."""
-
-
-class EtcdError(Exception):
-    """etcd answered with a gRPC error (``code`` 5 is NotFound, e.g. an unknown lease)."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(f"etcd error {code}: {message}")
-        self.code = code
-        self.message = message
-
-
-GRPC_NOT_FOUND = 5
-
-
-@dataclass(frozen=True)
-class KeyValue:
-    key: str
-    value: str
-    create_revision: int
-    lease: int
-
-
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode("ascii")
-
-
-def _b64_bytes(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _prefix_end(prefix: str) -> bytes:
-    """The range end that selects every key starting with ``prefix`` (etcd's convention)."""
-    end = bytearray(prefix.encode())
-    while end and end[-1] == 0xFF:
-        end.pop()
-    if not end:
-        return b"\0"  # all keys
-    end[-1] += 1
-    return bytes(end)
-
-
-def _unb64(data: str) -> str:
-    return base64.b64decode(data).decode("utf-8", errors="replace")
-
-
-def _kv(raw: dict[str, Any]) -> KeyValue:
-    # int64 fields come back as strings, and fields equal to zero are left out.
-    return KeyValue(
-        key=_unb64(raw.get("key", "")),
-        value=_unb64(raw.get("value", "")),
-        create_revision=int(raw.get("create_revision", 0)),
-        lease=int(raw.get("lease", 0)),
-    )
-
-
-class EtcdClient:
-    """The few calls of etcd's v3 API the lock needs, each bounded by ``timeout`` seconds."""
-
-    def __init__(self, base_url: str, timeout: float = HTTP_TIMEOUT) -> None:
-        self.base_url = base_url
-        self.timeout = timeout
-        # trust_env=False: a proxy from the environment must not sit between us and etcd.
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, trust_env=False)
-
-    async def __aenter__(self) -> EtcdClient:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        with trio.move_on_after(self.timeout) as scope:
-            scope.shield = True
-            await self._http.aclose()
-
-    async def _post(self, path: str, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-        limit = self.timeout if timeout is None else max(0.0, min(timeout, self.timeout))
-        try:
-            with trio.fail_after(limit):
-                r = await self._http.post(path, json=body)
-                data = r.json()
-        except trio.TooSlowError:
-            raise EtcdUnavailable(f"{path}: no answer within {limit:.2g} s") from None
-        except httpx.HTTPError as e:
-            raise EtcdUnavailable(f"{path}: {type(e).__name__}: {str(e) or 'failed'}") from None
-        except ValueError:
-            raise EtcdUnavailable(f"{path}: HTTP {r.status_code}, not JSON") from None
-        if not isinstance(data, dict):
-            raise EtcdUnavailable(f"{path}: HTTP {r.status_code}, unexpected answer")
-        if "code" in data and r.status_code != 200:
-            err = EtcdError(int(data["code"]), str(data.get("message", data.get("error", ""))))
-            if r.status_code >= 500:  # no leader, shutting down, ...: unavailable, try again
-                raise EtcdUnavailable(f"{path}: {err}")
-            raise err
-        if r.status_code != 200:
-            raise EtcdUnavailable(f"{path}: HTTP {r.status_code}")
-        return data
-
-    async def grant(self, ttl: int) -> tuple[int, int]:
-        """A new lease: (ID, granted TTL in seconds; etcd may round a short TTL up)."""
-        data = await self._post("/v3/lease/grant", {"TTL": ttl})
-        if data.get("error"):
-            raise EtcdError(0, str(data["error"]))
-        return int(data["ID"]), int(data.get("TTL", 0))
-
-    async def keepalive(self, lease: int, timeout: float | None = None) -> int:
-        """Renew ``lease``; its TTL now, 0 if etcd no longer knows it (expired or revoked)."""
-        data = await self._post("/v3/lease/keepalive", {"ID": str(lease)}, timeout)
-        # A streaming call: the gateway wraps the single response in "result".
-        result = data.get("result", data)
-        return int(result.get("TTL", 0))
-
-    async def revoke(self, lease: int) -> bool:
-        """Revoke ``lease`` (deleting every key attached to it); False if it was already gone."""
-        try:
-            await self._post("/v3/lease/revoke", {"ID": str(lease)})
-        except EtcdError as e:
-            if e.code == GRPC_NOT_FOUND:
-                return False
-            raise
-        return True
-
-    async def create(self, key: str, value: str, lease: int) -> tuple[bool, int, KeyValue | None]:
-        """Put ``key`` = ``value`` attached to ``lease`` only if ``key`` does not exist.
-
-        (True, revision of the put = the key's create_revision, None) on success;
-        (False, current revision, the existing key if it still exists) otherwise."""
-        k = _b64(key)
-        data = await self._post(
-            "/v3/kv/txn",
-            {
-                "compare": [{"key": k, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
-                "success": [{"request_put": {"key": k, "value": _b64(value), "lease": str(lease)}}],
-                "failure": [{"request_range": {"key": k}}],
-            },
-        )
-        revision = int(data["header"]["revision"])
-        if data.get("succeeded"):
-            return True, revision, None
-        kvs = data.get("responses", [{}])[0].get("response_range", {}).get("kvs", [])
-        return False, revision, _kv(kvs[0]) if kvs else None
-
-    async def get(self, key: str) -> KeyValue | None:
-        data = await self._post("/v3/kv/range", {"key": _b64(key)})
-        kvs = data.get("kvs", [])
-        return _kv(kvs[0]) if kvs else None
-
-    async def list_prefix(self, prefix: str) -> list[KeyValue]:
-        """Every key that starts with ``prefix``."""
-        data = await self._post("/v3/kv/range", {"key": _b64(prefix), "range_end": _b64_bytes(_prefix_end(prefix))})
-        return [_kv(raw) for raw in data.get("kvs", [])]
-
-    async def delete_if(self, key: str, value: str, lease: int) -> bool:
-        """Delete ``key`` only if it still has ``value`` and is attached to ``lease``."""
-        k = _b64(key)
-        data = await self._post(
-            "/v3/kv/txn",
-            {
-                "compare": [
-                    {"key": k, "target": "VALUE", "result": "EQUAL", "value": _b64(value)},
-                    {"key": k, "target": "LEASE", "result": "EQUAL", "lease": str(lease)},
-                ],
-                "success": [{"request_delete_range": {"key": k}}],
-            },
-        )
-        return bool(data.get("succeeded"))
-
-
-# --- the lock ----------------------------------------------------------------------------------
 
 
 def _ignore_acquired(role: str, epoch: int) -> None:
