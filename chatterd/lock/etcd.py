@@ -1,7 +1,7 @@
 """A small client for etcd's v3 JSON gateway (``/v3/...``) over HTTP with httpx: no gRPC.
 
-Only the calls the role lock needs (:class:`chatterd.lock.role_lock.LockClient`), each bounded
-by ``timeout`` seconds, so a hung etcd never blocks the caller. Failures come in two kinds:
+Only the calls the role lock needs (:class:`LockClient`), each bounded by ``timeout``
+seconds, so a hung etcd never blocks the caller. Failures come in two kinds:
 :class:`EtcdUnavailable` (no usable answer: try again later) and :class:`EtcdError` (etcd
 answered with an error, e.g. an unknown lease).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import trio
@@ -43,6 +43,23 @@ class KeyValue:
     value: str
     create_revision: int
     lease: int
+
+
+class LockClient(Protocol):
+    """The calls :class:`chatterd.lock.RoleLock` makes (:class:`EtcdClient`; a fake in the tests).
+
+    Each returns within a bounded time or fails with :class:`EtcdUnavailable` (no usable
+    answer: the call may or may not have been carried out) or :class:`EtcdError` (etcd refused
+    it; code ``GRPC_NOT_FOUND`` for an unknown lease). The methods mean what EtcdClient's say."""
+
+    base_url: str  # where etcd is, for the logs
+
+    async def grant(self, ttl: int) -> tuple[int, int]: ...
+    async def keepalive(self, lease: int, timeout: float | None = None) -> int: ...
+    async def revoke(self, lease: int) -> bool: ...
+    async def create(self, key: str, value: str, lease: int) -> tuple[bool, int, KeyValue | None]: ...
+    async def list_prefix(self, prefix: str) -> list[KeyValue]: ...
+    async def delete_if(self, key: str, value: str, lease: int) -> bool: ...
 
 
 def _b64(text: str) -> str:
@@ -176,6 +193,11 @@ class EtcdClient:
         """Every key that starts with ``prefix``."""
         data = await self._post("/v3/kv/range", {"key": _b64(prefix), "range_end": _b64_bytes(_prefix_end(prefix))})
         return [_kv(raw) for raw in data.get("kvs", [])]
+
+    async def delete(self, key: str) -> int:
+        """Delete ``key`` whoever holds it (as ``etcdctl del`` does); how many keys were deleted."""
+        data = await self._post("/v3/kv/deleterange", {"key": _b64(key)})
+        return int(data.get("deleted", 0))
 
     async def delete_if(self, key: str, value: str, lease: int) -> bool:
         """Delete ``key`` only if it still has ``value`` and is attached to ``lease``."""

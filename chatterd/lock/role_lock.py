@@ -15,8 +15,10 @@ role's epoch (fencing token), and it grows with every new holder.
   the old lease is revoked (etcd revives leases across a restart), a new one is granted and
   the wanted roles are tried again.
 
-We talk to etcd's v3 JSON gateway (``/v3/...``) over HTTP with httpx: no gRPC dependency.
-Every call is bounded by ``http_timeout``, so a hung etcd never blocks the loops.
+The lock is given its etcd client (a :class:`chatterd.lock.etcd.LockClient`: the real
+:class:`EtcdClient` bounds every call by its HTTP timeout, so a hung etcd never blocks the
+loops) and its clock (seconds, ``trio.current_time`` by default). It sleeps through trio, so
+under ``trio.testing.MockClock`` it runs in virtual time.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from chatterd.core.config import (
     LOCK_STEP_DOWN_FRACTION,
     LOCK_TTL,
 )
-from chatterd.lock.etcd import GRPC_NOT_FOUND, EtcdClient, EtcdError, EtcdUnavailable, KeyValue
+from chatterd.lock.etcd import GRPC_NOT_FOUND, EtcdClient, EtcdError, EtcdUnavailable, KeyValue, LockClient
 from chatterd.lock.url import LockSpec
 
 log = structlog.get_logger("chatterd.lock")
@@ -47,60 +49,80 @@ KEEPALIVES_PER_TTL = LOCK_KEEPALIVES_PER_TTL
 STEP_DOWN_FRACTION = LOCK_STEP_DOWN_FRACTION
 
 
-def _ignore_acquired(role: str, epoch: int) -> None:
-    pass
-
-
-def _ignore_lost(role: str, reason: str) -> None:
+def _ignore(role: str, detail: int | str) -> None:
     pass
 
 
 class RoleLock:
     """One etcd lease per node (TTL ``ttl``, kept alive every ttl/3); one key per role:
-    PREFIX + role, value = the node name. A role is held while our lease-backed key exists.
+    ``prefix + role``, value = the node name. A role is held while our lease-backed key exists.
 
     The runtime sets ``on_acquired(role, epoch)`` and ``on_lost(role, reason)``, starts
     :meth:`run` in its nursery, and calls :meth:`want` / :meth:`unwant`. Cancelling ``run``
     releases nothing (like a crash: the roles are freed when the lease expires); call
     :meth:`release_all` first for a graceful stop. Callbacks run in the lock's tasks and must
-    not block; an exception in one ends :meth:`run`.
+    not block; an exception in one ends :meth:`run`. :meth:`for_spec` builds one on a real etcd.
     """
 
     def __init__(
         self,
-        spec: LockSpec,
+        client: LockClient,
         node: str,
         ttl: float = DEFAULT_TTL,
         *,
+        prefix: str,
         retry_interval: float = RETRY_INTERVAL,
-        http_timeout: float = HTTP_TIMEOUT,
+        clock: Callable[[], float] = trio.current_time,
     ) -> None:
         if not node:
             raise ValueError("node name must not be empty")
         if ttl <= 0:
             raise ValueError("ttl must be positive")
-        self.spec = spec
+        if not prefix:
+            raise ValueError("key prefix must not be empty")
         self.node = node
         self.ttl = float(ttl)
+        self.prefix = prefix
         self.retry_interval = retry_interval
-        self.http_timeout = http_timeout
-        self.on_acquired: Callable[[str, int], None] = _ignore_acquired
-        self.on_lost: Callable[[str, str], None] = _ignore_lost
+        self.on_acquired: Callable[[str, int], None] = _ignore
+        self.on_lost: Callable[[str, str], None] = _ignore
 
-        self._client: EtcdClient | None = None
+        self._client = client
+        self._clock = clock
+        self._owned: EtcdClient | None = None  # closed when run() ends (for_spec)
+        self._running = False
         self._wanted: set[str] = set()
         self._held: dict[str, int] = {}  # role → epoch, all attached to self._lease
         self._releases: dict[str, int] = {}  # role → lease: our keys to delete
         self._lease: int | None = None
         self._lease_ttl = self.ttl  # the lease's TTL as we count it: min(asked, granted)
-        self._deadline = 0.0  # trio time: step down then unless a keep-alive succeeds first
-        self._last_ok_sent = 0.0  # trio time we sent the last keep-alive (or grant) that succeeded
+        self._deadline = 0.0  # clock time: step down then unless a keep-alive succeeds first
+        self._last_ok_sent = 0.0  # clock time we sent the last keep-alive (or grant) that succeeded
         self._stale: list[int] = []  # our abandoned leases: revoked once etcd answers
         self._outage: str | None = None  # why etcd is unreachable (logged once per outage)
         self._outage_since = 0.0
         self._notes: dict[str, str] = {}  # role → last logged reason it is not ours
         self._wake = trio.Event()
         self._stopping = False  # release_all() was called: hold nothing any more
+
+    @classmethod
+    def for_spec(
+        cls,
+        spec: LockSpec,
+        node: str,
+        ttl: float = DEFAULT_TTL,
+        *,
+        retry_interval: float = RETRY_INTERVAL,
+        http_timeout: float = HTTP_TIMEOUT,
+    ) -> RoleLock:
+        """A lock on the etcd at ``spec`` (a new :class:`EtcdClient`, closed when :meth:`run` ends)."""
+        client = EtcdClient(spec.base_url, http_timeout)
+        lock = cls(client, node, ttl, prefix=spec.prefix, retry_interval=retry_interval)
+        lock._owned = client
+        return lock
+
+    def key(self, role: str) -> str:
+        return self.prefix + role
 
     # --- the runtime's side ---
 
@@ -135,20 +157,20 @@ class RoleLock:
 
     @property
     def lease_deadline(self) -> float | None:
-        """The trio time at which we step down unless a keep-alive succeeds first (None
+        """The clock time at which we step down unless a keep-alive succeeds first (None
         without a lease). The server keeps our lease, hence our keys, at least until then."""
         return self._deadline if self._lease is not None else None
 
     async def release_all(self) -> None:
         """Graceful stop: give up every role at once by revoking our lease (best effort,
-        bounded by the HTTP timeout). Call it while :meth:`run` still runs; want() is ignored
-        from then on."""
+        bounded by the client's timeout). Call it while :meth:`run` still runs; want() is
+        ignored from then on."""
         self._stopping = True
         for role in list(self._wanted | self._held.keys()):
             self.unwant(role)
         self._releases.clear()
         lease, self._lease = self._lease, None
-        if lease is not None and self._client is not None:
+        if lease is not None and self._running:
             try:
                 await self._client.revoke(lease)
                 log.info("lease_revoked", lease=f"{lease:x}")
@@ -158,34 +180,40 @@ class RoleLock:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep the lease and the wanted roles until cancelled (started at once: etcd may be down)."""
-        async with EtcdClient(self.spec.base_url, self.http_timeout) as client:
-            self._client = client
-            try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._lease_loop, client)
-                    nursery.start_soon(self._roles_loop, client)
-                    task_status.started()
-            finally:
-                self._client = None
+        self._running = True
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._lease_loop)
+                nursery.start_soon(self._roles_loop)
+                task_status.started()
+        finally:
+            self._running = False
+            if self._owned is not None:
+                await self._owned.aclose()  # shielded, bounded by its timeout
+
+    async def _sleep_until(self, when: float) -> None:
+        """Sleep through trio until our clock reads ``when``."""
+        while (left := when - self._clock()) > 0:
+            await trio.sleep(left)
 
     # --- the lease ---
 
-    async def _lease_loop(self, client: EtcdClient) -> None:
+    async def _lease_loop(self) -> None:
         interval = self.ttl / KEEPALIVES_PER_TTL
         next_keepalive = 0.0
         while True:
             if self._stopping:
                 await trio.sleep_forever()
             if self._lease is None:
-                await self._revoke_stale(client)
-                if await self._grant(client):
+                await self._revoke_stale()
+                if await self._grant():
                     next_keepalive = self._last_ok_sent + interval
                     self._wake.set()
                 else:
                     await trio.sleep(self.retry_interval)
                 continue
-            await trio.sleep_until(min(next_keepalive, self._deadline))
-            now = trio.current_time()
+            await self._sleep_until(min(next_keepalive, self._deadline))
+            now = self._clock()
             if now >= self._deadline:
                 self._lose_lease(f"etcd unreachable: lease expired ({self._outage or 'no keep-alive succeeded'})")
                 continue
@@ -193,10 +221,10 @@ class RoleLock:
             if lease is None or self._stopping:  # released meanwhile (release_all)
                 continue
             try:
-                ttl = await client.keepalive(lease, timeout=self._deadline - now)
+                ttl = await self._client.keepalive(lease, timeout=self._deadline - now)
             except (EtcdUnavailable, EtcdError) as e:
                 self._unreachable(str(e))
-                next_keepalive = trio.current_time() + min(self.retry_interval, interval)
+                next_keepalive = self._clock() + min(self.retry_interval, interval)
                 continue
             if self._lease != lease:  # released meanwhile (release_all)
                 continue
@@ -209,10 +237,10 @@ class RoleLock:
             self._deadline = now + STEP_DOWN_FRACTION * min(self._lease_ttl, ttl)
             next_keepalive = now + interval
 
-    async def _grant(self, client: EtcdClient) -> bool:
-        sent = trio.current_time()
+    async def _grant(self) -> bool:
+        sent = self._clock()
         try:
-            lease, granted = await client.grant(max(1, math.ceil(self.ttl)))
+            lease, granted = await self._client.grant(max(1, math.ceil(self.ttl)))
         except (EtcdUnavailable, EtcdError) as e:
             self._unreachable(str(e))
             return False
@@ -227,12 +255,12 @@ class RoleLock:
         log.info("lease_granted", lease=f"{lease:x}", ttl_s=granted, node=self.node)
         return True
 
-    async def _revoke_stale(self, client: EtcdClient) -> None:
+    async def _revoke_stale(self) -> None:
         """Revoke the leases we gave up: after a restart etcd revives them, and with them keys
         that would block our own new attempts until they expire again."""
         for lease in list(self._stale):
             try:
-                await client.revoke(lease)
+                await self._client.revoke(lease)
             except EtcdUnavailable as e:
                 self._unreachable(str(e))
                 return
@@ -257,21 +285,21 @@ class RoleLock:
 
     def _unreachable(self, reason: str) -> None:
         if self._outage is None:
-            self._outage_since = trio.current_time()
-            log.warning("etcd_unreachable", url=self.spec.base_url, reason=reason)
+            self._outage_since = self._clock()
+            log.warning("etcd_unreachable", url=self._client.base_url, reason=reason)
         self._outage = reason
 
     def _reachable(self) -> None:
         if self._outage is not None:
-            outage_s = round(trio.current_time() - self._outage_since, 2)
-            log.info("etcd_reachable", url=self.spec.base_url, outage_s=outage_s)
+            outage_s = round(self._clock() - self._outage_since, 2)
+            log.info("etcd_reachable", url=self._client.base_url, outage_s=outage_s)
         self._outage = None
 
     # --- the roles ---
 
-    async def _roles_loop(self, client: EtcdClient) -> None:
+    async def _roles_loop(self) -> None:
         while True:
-            await self._roles_round(client)
+            await self._roles_round()
             # Quick rounds while a wanted role is not ours yet; else just a check now and then
             # that our keys are still there (and that no late transaction left a stray one).
             pending = self._wanted - self._held.keys()
@@ -280,38 +308,53 @@ class RoleLock:
                 await self._wake.wait()
             self._wake = trio.Event()
 
-    async def _roles_round(self, client: EtcdClient) -> None:
+    async def _roles_round(self) -> None:
         """Release, reconcile with what etcd holds under our prefix, then try the free roles.
 
         Failed calls are skipped: the lease loop notices and logs an unreachable etcd. A call
         that timed out may still be carried out by etcd later (say, once a paused etcd
         resumes), so the listing, not our memory of answers, says which keys are ours."""
+        await self._send_releases()
+        lease = self._lease
+        if lease is None:
+            return
+        try:
+            kvs = await self._client.list_prefix(self.prefix)
+        except (EtcdUnavailable, EtcdError):
+            return
+        if self._lease != lease:
+            return
+        others = self._reconcile(kvs, lease)
+        for role in sorted(self._wanted - self._held.keys() - self._releases.keys()):
+            if self._lease != lease:
+                return
+            if role in others:
+                self._busy(role, others[role], lease)
+            else:
+                await self._try_acquire(role, lease)
+
+    async def _send_releases(self) -> None:
+        """Delete the keys of the roles we gave up (those still ours: our name, that lease)."""
         for role, lease in list(self._releases.items()):
             try:
-                await client.delete_if(self.spec.key(role), self.node, lease)
+                await self._client.delete_if(self.key(role), self.node, lease)
             except EtcdUnavailable:
                 continue
             except EtcdError as e:
                 log.warning("role_lock_release_failed", role=role, reason=str(e))
             if self._releases.get(role) == lease:
                 del self._releases[role]
-        lease = self._lease
-        if lease is None:
-            return
-        try:
-            kvs = await client.list_prefix(self.spec.prefix)
-        except (EtcdUnavailable, EtcdError):
-            return
-        if self._lease != lease:
-            return
+
+    def _reconcile(self, kvs: list[KeyValue], lease: int) -> dict[str, KeyValue]:
+        """Match the keys under our prefix with what we hold; returns the others' keys by role."""
         ours: dict[str, KeyValue] = {}
         others: dict[str, KeyValue] = {}
         for kv in kvs:
-            role = kv.key[len(self.spec.prefix) :]
+            role = kv.key[len(self.prefix) :]
             (ours if kv.lease == lease and kv.value == self.node else others)[role] = kv
         for role, epoch in list(self._held.items()):
-            kv = ours.get(role)
-            if kv is None or kv.create_revision != epoch:  # someone deleted it (etcdctl del ...)
+            mine = ours.get(role)
+            if mine is None or mine.create_revision != epoch:  # someone deleted it (etcdctl del ...)
                 other = others.get(role)
                 why = "deleted from etcd" if other is None else f"replaced in etcd by {other.value!r}"
                 self._lose_roles([role], f"our key was {why}")
@@ -323,17 +366,11 @@ class RoleLock:
             else:  # ... but the role is not wanted any more
                 self._releases[role] = lease
                 self._wake.set()
-        for role in sorted(self._wanted - self._held.keys() - self._releases.keys()):
-            if self._lease != lease:
-                return
-            if role in others:
-                self._busy(role, others[role], lease)
-            else:
-                await self._try_acquire(client, role, lease)
+        return others
 
-    async def _try_acquire(self, client: EtcdClient, role: str, lease: int) -> None:
+    async def _try_acquire(self, role: str, lease: int) -> None:
         try:
-            ok, revision, kv = await client.create(self.spec.key(role), self.node, lease)
+            ok, revision, kv = await self._client.create(self.key(role), self.node, lease)
         except EtcdUnavailable:
             return
         except EtcdError as e:
@@ -352,7 +389,7 @@ class RoleLock:
 
     def _acquired(self, role: str, epoch: int, lease: int) -> None:
         """Our key for ``role`` exists on ``lease``, created at revision ``epoch``."""
-        if self._lease != lease or trio.current_time() >= self._deadline:
+        if self._lease != lease or self._clock() >= self._deadline:
             return  # the lease was lost meanwhile: the key goes with it (revoked as stale)
         if role not in self._wanted:
             self._releases[role] = lease  # unwanted while the transaction was on its way

@@ -113,7 +113,7 @@ class Node:
 
 
 async def start_node(nursery: trio.Nursery, etcd: EtcdServer, name: str) -> Node:
-    node = Node(name, RoleLock(spec_of(etcd), name, ttl=TTL))
+    node = Node(name, RoleLock.for_spec(spec_of(etcd), name, ttl=TTL))
 
     def acquired(role: str, epoch: int) -> None:
         assert node.lock.held().get(role) == epoch
