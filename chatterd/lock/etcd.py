@@ -16,10 +16,7 @@ from typing import Any, Protocol
 import httpx
 import trio
 
-from chatterd.core.config import LOCK_HTTP_TIMEOUT
-
-# Defaults and their reasons: chatterd/core/config.py.
-HTTP_TIMEOUT = LOCK_HTTP_TIMEOUT
+from chatterd.core.config import LOCK_HTTP_TIMEOUT  # the default, and its reason
 
 GRPC_NOT_FOUND = 5
 
@@ -98,7 +95,7 @@ def _kv(raw: dict[str, Any]) -> KeyValue:
 class EtcdClient:
     """The few calls of etcd's v3 API the lock needs, each bounded by ``timeout`` seconds."""
 
-    def __init__(self, base_url: str, timeout: float = HTTP_TIMEOUT) -> None:
+    def __init__(self, base_url: str, timeout: float = LOCK_HTTP_TIMEOUT) -> None:
         self.base_url = base_url
         self.timeout = timeout
         # trust_env=False: a proxy from the environment must not sit between us and etcd.

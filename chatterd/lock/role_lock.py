@@ -10,15 +10,14 @@ role's epoch (fencing token), and it grows with every new holder.
   node is retried every ``retry_interval`` until its holder releases it or its lease expires.
 * If etcd stops answering, the lease expires on the server ``ttl`` after the last keep-alive
   it processed. That keep-alive was sent no earlier than the last one we saw succeed, so we
-  step down ``STEP_DOWN_FRACTION * ttl`` after *sending* it, before any other node can take
+  step down ``LOCK_STEP_DOWN_FRACTION * ttl`` after *sending* it, before any other node can take
   the role. Every held role is then reported lost (``on_lost``), and once etcd answers again
   the old lease is revoked (etcd revives leases across a restart), a new one is granted and
   the wanted roles are tried again.
 
-The lock is given its etcd client (a :class:`chatterd.lock.etcd.LockClient`: the real
-:class:`EtcdClient` bounds every call by its HTTP timeout, so a hung etcd never blocks the
-loops) and its clock (seconds, ``trio.current_time`` by default). It sleeps through trio, so
-under ``trio.testing.MockClock`` it runs in virtual time.
+The lock is given its etcd client (a :class:`LockClient`, e.g. :class:`EtcdClient`: every call
+is bounded in time, so a hung etcd never blocks the loops) and its clock (``trio.current_time``
+by default). It sleeps through trio: under ``trio.testing.MockClock`` in virtual time.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from collections.abc import Callable
 import structlog
 import trio
 
+# Defaults and their reasons: chatterd/core/config.py.
 from chatterd.core.config import (
     LOCK_HTTP_TIMEOUT,
     LOCK_KEEPALIVES_PER_TTL,
@@ -40,13 +40,6 @@ from chatterd.lock.etcd import GRPC_NOT_FOUND, EtcdClient, EtcdError, EtcdUnavai
 from chatterd.lock.url import LockSpec
 
 log = structlog.get_logger("chatterd.lock")
-
-# Defaults and their reasons: chatterd/core/config.py.
-DEFAULT_TTL = LOCK_TTL
-HTTP_TIMEOUT = LOCK_HTTP_TIMEOUT
-RETRY_INTERVAL = LOCK_RETRY_INTERVAL
-KEEPALIVES_PER_TTL = LOCK_KEEPALIVES_PER_TTL
-STEP_DOWN_FRACTION = LOCK_STEP_DOWN_FRACTION
 
 
 def _ignore(role: str, detail: int | str) -> None:
@@ -68,10 +61,10 @@ class RoleLock:
         self,
         client: LockClient,
         node: str,
-        ttl: float = DEFAULT_TTL,
+        ttl: float = LOCK_TTL,
         *,
         prefix: str,
-        retry_interval: float = RETRY_INTERVAL,
+        retry_interval: float = LOCK_RETRY_INTERVAL,
         clock: Callable[[], float] = trio.current_time,
     ) -> None:
         if not node:
@@ -110,19 +103,16 @@ class RoleLock:
         cls,
         spec: LockSpec,
         node: str,
-        ttl: float = DEFAULT_TTL,
+        ttl: float = LOCK_TTL,
         *,
-        retry_interval: float = RETRY_INTERVAL,
-        http_timeout: float = HTTP_TIMEOUT,
+        retry_interval: float = LOCK_RETRY_INTERVAL,
+        http_timeout: float = LOCK_HTTP_TIMEOUT,
     ) -> RoleLock:
         """A lock on the etcd at ``spec`` (a new :class:`EtcdClient`, closed when :meth:`run` ends)."""
         client = EtcdClient(spec.base_url, http_timeout)
         lock = cls(client, node, ttl, prefix=spec.prefix, retry_interval=retry_interval)
         lock._owned = client
         return lock
-
-    def key(self, role: str) -> str:
-        return self.prefix + role
 
     # --- the runtime's side ---
 
@@ -162,9 +152,8 @@ class RoleLock:
         return self._deadline if self._lease is not None else None
 
     async def release_all(self) -> None:
-        """Graceful stop: give up every role at once by revoking our lease (best effort,
-        bounded by the client's timeout). Call it while :meth:`run` still runs; want() is
-        ignored from then on."""
+        """Graceful stop: give up every role at once by revoking our lease (best effort, bounded
+        in time). Call it while :meth:`run` still runs; want() is ignored from then on."""
         self._stopping = True
         for role in list(self._wanted | self._held.keys()):
             self.unwant(role)
@@ -199,7 +188,7 @@ class RoleLock:
     # --- the lease ---
 
     async def _lease_loop(self) -> None:
-        interval = self.ttl / KEEPALIVES_PER_TTL
+        interval = self.ttl / LOCK_KEEPALIVES_PER_TTL
         next_keepalive = 0.0
         while True:
             if self._stopping:
@@ -234,7 +223,7 @@ class RoleLock:
                 continue
             self._reachable()
             self._last_ok_sent = now
-            self._deadline = now + STEP_DOWN_FRACTION * min(self._lease_ttl, ttl)
+            self._deadline = now + LOCK_STEP_DOWN_FRACTION * min(self._lease_ttl, ttl)
             next_keepalive = now + interval
 
     async def _grant(self) -> bool:
@@ -251,7 +240,7 @@ class RoleLock:
         self._lease = lease
         self._lease_ttl = min(self.ttl, granted) if granted > 0 else self.ttl
         self._last_ok_sent = sent
-        self._deadline = sent + STEP_DOWN_FRACTION * self._lease_ttl
+        self._deadline = sent + LOCK_STEP_DOWN_FRACTION * self._lease_ttl
         log.info("lease_granted", lease=f"{lease:x}", ttl_s=granted, node=self.node)
         return True
 
@@ -303,7 +292,7 @@ class RoleLock:
             # Quick rounds while a wanted role is not ours yet; else just a check now and then
             # that our keys are still there (and that no late transaction left a stray one).
             pending = self._wanted - self._held.keys()
-            pause = self.retry_interval if pending else max(self.retry_interval, self.ttl / KEEPALIVES_PER_TTL)
+            pause = self.retry_interval if pending else max(self.retry_interval, self.ttl / LOCK_KEEPALIVES_PER_TTL)
             with trio.move_on_after(pause):
                 await self._wake.wait()
             self._wake = trio.Event()
@@ -337,7 +326,7 @@ class RoleLock:
         """Delete the keys of the roles we gave up (those still ours: our name, that lease)."""
         for role, lease in list(self._releases.items()):
             try:
-                await self._client.delete_if(self.key(role), self.node, lease)
+                await self._client.delete_if(self.prefix + role, self.node, lease)
             except EtcdUnavailable:
                 continue
             except EtcdError as e:
@@ -370,7 +359,7 @@ class RoleLock:
 
     async def _try_acquire(self, role: str, lease: int) -> None:
         try:
-            ok, revision, kv = await self._client.create(self.key(role), self.node, lease)
+            ok, revision, kv = await self._client.create(self.prefix + role, self.node, lease)
         except EtcdUnavailable:
             return
         except EtcdError as e:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import urllib.parse
 from dataclasses import dataclass
 
-from chatterd.core.config import ETCD_PORT
+from chatterd.core.config import ETCD_PORT  # the default port
 
-# Defaults and their reasons: chatterd/core/config.py.
-DEFAULT_PORT = ETCD_PORT
 EXAMPLE = "expected etcd://HOST[:PORT]/PREFIX, e.g. etcd://127.0.0.1:2379/chatter/"
 
 
@@ -65,4 +63,4 @@ def parse_lock_url(text: str) -> LockSpec:
         raise bad("the key prefix contains whitespace")
     if not prefix.endswith("/"):
         prefix += "/"
-    return LockSpec(host=u.hostname, port=port if port is not None else DEFAULT_PORT, prefix=prefix)
+    return LockSpec(host=u.hostname, port=port if port is not None else ETCD_PORT, prefix=prefix)
