@@ -180,7 +180,7 @@ class Runtime:
                 if opts.lock is not None:
                     from chatterd.lock import RoleLock, parse_lock_url
 
-                    self.lock = RoleLock(parse_lock_url(opts.lock), opts.name, ttl=opts.lock_ttl)
+                    self.lock = RoleLock.for_spec(parse_lock_url(opts.lock), opts.name, ttl=opts.lock_ttl)
                     self.lock.on_acquired = self._lock_acquired
                     self.lock.on_lost = self._lock_lost
                     await nursery.start(self.lock.run)

@@ -1,4 +1,12 @@
-"""The etcd role lock (chatterd/lock.py) against a real etcd server on loopback.
+"""chatterd.lock against a real etcd server on loopback.
+
+* The client speaks etcd's v3 JSON gateway: the same checks (tests/lock/etcd_contract.py) pass
+  against etcd here and against the fake etcd that RoleLock's behaviour tests run on, in
+  virtual time (tests/lock/test_role_lock.py: hand-over, retries, step-down, restarts,
+  missed answers, release).
+* End to end, RoleLock.for_spec acquires a role, a dead holder's role is taken only after its
+  lease expired, and a restarted etcd (which revives old leases) costs the holder its role
+  until it is taken again on a new lease.
 
 Every test starts its own etcd (free ports, fresh data directory) and stops it by PID. The
 locks run in the test's own trio run, so "a node dies" is cancelling its lock's task without
@@ -8,8 +16,8 @@ holders at once), not speed.
 
 from __future__ import annotations
 
-import base64
 import shutil
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,63 +26,22 @@ import pytest
 import trio
 from etcd_helpers import EtcdServer
 
-from chatterd.lock import EtcdClient, LockSpec, RoleLock, parse_lock_url
-from chatterd.testing import HOST
+from chatterd.lock import EtcdClient, LockSpec, RoleLock
+from chatterd.testing import HOST, free_port
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lock"))
+from etcd_contract import check_keys, check_leases, check_paused, check_refused
 
 TTL = 2.0  # s: etcd's smallest lease TTL with its default timing
 TIMEOUT = 20.0  # s: any single awaited outcome (each takes a few seconds at most)
 ROLE = "primary"
 PREFIX = "chatter/"
-needs_etcd = pytest.mark.skipif(
-    shutil.which("etcd") is None, reason="the etcd binary is not installed (Debian package etcd-server)"
-)
-
-
-# --- parse_lock_url (no etcd) --------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "spec"),
-    [
-        ("etcd://127.0.0.1:2379/chatter/", LockSpec("127.0.0.1", 2379, "chatter/")),
-        ("etcd://127.0.0.1:2379/chatter", LockSpec("127.0.0.1", 2379, "chatter/")),
-        ("etcd://etcd.example:12379/a/b/", LockSpec("etcd.example", 12379, "a/b/")),
-        ("etcd://localhost/chatter/", LockSpec("localhost", 2379, "chatter/")),
-        ("etcd://[::1]:2379/x/", LockSpec("::1", 2379, "x/")),
-        ("  etcd://10.0.0.1:2379/chatter/  ", LockSpec("10.0.0.1", 2379, "chatter/")),
-    ],
-)
-def test_parse_lock_url_accepts(text: str, spec: LockSpec) -> None:
-    assert parse_lock_url(text) == spec
-
-
-@pytest.mark.parametrize(
-    ("text", "why"),
-    [
-        ("", "scheme"),
-        ("127.0.0.1:2379/chatter/", "scheme"),
-        ("http://127.0.0.1:2379/chatter/", "scheme"),
-        ("etcd:///chatter/", "no host"),
-        ("etcd://127.0.0.1:2379", "no key prefix"),
-        ("etcd://127.0.0.1:2379/", "no key prefix"),
-        ("etcd://127.0.0.1:port/chatter/", "invalid lock URL"),
-        ("etcd://127.0.0.1:70000/chatter/", "invalid lock URL"),
-        ("etcd://127.0.0.1:0/chatter/", "port must be"),
-        ("etcd://user:pw@127.0.0.1:2379/chatter/", "credentials"),
-        ("etcd://127.0.0.1:2379/chatter/?x=1", "query"),
-        ("etcd://127.0.0.1:2379/chat ter/", "whitespace"),
-    ],
-)
-def test_parse_lock_url_rejects_with_one_clear_line(text: str, why: str) -> None:
-    with pytest.raises(ValueError) as info:
-        parse_lock_url(text)
-    message = str(info.value)
-    assert why in message
-    assert "\n" not in message
-    assert "etcd://HOST[:PORT]/PREFIX" in message
-
-
-# --- fixtures and helpers ------------------------------------------------------------------
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        shutil.which("etcd") is None, reason="the etcd binary is not installed (Debian package etcd-server)"
+    ),
+]
 
 
 @pytest.fixture
@@ -85,11 +52,27 @@ async def etcd(tmp_path: Path) -> AsyncIterator[EtcdServer]:
         await server.wait_ready()
         yield server
     finally:
+        server.resume()  # a paused etcd is killed all the same, but leave nothing stopped
         await server.stop()
 
 
-def spec_of(etcd: EtcdServer) -> LockSpec:
-    return LockSpec(HOST, etcd.client_port, PREFIX)
+# --- the client ------------------------------------------------------------------------------
+
+
+async def test_client_speaks_etcd(etcd: EtcdServer) -> None:
+    async with EtcdClient(etcd.url) as client:
+        await check_leases(client)
+        await check_keys(client, "contract/")
+
+
+async def test_client_fails_within_its_timeout_on_a_paused_or_absent_etcd(etcd: EtcdServer) -> None:
+    async with EtcdClient(etcd.url) as client:
+        await check_paused(client, etcd.pause, etcd.resume)
+    async with EtcdClient(f"http://{HOST}:{free_port()}") as nobody:
+        await check_refused(nobody)
+
+
+# --- RoleLock end to end -----------------------------------------------------------------------
 
 
 @dataclass
@@ -113,7 +96,7 @@ class Node:
 
 
 async def start_node(nursery: trio.Nursery, etcd: EtcdServer, name: str) -> Node:
-    node = Node(name, RoleLock(spec_of(etcd), name, ttl=TTL))
+    node = Node(name, RoleLock.for_spec(LockSpec(HOST, etcd.client_port, PREFIX), name, ttl=TTL))
 
     def acquired(role: str, epoch: int) -> None:
         assert node.lock.held().get(role) == epoch
@@ -155,50 +138,21 @@ async def watch_single_holder(nodes: list[Node], task_status: trio.TaskStatus[No
         await trio.sleep(0.005)
 
 
-# --- scenarios -----------------------------------------------------------------------------
-
-
-@pytest.mark.e2e
-@needs_etcd
-async def test_exactly_one_of_two_acquires_and_unwant_hands_over(etcd: EtcdServer) -> None:
-    async with trio.open_nursery() as nursery:
-        a = await start_node(nursery, etcd, "a")
-        b = await start_node(nursery, etcd, "b")
-        await nursery.start(watch_single_holder, [a, b])
-        a.lock.want(ROLE)
-        b.lock.want(ROLE)
-        await wait_until(lambda: len(holders([a, b])) == 1)
-        first, second = (a, b) if holders([a, b]) == ["a"] else (b, a)
-        [(_, epoch1)] = first.acquired()
-        assert epoch1 > 0
-
-        # Several TTLs later, nothing has changed: the holder's keep-alives work.
-        await trio.sleep(3 * TTL)
-        assert holders([a, b]) == [first.name]
-        assert second.acquired() == [] and first.lost() == []
-
-        first.lock.unwant(ROLE)
-        assert first.lock.held() == {}
-        await wait_until(lambda: second.acquired() != [])
-        [(_, epoch2)] = second.acquired()
-        assert epoch2 > epoch1
-        assert first.lost() == []  # a release is not a loss
-        nursery.cancel_scope.cancel()
-
-
-@pytest.mark.e2e
-@needs_etcd
-async def test_dead_holder_is_replaced_only_after_its_lease_expires(etcd: EtcdServer) -> None:
-    async with trio.open_nursery() as nursery:
+async def test_a_role_is_held_lost_with_its_holder_or_etcd_and_taken_again(etcd: EtcdServer) -> None:
+    async with trio.open_nursery() as nursery, EtcdClient(etcd.url) as client:
         a = await start_node(nursery, etcd, "a")
         a.lock.want(ROLE)
         await wait_until(lambda: a.acquired() != [])
         [(_, epoch1)] = a.acquired()
+        kv = await client.get(PREFIX + ROLE)  # the epoch is the key's create revision
+        assert kv is not None and (kv.value, kv.lease, kv.create_revision) == ("a", a.lock.lease_id, epoch1)
         b = await start_node(nursery, etcd, "b")
+        await nursery.start(watch_single_holder, [a, b])
         b.lock.want(ROLE)
-        await trio.sleep(2 * TTL)
-        assert b.acquired() == []  # a's key blocks b while a lives
+        await trio.sleep(1.5 * TTL)
+        assert b.acquired() == []  # a's key blocks b while a lives: its keep-alives work
 
+        # a dies: b takes the role only once a's lease has expired on the server.
         deadline = a.lock.lease_deadline  # a would have believed it held the role until then
         assert deadline is not None
         died = trio.current_time()
@@ -208,138 +162,21 @@ async def test_dead_holder_is_replaced_only_after_its_lease_expires(etcd: EtcdSe
         assert epoch2 > epoch1
         assert taken > deadline, "b acquired while a could still believe it held the role"
         print(f"holder died -> other acquired: {taken - died:.2f} s (ttl {TTL} s)")
-        nursery.cancel_scope.cancel()
 
-
-@pytest.mark.e2e
-@needs_etcd
-async def test_paused_etcd_holder_steps_down_then_reacquires(etcd: EtcdServer) -> None:
-    async with trio.open_nursery() as nursery:
-        a = await start_node(nursery, etcd, "a")
-        a.lock.want(ROLE)
-        await wait_until(lambda: a.acquired() != [])
-        [(_, epoch1)] = a.acquired()
-
-        deadline = a.lock.lease_deadline
-        assert deadline is not None
-        etcd.pause()
-        try:
-            paused = trio.current_time()
-            lost_at = await wait_until(lambda: a.lost() != [])
-            [(_, reason)] = a.lost()
-            assert "etcd unreachable" in reason and "lease expired" in reason
-            assert a.lock.held() == {}
-            # It stepped down on its own schedule (TTL after its last keep-alive), not later.
-            assert lost_at < deadline + TTL / 3 + 1.0
-            print(f"etcd paused -> holder stepped down: {lost_at - paused:.2f} s (ttl {TTL} s)")
-            await trio.sleep(1.0)
-        finally:
-            etcd.resume()
-        resumed = trio.current_time()
-        again = await wait_until(lambda: len(a.acquired()) == 2)
-        [_, (_, epoch2)] = a.acquired()
-        assert epoch2 > epoch1
-        assert a.lock.held() == {ROLE: epoch2}
-        print(f"etcd resumed -> holder re-acquired: {again - resumed:.2f} s")
-        nursery.cancel_scope.cancel()
-
-
-@pytest.mark.e2e
-@needs_etcd
-async def test_restarted_etcd_holder_steps_down_then_reacquires(etcd: EtcdServer) -> None:
-    async with trio.open_nursery() as nursery:
-        a = await start_node(nursery, etcd, "a")
-        a.lock.want(ROLE)
-        await wait_until(lambda: a.acquired() != [])
-        [(_, epoch1)] = a.acquired()
-
+        # etcd restarts: b steps down, then holds the role again on a new lease; etcd revived
+        # the old one with the key, and b revoked it rather than wait for it to expire.
+        old = b.lock.lease_id
         await etcd.stop()
-        await wait_until(lambda: a.lost() != [])
-        [(_, reason)] = a.lost()
+        await wait_until(lambda: b.lost() != [])
+        [(_, reason)] = b.lost()
         assert "etcd unreachable" in reason
-        etcd.start()  # same data directory and ports: etcd revives a's old lease and key
+        etcd.start()  # same data directory and ports
         await etcd.wait_ready()
-        await wait_until(lambda: len(a.acquired()) == 2)
-        [_, (_, epoch2)] = a.acquired()
-        assert epoch2 > epoch1
-
-        # The key is attached to a's new lease (the old one, revived by etcd, was revoked).
-        async with EtcdClient(etcd.url) as client:
-            kv = await client.get(PREFIX + ROLE)
-        assert kv is not None and kv.value == "a" and kv.create_revision == epoch2
-        assert kv.lease == a.lock.lease_id
-        nursery.cancel_scope.cancel()
-
-
-@pytest.mark.e2e
-@needs_etcd
-async def test_key_deleted_behind_the_holders_back_is_reported_lost(etcd: EtcdServer) -> None:
-    async with trio.open_nursery() as nursery:
-        a = await start_node(nursery, etcd, "a")
-        a.lock.want(ROLE)
-        await wait_until(lambda: a.acquired() != [])
-        [(_, epoch1)] = a.acquired()
-        async with EtcdClient(etcd.url) as client:
-            key = base64.b64encode((PREFIX + ROLE).encode()).decode()
-            await client._post("/v3/kv/deleterange", {"key": key})  # as `etcdctl del` would
-        await wait_until(lambda: a.lost() != [])
-        [(_, reason)] = a.lost()
-        assert "deleted" in reason
-        await wait_until(lambda: len(a.acquired()) == 2)  # still wanted: taken again
-        [_, (_, epoch2)] = a.acquired()
-        assert epoch2 > epoch1
-        nursery.cancel_scope.cancel()
-
-
-@pytest.mark.e2e
-@needs_etcd
-async def test_keys_on_our_lease_from_missed_answers_are_adopted_or_deleted(etcd: EtcdServer) -> None:
-    """A transaction whose answer timed out may still be carried out by etcd later: the lock
-    adopts such a key if it wants the role, and deletes it if not (else it would block the
-    role for as long as we live)."""
-    async with trio.open_nursery() as nursery:
-        a = await start_node(nursery, etcd, "a")
-        await wait_until(lambda: a.lock.lease_id is not None)
-        lease = a.lock.lease_id
-        assert lease is not None
-        async with EtcdClient(etcd.url) as client:
-            ok, wanted_rev, _ = await client.create(PREFIX + ROLE, "a", lease)
-            assert ok
-            ok, _, _ = await client.create(PREFIX + "stray", "a", lease)
-            assert ok
-            a.lock.want(ROLE)
-            await wait_until(lambda: a.acquired() != [])
-            assert a.acquired()[0][1] == wanted_rev
-
-            async def stray_gone() -> None:
-                while await client.get(PREFIX + "stray") is not None:
-                    await trio.sleep(0.05)
-
-            with trio.fail_after(TIMEOUT):
-                await stray_gone()
-        assert a.lock.held() == {ROLE: wanted_rev}
-        nursery.cancel_scope.cancel()
-
-
-@pytest.mark.e2e
-@needs_etcd
-async def test_release_all_frees_every_role_at_once(etcd: EtcdServer) -> None:
-    async with trio.open_nursery() as nursery:
-        a = await start_node(nursery, etcd, "a")
-        for role in ("primary", "backup"):
-            a.lock.want(role)
-        await wait_until(lambda: len(a.lock.held()) == 2)
-        b = await start_node(nursery, etcd, "b")
-        for role in ("primary", "backup"):
-            b.lock.want(role)
-        await trio.sleep(1.0)
-        assert b.lock.held() == {}
-
-        await a.lock.release_all()
-        assert a.lock.held() == {}
-        await wait_until(lambda: len(b.lock.held()) == 2)
-        assert b.lock.held()["primary"] > a.acquired("primary")[0][1]
-        a.lock.want("primary")  # ignored once stopping
-        await trio.sleep(1.0)
-        assert a.lock.held() == {} and len(a.acquired("primary")) == 1
+        await wait_until(lambda: len(b.acquired()) == 2)
+        [_, (_, epoch3)] = b.acquired()
+        assert epoch3 > epoch2
+        kv = await client.get(PREFIX + ROLE)
+        assert kv is not None and kv.value == "b" and kv.create_revision == epoch3
+        assert kv.lease == b.lock.lease_id != old
+        assert old is not None and await client.keepalive(old) == 0  # revoked
         nursery.cancel_scope.cancel()
