@@ -48,6 +48,7 @@ from chatterd.loopguard import LoopGuard
 from chatterd.supervision import Check, Watchdog
 
 if TYPE_CHECKING:
+    from chatterd.lock import RoleLock
     from chatterd.metrics import Metrics
 
 log = structlog.get_logger("chatterd.runtime")
@@ -105,7 +106,7 @@ class Runtime:
         self._sleep: trio.CancelScope | None = None  # the protocol loop's wait, cut short by kick()
         self.check: Check | None = None
         self.watchdog: Watchdog | None = None
-        self.lock: Any = None  # chatterd.lock.RoleLock with --lock
+        self.lock: RoleLock | None = None  # with --lock
         self.handlers = Handlers(
             opts.handlers, name=opts.name, queue_size=opts.handler_queue, timeout=opts.handler_timeout
         )
@@ -114,21 +115,36 @@ class Runtime:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         opts = self.opts
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            sock.bind(opts.listen)
-        except OSError as e:
-            sock.close()
-            raise OSError(e.errno, f"cannot listen on {wire.format_addr(opts.listen)}: {e.strerror}") from None
-        sock.setblocking(False)
-        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, opt, 4 * 1024 * 1024)
-            except OSError:
-                pass
-        self.sock = sock
+        self.sock = sock = _bind(opts.listen)
         bound = sock.getsockname()[:2]
         advertise = opts.advertise or (bound if bound[0] != "0.0.0.0" else (_local_ip(), bound[1]))
+        node = self.node = self._make_node(advertise)
+        log.info(
+            "started",
+            node=opts.name,
+            id=node.id,
+            listen=wire.format_addr(bound),
+            advertise=wire.format_addr(advertise),
+            seeds=[wire.format_addr(s) for s in node.seeds],
+            incarnation=node.inc,
+            tags=node.tags,
+        )
+        self.persister.save_if_changed(node)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._cancel = nursery.cancel_scope
+                await self._start_tasks(nursery, node)
+                task_status.started()
+        finally:
+            if self.watchdog is not None:
+                self.watchdog.stop()
+            sock.close()
+            self.persister.save_if_changed(node)
+            log.info("stopped", node=opts.name)
+
+    def _make_node(self, advertise: Addr) -> Node:
+        """The protocol core, from the options and what --data-dir saved."""
+        opts = self.opts
         now = trio.current_time()
         wall_offset = time.time() - now
         rng = random.Random()
@@ -136,7 +152,7 @@ class Runtime:
         seeds = list(opts.seeds)
         if snap is not None:
             seeds += [s for s in persistence.join_seeds(snap, rng, wire.format_addr(advertise)) if s not in seeds]
-        self.node = Node(
+        return Node(
             opts.config,
             opts.name,
             advertise,
@@ -151,55 +167,38 @@ class Runtime:
             role_lock=opts.lock is not None,
             logger=lambda target: structlog.get_logger(target).bind(at=opts.name),
         )
-        log.info(
-            "started",
-            node=opts.name,
-            id=self.node.id,
-            listen=wire.format_addr(bound),
-            advertise=wire.format_addr(advertise),
-            seeds=[wire.format_addr(s) for s in seeds],
-            incarnation=self.node.inc,
-            tags=self.node.tags,
-        )
-        self.persister.save_if_changed(self.node)
-        try:
-            async with trio.open_nursery() as nursery:
-                self._cancel = nursery.cancel_scope
-                nursery.start_soon(self._protocol_loop)
-                nursery.start_soon(self._signals)
-                nursery.start_soon(self.handlers.run, wire.format_addr(advertise))
-                if opts.data_dir is not None:
-                    nursery.start_soon(self.persister.run, self.node)
-                if opts.check is not None:
-                    self.check = Check(opts.check, opts.check_interval, opts.check_timeout, self._check_report)
-                    nursery.start_soon(self.check.run)
-                if opts.watchdog is not None:
-                    self.watchdog = Watchdog(opts.watchdog)
-                    self.watchdog.start()
-                    nursery.start_soon(self.watchdog.beat)
-                if opts.lock is not None:
-                    from chatterd.lock import RoleLock, parse_lock_url
 
-                    self.lock = RoleLock.for_spec(parse_lock_url(opts.lock), opts.name, ttl=opts.lock_ttl)
-                    self.lock.on_acquired = self._lock_acquired
-                    self.lock.on_lost = self._lock_lost
-                    await nursery.start(self.lock.run)
-                await trio.sleep(0)  # let the protocol loop send its joins before the API's imports
-                if opts.http is not None:
-                    # The API's imports take ~0.3 s of CPU, more on a busy machine: in a thread, so
-                    # the protocol loop keeps its timers (it would count the pause as a starvation).
-                    await trio.to_thread.run_sync(importlib.import_module, "chatterd.api")
-                    from chatterd.api import serve_api
+    async def _start_tasks(self, nursery: trio.Nursery, node: Node) -> None:
+        """Every task of the node, in the nursery that ends with it."""
+        opts = self.opts
+        nursery.start_soon(self._protocol_loop)
+        nursery.start_soon(self._signals)
+        nursery.start_soon(self.handlers.run, wire.format_addr(node.addr))
+        if opts.data_dir is not None:
+            nursery.start_soon(self.persister.run, node)
+        if opts.check is not None:
+            self.check = Check(opts.check, opts.check_interval, opts.check_timeout, self._check_report)
+            nursery.start_soon(self.check.run)
+        if opts.watchdog is not None:
+            self.watchdog = Watchdog(opts.watchdog)
+            self.watchdog.start()
+            nursery.start_soon(self.watchdog.beat)
+        if opts.lock is not None:
+            from chatterd.lock import RoleLock, parse_lock_url
 
-                    self.http_bound = await nursery.start(serve_api, self, opts.http)
-                    log.info("http_listening", addr=self.http_bound)
-                task_status.started()
-        finally:
-            if self.watchdog is not None:
-                self.watchdog.stop()
-            sock.close()
-            self.persister.save_if_changed(self.node)
-            log.info("stopped", node=opts.name)
+            self.lock = RoleLock.for_spec(parse_lock_url(opts.lock), opts.name, ttl=opts.lock_ttl)
+            self.lock.on_acquired = self._lock_acquired
+            self.lock.on_lost = self._lock_lost
+            await nursery.start(self.lock.run)
+        await trio.sleep(0)  # let the protocol loop send its joins before the API's imports
+        if opts.http is not None:
+            # The API's imports take ~0.3 s of CPU, more on a busy machine: in a thread, so
+            # the protocol loop keeps its timers (it would count the pause as a starvation).
+            await trio.to_thread.run_sync(importlib.import_module, "chatterd.api")
+            from chatterd.api import serve_api
+
+            self.http_bound = await nursery.start(serve_api, self, opts.http)
+            log.info("http_listening", addr=self.http_bound)
 
     def stop(self) -> None:
         if self._cancel is not None:
@@ -247,7 +246,7 @@ class Runtime:
         self._pump()
 
     def _lock_acquired(self, role: str, epoch: int) -> None:
-        assert self.node is not None
+        assert self.node is not None and self.lock is not None
         if not self.node.grant_role(role, epoch, trio.current_time()):
             self.lock.unwant(role)  # we stopped wanting it meanwhile
         self._pump()
@@ -375,6 +374,23 @@ def exception_of(e: BaseException, kind: type[_E]) -> _E | None:
             if found is not None:
                 return found
     return None
+
+
+def _bind(listen: Addr) -> socket.socket:
+    """The node's UDP socket, bound, non-blocking, with roomy buffers."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind(listen)
+    except OSError as e:
+        sock.close()
+        raise OSError(e.errno, f"cannot listen on {wire.format_addr(listen)}: {e.strerror}") from None
+    sock.setblocking(False)
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, 4 * 1024 * 1024)
+        except OSError:
+            pass
+    return sock
 
 
 def _local_ip() -> str:
