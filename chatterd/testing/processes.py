@@ -146,7 +146,7 @@ class LocalNode(ManagedProcess):
         return {m["name"]: m for m in await self.get("/v1/members")}
 
     async def events(self, since: int = 0) -> list[dict[str, Any]]:
-        return await self.get(f"/v1/events?since={since}")  # type: ignore[no-any-return]
+        return await self.get(f"/v1/events?since={since}")
 
     async def try_get(self, path: str) -> Any | None:
         try:
