@@ -2,7 +2,7 @@
 
     python -m benchmarks.latency --n 5 --n 20 --repeat 5 [--json figures.json]
 
-For each cluster size N, one cluster of N processes (chatterd.harness.local_cluster), in order:
+For each cluster size N, one cluster of N processes (chatterd.testing.local_cluster), in order:
 
 idle CPU   once converged, utime + stime of every node from /proc/PID/stat over an idle window
            (nothing polls the nodes meanwhile), as % of one core.
@@ -50,7 +50,7 @@ from benchmarks._lib.inject import chatter_inject
 from benchmarks._lib.nodeapi import EventLog, Window, false_events
 from benchmarks._lib.phases import idle_cpu, pick_victims, wait_until
 from benchmarks._lib.stats import fmt, summary
-from chatterd.harness import LocalCluster, LocalNode, local_cluster
+from chatterd.testing import LocalCluster, LocalNode, local_cluster
 
 TARGETS = {"dead": 3.0, "left": 0.5, "delivered": 0.1, "idle_cpu": 1.0}
 STOPS = (  # (label, signal, the state survivors must show, the event each must record)

@@ -2,7 +2,7 @@
 
     python -m benchmarks.scale --n 100 --minutes 5 [--profile lan] [--log-dir DIR] [--json PATH]
 
-In order, on one cluster of ``--n`` real processes (chatterd.harness.local_cluster, every node
+In order, on one cluster of ``--n`` real processes (chatterd.testing.local_cluster, every node
 joining through n0; each node's JSON log kept in ``--log-dir``):
 
 converge  every process is started at once; the time until every node shows all N members
@@ -51,7 +51,7 @@ from benchmarks._lib.nodeapi import EventLog, Window, all_counters, count_log_li
 from benchmarks._lib.phases import CpuSample, cpu_hogs, cpu_use
 from benchmarks._lib.procfs import busy_pct, loadavg, machine_busy, rss_mb
 from benchmarks._lib.stats import quantiles
-from chatterd.harness import LocalCluster, LocalNode, local_cluster
+from chatterd.testing import LocalCluster, LocalNode, local_cluster
 
 COUNTERS = ("suspicions", "refutations", "deaths", "starved", "suspicion_confirmations", "malformed")
 EVIDENCE = {"timers_late", "member_suspected", "member_suspect", "member_failed", "refuted", "member_alive"}

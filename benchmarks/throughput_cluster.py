@@ -43,7 +43,7 @@ from benchmarks._lib.phases import CpuSample, CpuUse, cpu_use
 from benchmarks._lib.procfs import loadavg_fields
 from benchmarks._lib.pyspy import py_spy, spy_lines
 from benchmarks._lib.stats import fmt, highest_rate, summary, summary_p99
-from chatterd.harness import LocalCluster, LocalNode, local_cluster
+from chatterd.testing import LocalCluster, LocalNode, local_cluster
 
 TARGET_CLUSTER = 1_000  # user messages/s a 10-node cluster must carry with none lost
 

@@ -1,6 +1,6 @@
 """Throughput (a)(ii): ingest of one real chatterd process, fed UDP by sender processes.
 
-One chatterd (chatterd.harness), told about ``--peers`` fake members whose addresses are
+One chatterd (chatterd.testing), told about ``--peers`` fake members whose addresses are
 sockets of this benchmark that nobody reads (the node's forwards are dropped by the kernel
 there, at no cost to the node), kept alive by their heartbeats every 0.2 s. Sender processes
 (``--senders``, each its own process) blast datagrams at it at each rate of ``--rates`` in
@@ -41,7 +41,7 @@ from benchmarks._lib.phases import CpuSample, CpuUse, cpu_use
 from benchmarks._lib.procfs import udp_drops
 from benchmarks._lib.pyspy import py_spy, spy_lines
 from benchmarks._lib.stats import highest_rate
-from chatterd.harness import HOST, LocalNode, local_cluster
+from chatterd.testing import HOST, LocalNode, local_cluster
 
 TARGET_INGEST = 20_000  # datagrams/s one node must ingest
 LOSS_LIMIT = 0.01  # a blast rate is sustained when less than this fraction was lost

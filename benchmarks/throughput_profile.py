@@ -21,7 +21,7 @@ from typing import Any
 
 from benchmarks._lib.feeds import core_node, core_workloads, debug_payload, drive, fake_peers, user_payload
 from chatterd.core.config import PROFILES
-from chatterd.harness import HOST
+from chatterd.testing import HOST
 
 
 def profile_core(args: argparse.Namespace, top: int = 14) -> dict[str, Any]:

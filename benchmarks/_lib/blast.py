@@ -12,7 +12,7 @@ from typing import Any
 import trio
 
 from benchmarks._lib.feeds import Addr, fake_peers, heartbeat_datagrams, register_datagram, rumor_datagrams
-from chatterd.harness import HOST
+from chatterd.testing import HOST
 
 
 def blast_datagrams(spec: dict[str, Any]) -> list[bytes]:

@@ -16,7 +16,7 @@ from chatterd import views
 from chatterd.core import wire
 from chatterd.core.config import Config
 from chatterd.core.node import Node
-from chatterd.harness import HOST
+from chatterd.testing import HOST
 
 Addr = tuple[str, int]
 Feed = list[tuple[bytes, Addr]]

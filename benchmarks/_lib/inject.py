@@ -22,7 +22,7 @@ from typing import Any
 import trio
 
 from chatterd.core import wire
-from chatterd.harness import HOST, LocalNode
+from chatterd.testing import HOST, LocalNode
 
 Rows = Sequence[tuple[str, dict[str, Any]]]  # (observer, event row)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import trio
 
-from chatterd.harness import LocalNode
+from chatterd.testing import LocalNode
 
 
 class EventLog:

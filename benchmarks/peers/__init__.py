@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 import trio
 
 from benchmarks._lib.phases import POLL, wait_until
-from chatterd.harness import ManagedProcess, stop_processes
+from chatterd.testing import ManagedProcess, stop_processes
 
 HOST = "127.0.0.1"
 ALIVE, SUSPECT, FAILED, LEFT, USER, SENT = "alive", "suspect", "failed", "left", "user", "sent"

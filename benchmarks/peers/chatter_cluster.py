@@ -1,4 +1,4 @@
-"""chatter nodes for the comparison: ``chatterd.harness.LocalNode`` processes, read through their API.
+"""chatter nodes for the comparison: ``chatterd.testing.LocalNode`` processes, read through their API.
 
 Rows come from each node's ``GET /v1/events`` (read incrementally with
 ``benchmarks._lib.nodeapi.EventLog``), whose ``received_at`` is the node's clock when it recorded
@@ -16,7 +16,7 @@ from typing import Any
 from benchmarks._lib.inject import chatter_inject
 from benchmarks._lib.nodeapi import EventLog, log_record
 from benchmarks.peers import ALIVE, FAILED, HOST, LEFT, SUSPECT, USER, LineTail, PeerCluster, PeerNode, Row, as_node
-from chatterd.harness import LocalNode, free_port
+from chatterd.testing import LocalNode, free_port
 
 KINDS = {"member-failed": FAILED, "member-leave": LEFT, "member-suspect": SUSPECT}
 STATES = {"alive": ALIVE, "suspect": SUSPECT, "dead": FAILED, "left": LEFT}

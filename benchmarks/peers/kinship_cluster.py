@@ -19,7 +19,7 @@ import trio
 
 from benchmarks._lib.cli import REPO
 from benchmarks.peers import ALIVE, FAILED, LEFT, SENT, SUSPECT, USER, LineTail, PeerCluster, PeerNode, Row, as_node
-from chatterd.harness import free_port
+from chatterd.testing import free_port
 
 KINDS = {"alive": ALIVE, "suspect": SUSPECT, "failed": FAILED, "left": LEFT, "user": USER, "sent": SENT}
 

@@ -35,7 +35,7 @@ from typing import IO
 import trio
 
 from benchmarks.peers import ALIVE, FAILED, HOST, LEFT, SUSPECT, USER, LineTail, PeerCluster, PeerNode, Row, as_node
-from chatterd.harness import free_port
+from chatterd.testing import free_port
 
 HANDLER = """#!/bin/sh
 # serf event handler for the benchmarks: one line per member or per user event, time first.
