@@ -66,6 +66,8 @@ class Reconciler:
     async def run(self) -> None:
         import trio
 
+        from chatterd import views
+
         started = trio.current_time()
         async with trio.open_nursery() as nursery:
             while True:
@@ -74,7 +76,7 @@ class Reconciler:
                 assert node is not None
                 now = trio.current_time()
                 self._note_announcements(now)
-                role = next((r for r in node.role_rows(now) if r["role"] == ROLE), None)
+                role = next((r for r in views.role_rows(node, now) if r["role"] == ROLE), None)
                 held = bool(role and role["held_here"])
                 if held != self.leading:
                     self.leading = held
@@ -82,7 +84,7 @@ class Reconciler:
                 if not held:
                     continue
                 assert role is not None
-                members = {m["name"]: m for m in node.member_rows(now)}
+                members = {m["name"]: m for m in views.member_rows(node, now)}
                 for name, command in self.commands.items():
                     if name == node.name:
                         continue
