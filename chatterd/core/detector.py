@@ -16,21 +16,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from chatterd.core import wire
-from chatterd.core.config import Config
-from chatterd.core.effects import Effects
-from chatterd.core.local import Local
-from chatterd.core.membership import ALIVE, SUSPECT, MemberState, MemberTable
-from chatterd.core.ring import Ring
+from chatterd.core.context import Context, Part
+from chatterd.core.membership import ALIVE, SUSPECT, MemberState
 from chatterd.core.suspicion import Suspicion
 
 
-class Detector:
-    def __init__(self, cfg: Config, local: Local, table: MemberTable, ring: Ring, fx: Effects, now: float) -> None:
-        self.cfg = cfg
-        self.local = local
-        self.table = table
-        self.ring = ring
-        self.fx = fx
+class Detector(Part):
+    def __init__(self, ctx: Context, now: float) -> None:
+        super().__init__(ctx)
+        cfg, local = ctx.cfg, ctx.local
         self.suspicions: dict[str, Suspicion] = {}
         self.monitored: dict[str, float] = {}  # members we monitor → when we last heard them
         # Heartbeats go out on a grid shared by every node (multiples of the interval in wall

@@ -20,14 +20,11 @@ from collections.abc import Callable, Mapping
 import msgspec
 
 from chatterd.core import wire
-from chatterd.core.config import Config
-from chatterd.core.digest import Digest, bucket_of, signature
-from chatterd.core.effects import Effects
+from chatterd.core.context import Context, Part
+from chatterd.core.digest import bucket_of, signature
 from chatterd.core.events import RoleEvent
 from chatterd.core.gossip import Gossip
-from chatterd.core.local import Local
-from chatterd.core.membership import DEAD, LIVE, Member, MemberTable
-from chatterd.core.ring import Ring
+from chatterd.core.membership import DEAD, LIVE, Member
 from chatterd.core.roles import FAILING_TAG, TAG_PREFIX, Claim, RoleBook, candidacies
 
 Addr = tuple[str, int]
@@ -35,29 +32,13 @@ Addr = tuple[str, int]
 _claim_encoder = msgspec.json.Encoder()
 
 
-class Election:
+class Election(Part):
     def __init__(
-        self,
-        cfg: Config,
-        local: Local,
-        table: MemberTable,
-        ring: Ring,
-        digest: Digest,
-        gossip: Gossip,
-        fx: Effects,
-        *,
-        now: float,
-        seeded: bool,
-        expect: int | None,
-        gated: bool,
+        self, ctx: Context, gossip: Gossip, *, now: float, seeded: bool, expect: int | None, gated: bool
     ) -> None:
-        self.cfg = cfg
-        self.local = local
-        self.table = table
-        self.ring = ring
-        self.digest = digest
+        super().__init__(ctx)
+        cfg, local = ctx.cfg, ctx.local
         self.gossip = gossip
-        self.fx = fx
         # With ``gated`` the shell's lock service must grant a role (grant_role) before we claim it.
         self.roles = RoleBook(local.name, expect, gated=gated)
         self.role_members: dict[str, dict[str, int]] = {}  # member → its candidacies

@@ -8,27 +8,16 @@ runs again every ``gossip_interval`` while anything is left to send. Idle, it co
 
 from __future__ import annotations
 
-import random
-
 from chatterd.core import wire
-from chatterd.core.config import MAX_FLUSH_DATAGRAMS, RANDOM_PEER_TRIES, Config
-from chatterd.core.effects import Effects
-from chatterd.core.local import Local
-from chatterd.core.membership import Member, MemberTable
+from chatterd.core.config import MAX_FLUSH_DATAGRAMS, RANDOM_PEER_TRIES
+from chatterd.core.context import Context, Part
+from chatterd.core.membership import Member
 from chatterd.core.queue import BroadcastQueue
-from chatterd.core.ring import Ring
 
 
-class Gossip:
-    def __init__(
-        self, cfg: Config, local: Local, table: MemberTable, ring: Ring, rng: random.Random, fx: Effects
-    ) -> None:
-        self.cfg = cfg
-        self.local = local
-        self.table = table
-        self.ring = ring
-        self.rng = rng
-        self.fx = fx
+class Gossip(Part):
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
         self.queue = BroadcastQueue()
         self.next_flush: float | None = None
 

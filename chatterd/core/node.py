@@ -37,6 +37,7 @@ from typing import Any
 from chatterd.core import tags, wire
 from chatterd.core.chatter_rs import ChatterRs
 from chatterd.core.config import Config
+from chatterd.core.context import Context
 from chatterd.core.delegate import Delegate
 from chatterd.core.detector import Detector
 from chatterd.core.digest import Digest
@@ -94,26 +95,21 @@ class Node:
         self.table.apply_alive(name, node_id, addr, inc, now, checked)
         self.ring = Ring()
         self.ring.add(name)
-        self.gossip = Gossip(config, me, self.table, self.ring, rng, fx)
-        self.detector = Detector(config, me, self.table, self.ring, fx, now)
-        self.news = MemberNews(config, me, self.table, self.ring, self.detector, self.gossip, fx)
+        ctx = Context(config, me, self.table, self.ring, self.digest, rng, fx)
+        self.gossip = Gossip(ctx)
+        self.detector = Detector(ctx, now)
+        self.news = MemberNews(ctx, self.detector, self.gossip)
+        self.election = Election(ctx, self.gossip, now=now, seeded=bool(seeds), expect=expect, gated=role_lock)
+        self.delegate = (delegate or ChatterRs)(config, self.digest, self)
+        self.sync = Sync(ctx, self.news, self.election, self.delegate, self.gossip, now=now, seeds=list(seeds or []))
+        self.repair = Repair(ctx, self.gossip)
+        self.rumors = Rumors(ctx, self.gossip, self.repair, self.delegate)
+        # The mechanisms' hooks into each other.
         self.detector.accuse = self.news.on_suspect
         self.detector.declare_dead = self.news.on_dead
-        self.election = Election(
-            config, me, self.table, self.ring, self.digest, self.gossip, fx,
-            now=now, seeded=bool(seeds), expect=expect, gated=role_lock,
-        )  # fmt: skip
         self.news.on_change = self.election.member_changed
         self.election.set_tags = self.set_tags
-        make_delegate = delegate or ChatterRs
-        self.delegate = make_delegate(config, self.digest, self)
-        self.sync = Sync(
-            config, me, self.table, self.ring, self.digest, self.news, self.election, self.delegate, self.gossip,
-            rng, fx, now=now, seeds=list(seeds or []),
-        )  # fmt: skip
         self.election.sync_now = self.sync.soon
-        self.repair = Repair(config, me, self.gossip, rng, fx)
-        self.rumors = Rumors(config, me, self.ring, self.gossip, self.repair, self.delegate, rng, fx)
         self._handlers = self._dispatch_table()
         self.detector.refresh(now)
 

@@ -22,7 +22,6 @@ pays nothing. Rumors without a sequence number (sent by an older node) are not t
 
 from __future__ import annotations
 
-import random
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,11 +35,9 @@ from chatterd.core.config import (
     MAX_REPAIR_RUMORS,
     MAX_SUMMARY_GAPS,
     MAX_SUMMARY_STREAMS,
-    Config,
 )
-from chatterd.core.effects import Effects
+from chatterd.core.context import Context, Part
 from chatterd.core.gossip import Gossip
-from chatterd.core.local import Local
 
 Addr = tuple[str, int]
 
@@ -188,18 +185,15 @@ class RepairStore:
         return False
 
 
-class Repair:
+class Repair(Part):
     """The repair rounds: while we hold recent rumors, every ``repair_interval`` we send our
     stream summary (Have) to one random peer; a peer sends back what our summary lacks, and
     asks in turn when ours shows it is behind. The timer stops when nothing is recent."""
 
-    def __init__(self, cfg: Config, local: Local, gossip: Gossip, rng: random.Random, fx: Effects) -> None:
-        self.cfg = cfg
-        self.local = local
+    def __init__(self, ctx: Context, gossip: Gossip) -> None:
+        super().__init__(ctx)
         self.gossip = gossip
-        self.rng = rng
-        self.fx = fx
-        self.store = RepairStore(cfg.repair_window, cfg.repair_grace)
+        self.store = RepairStore(ctx.cfg.repair_window, ctx.cfg.repair_grace)
         self.next_round: float | None = None  # set while we hold recent rumors
 
     def delivered(self, r: wire.Rumor, now: float) -> None:

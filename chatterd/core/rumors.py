@@ -10,46 +10,30 @@ mongering missed. chatter-inject's requests carry an id that makes retries idemp
 
 from __future__ import annotations
 
-import random
 import uuid
 from typing import Any
 
 import msgspec
 
 from chatterd.core import wire
-from chatterd.core.config import MAX_INJECT_IDS, Config
+from chatterd.core.config import MAX_INJECT_IDS
+from chatterd.core.context import Context, Part
 from chatterd.core.dedup import SeenSet
 from chatterd.core.delegate import Delegate, PayloadError
-from chatterd.core.effects import Effects
 from chatterd.core.events import Delivery
 from chatterd.core.gossip import Gossip
-from chatterd.core.local import Local
 from chatterd.core.repair import Repair
-from chatterd.core.ring import Ring
 
 Addr = tuple[str, int]
 
 
-class Rumors:
-    def __init__(
-        self,
-        cfg: Config,
-        local: Local,
-        ring: Ring,
-        gossip: Gossip,
-        repair: Repair,
-        delegate: Delegate,
-        rng: random.Random,
-        fx: Effects,
-    ) -> None:
-        self.cfg = cfg
-        self.local = local
-        self.ring = ring
+class Rumors(Part):
+    def __init__(self, ctx: Context, gossip: Gossip, repair: Repair, delegate: Delegate) -> None:
+        super().__init__(ctx)
+        cfg = ctx.cfg
         self.gossip = gossip
         self.repair = repair
         self.delegate = delegate
-        self.rng = rng
-        self.fx = fx
         self.lt = 0  # Lamport clock
         self.seq = 0  # last sequence number in our stream (local.boot)
         self.seen: SeenSet[None] = SeenSet(cfg.seen_ttl, cfg.seen_max)

@@ -12,14 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from chatterd.core import wire
-from chatterd.core.config import Config
+from chatterd.core.context import Context, Part
 from chatterd.core.detector import Detector
-from chatterd.core.effects import Effects
 from chatterd.core.events import MemberEvent
 from chatterd.core.gossip import Gossip
-from chatterd.core.local import Local
-from chatterd.core.membership import ALIVE, DEAD, LEFT, LIVE, SUSPECT, Member, MemberState, MemberTable, Transition
-from chatterd.core.ring import Ring
+from chatterd.core.membership import ALIVE, DEAD, LEFT, LIVE, SUSPECT, Member, MemberState, Transition
 
 Addr = tuple[str, int]
 
@@ -39,24 +36,11 @@ EVENT_KIND: dict[tuple[MemberState | None, MemberState], str] = {
 }
 
 
-class MemberNews:
-    def __init__(
-        self,
-        cfg: Config,
-        local: Local,
-        table: MemberTable,
-        ring: Ring,
-        detector: Detector,
-        gossip: Gossip,
-        fx: Effects,
-    ) -> None:
-        self.cfg = cfg
-        self.local = local
-        self.table = table
-        self.ring = ring
+class MemberNews(Part):
+    def __init__(self, ctx: Context, detector: Detector, gossip: Gossip) -> None:
+        super().__init__(ctx)
         self.detector = detector
         self.gossip = gossip
-        self.fx = fx
         self.dead: dict[str, None] = {}  # members we believe dead (reconnect candidates), in order
         # Called with each member whose state or tags changed (the election's candidates).
         self.on_change: Callable[[Member], None] = lambda m: None

@@ -12,52 +12,36 @@
 
 from __future__ import annotations
 
-import random
-
 from chatterd.core import wire
-from chatterd.core.config import CHUNK_HEADER_ROOM, Config
+from chatterd.core.config import CHUNK_HEADER_ROOM
+from chatterd.core.context import Context, Part
 from chatterd.core.delegate import Delegate
-from chatterd.core.digest import Digest
-from chatterd.core.effects import Effects
 from chatterd.core.election import Election
 from chatterd.core.gossip import Gossip
-from chatterd.core.local import Local
-from chatterd.core.membership import DEAD, MemberTable
-from chatterd.core.ring import Ring
+from chatterd.core.membership import DEAD
 from chatterd.core.state import MemberNews
 
 Addr = tuple[str, int]
 
 
-class Sync:
+class Sync(Part):
     def __init__(
         self,
-        cfg: Config,
-        local: Local,
-        table: MemberTable,
-        ring: Ring,
-        digest: Digest,
+        ctx: Context,
         news: MemberNews,
         election: Election,
         delegate: Delegate,
         gossip: Gossip,
-        rng: random.Random,
-        fx: Effects,
         *,
         now: float,
         seeds: list[Addr],
     ) -> None:
-        self.cfg = cfg
-        self.local = local
-        self.table = table
-        self.ring = ring
-        self.digest = digest
+        super().__init__(ctx)
+        cfg, rng = ctx.cfg, ctx.rng
         self.news = news
         self.election = election
         self.delegate = delegate
         self.gossip = gossip
-        self.rng = rng
-        self.fx = fx
         self.seeds = list(seeds)
         self.joined = not self.seeds
         phase = rng.random()
