@@ -15,8 +15,7 @@ import socket
 import sys
 from pathlib import Path
 
-from chatterd import ctl
-from chatterd.cliargs import Parser, address, arg_type, positive, positive_float, positive_int
+from chatterd.cliargs import COMMANDS, Parser, address, arg_type, positive, positive_float, positive_int
 from chatterd.core import tags, wire
 from chatterd.core.config import (
     CHECK_INTERVAL,
@@ -258,7 +257,9 @@ def _tuning_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ctl.COMMANDS:
+    if argv and argv[0] in COMMANDS:
+        from chatterd import ctl  # httpx and the tables: only for the operator commands
+
         return ctl.main(argv)
     args = build_parser().parse_args(argv)
     import trio  # imported late: --help and the operator commands stay fast

@@ -13,6 +13,9 @@ from typing import NoReturn, TypeVar
 
 from chatterd.core import wire
 
+# The operator commands of `chatterd COMMAND` (chatterd/ctl.py); anything else runs the daemon.
+COMMANDS = ("members", "devices", "events", "leave", "tags", "roles")
+
 EXIT_USAGE = 2  # bad arguments: nothing was done
 
 T = TypeVar("T")

@@ -45,7 +45,6 @@ from chatterd.core import tags
 from chatterd.core.config import CTL_LEAVE_TIMEOUT, DEFAULT_PORT
 from chatterd.tables import EventPrinter, compact, devices_table, format_tags, members_table, roles_table, table
 
-COMMANDS = ("members", "devices", "events", "leave", "tags", "roles")
 ENV_HTTP = "CHATTER_HTTP_ADDR"
 DEFAULT_HTTP = f"127.0.0.1:{DEFAULT_PORT}"
 EXIT_OK = 0  # EXIT_FAILED (1): chatterd.apiclient; EXIT_USAGE (2): chatterd.cliargs

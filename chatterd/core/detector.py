@@ -63,7 +63,15 @@ class Detector(Part):
         data = wire.encode([wire.Heartbeat(inc=self.local.inc)], self.local.name)
         for name in self.ring.successors(self.local.name, self.cfg.monitors):
             self.fx.send(data, self.table.members[name].addr)
-        self.next_hb = max(self.next_hb + self.cfg.heartbeat_interval, now)
+        hb = self.cfg.heartbeat_interval
+        self.next_hb += hb
+        if self.next_hb <= now:
+            # We were stalled for more than an interval (a busy start-up, a paused process):
+            # back onto the shared grid, so that our sends and our peers' heartbeats arrive
+            # together again. Staying off it would cost a wake-up per monitored peer.
+            self.next_hb = now + hb - self.local.wall(now) % hb
+            if self.next_hb - now < 1e-3:  # on a grid point already (rounding): the next one
+                self.next_hb += hb
         return True
 
     def tick(self, now: float) -> None:

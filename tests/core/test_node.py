@@ -191,3 +191,22 @@ def test_the_core_logs_through_the_logger_it_is_given() -> None:
     n.set_tags({"dc": "east"}, 0.0)
     assert ("chatterd.wire", "datagram_dropped") in [(t, e) for t, e, _ in lines]
     assert ("chatterd.membership", "tags_changed") in [(t, e) for t, e, _ in lines]
+
+
+def test_after_a_stall_the_heartbeats_go_back_onto_the_shared_grid() -> None:
+    """A node whose loop stalled for more than an interval (a busy start-up) must not stay off
+    the grid: its sends and its peers' heartbeats would then wake it separately, every time."""
+    n = with_peer()
+    late = 3.0 + 0.37 * LAN.heartbeat_interval  # a stall, ending between two grid points
+    n.handle_timers(late)
+    assert any(isinstance(m, wire.Heartbeat) for m in msgs_to(n, B))  # sent at once
+    beats: list[float] = []
+    t = late
+    while len(beats) < 2:
+        t = n.next_deadline()
+        n.handle_timers(t)
+        if any(isinstance(m, wire.Heartbeat) for m in msgs_to(n, B)):
+            beats.append(t)
+    wall = [(b + 1_800_000_000.0) / LAN.heartbeat_interval for b in beats]
+    assert all(abs(w - round(w)) < 1e-3 for w in wall), beats
+    assert beats[0] - late < LAN.heartbeat_interval
