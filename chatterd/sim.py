@@ -31,7 +31,9 @@ from chatterd.core.effects import LoggerFactory
 from chatterd.core.events import Delivery, Event, MemberEvent
 from chatterd.core.membership import ALIVE, Member
 from chatterd.core.node import Addr, Node
+from chatterd.core.keyring import Keyring
 from chatterd.core.ring import Ring
+from chatterd.core.seal import Sealer, boot_id
 
 WALL_OFFSET = 1_800_000_000.0  # virtual Unix time at virtual t=0
 
@@ -67,8 +69,13 @@ class Simulation:
         loss: float = 0.0,
         latency: tuple[float, float] = (0.0002, 0.002),
         config: Config = LAN,
+        keys: list[bytes] | None = None,
+        label: str = "",
     ) -> None:
         self.rng = random.Random(seed)
+        self.keys = keys  # every node's keyring (sealed gossip), unless add_node says otherwise
+        self.label = label
+        self.wiretap: list[tuple[str, bytes, Addr]] | None = None  # a list: every datagram sent is kept
         self.loss = loss
         self.latency = latency
         self.config = config
@@ -103,6 +110,8 @@ class Simulation:
         tags: dict[str, str] | None = None,
         expect: int | None = None,
         role_lock: bool = False,
+        keys: list[bytes] | None = None,
+        label: str | None = None,
     ) -> Node:
         if name not in self.addr_of:
             addr = ("sim", len(self.addr_of) + 1)
@@ -121,11 +130,33 @@ class Simulation:
             expect=expect,
             role_lock=role_lock,
             logger=self.logger(name),
+            sealer=self.sealer(keys, label),
         )
         self.nodes[name] = node
         self.down.discard(name)
         self.step(node)
         return node
+
+    def sealer(self, keys: list[bytes] | None = None, label: str | None = None) -> Sealer | None:
+        """A sealer with its own keyring of ``keys`` (default: the simulation's), its randomness
+        from the seeded generator; None without keys (plaintext)."""
+        keys = keys if keys is not None else self.keys
+        if not keys:
+            return None
+        rng = self.rng
+        boot = boot_id(int((self.now + WALL_OFFSET) * 1000), rng.getrandbits(16))
+        return Sealer(
+            Keyring(keys),
+            self.label if label is None else label,
+            salt=rng.randbytes(4),
+            counter=rng.getrandbits(62),
+            boot=boot,
+        )
+
+    def send_raw(self, data: bytes, src: Addr, dest: str) -> None:
+        """An attacker's datagram from any address (forged, or replayed from the wiretap)."""
+        self.sent += 1
+        heapq.heappush(self._heap, (self.now, next(self._seq), "deliver", (dest, data, src)))
 
     def start_cluster(self, n: int, settle: float = 5.0, prefix: str = "n") -> list[str]:
         """Start n nodes that join through the first one, then let them settle."""
@@ -168,6 +199,7 @@ class Simulation:
                 node_id=m.id,
                 incarnation=inc,
                 logger=self.logger(name),
+                sealer=self.sealer(),
             )
             node.adopt(members, digest.hashes, ring, self.now)
             self.nodes[name] = node
@@ -284,6 +316,8 @@ class Simulation:
             heapq.heappush(self._heap, (d, next(self._seq), "timer", name))
 
     def _transmit(self, src: str, data: bytes, addr: Addr) -> None:
+        if self.wiretap is not None:
+            self.wiretap.append((src, data, addr))
         self.sent += 1
         self.sent_bytes += len(data)
         self.largest = max(self.largest, len(data))

@@ -214,3 +214,20 @@ LOOP_BACKOFF_MIN = 0.05
 LOOP_BACKOFF_MAX = 1.0
 LOOP_FAILURES_FATAL = 20
 LOOP_FAILURE_EXIT = 70
+
+# ================================================================================ sealing
+# Encrypted, authenticated gossip (core/seal.py, core/keyring.py; --encrypt, --keyring-file).
+# AES-GCM keys of 16, 24 or 32 bytes (AES-128/192/256), given as base64.
+KEY_SIZES = (16, 24, 32)
+# A sealed datagram: version (1) + key id (4) + nonce (12) + [boot id (8) + JSON] + tag (16):
+# 41 bytes more than the plaintext; a node with a keyring builds datagrams this much smaller.
+SEAL_OVERHEAD = 41
+# Replay window per sender boot: the last 1024 sequence numbers are remembered (IPsec's
+# anti-replay window is 32-1024); older ones are refused. A datagram reordered by more than
+# 1024 later datagrams of the same sender is lost, which gossip tolerates.
+REPLAY_WINDOW = 1024
+# Senders whose replay windows are kept (least recently heard forgotten first): named senders
+# (nodes) and unnamed ones (chatter-inject clients, one per run), bounded separately so a
+# flood of inject clients cannot push the nodes' windows out.
+REPLAY_MAX_NODES = 4096
+REPLAY_MAX_CLIENTS = 1024

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chatterd.core import wire
 from chatterd.core.events import Event
+
+if TYPE_CHECKING:
+    from chatterd.core.seal import Sealer
 
 Addr = tuple[str, int]
 
@@ -51,8 +54,10 @@ def null_logger(target: str) -> Logger:
 class Effects:
     """The outbox, the event list and the counters of one node."""
 
-    def __init__(self, sender: str, logger: LoggerFactory | None = None) -> None:
+    def __init__(self, sender: str, logger: LoggerFactory | None = None, sealer: Sealer | None = None) -> None:
         self.sender = sender
+        # With a keyring every datagram leaves sealed (core/seal.py), here and nowhere else.
+        self.sealer = sealer if sealer is not None and sealer.outgoing else None
         self.stats: Counter[str] = Counter()
         self._out: list[tuple[bytes, Addr]] = []
         self._events: list[Event] = []
@@ -61,6 +66,8 @@ class Effects:
         self.log_members = make("chatterd.membership")
 
     def send(self, data: bytes, dest: Addr) -> None:
+        if self.sealer is not None:
+            data = self.sealer.seal(data)
         self.stats["datagrams_out"] += 1
         self.stats["bytes_out"] += len(data)
         self._out.append((data, dest))

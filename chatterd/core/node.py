@@ -36,7 +36,7 @@ from typing import Any
 
 from chatterd.core import tags, wire
 from chatterd.core.chatter_rs import ChatterRs
-from chatterd.core.config import Config
+from chatterd.core.config import SEAL_OVERHEAD, Config
 from chatterd.core.context import Context
 from chatterd.core.delegate import Delegate
 from chatterd.core.detector import Detector
@@ -52,6 +52,7 @@ from chatterd.core.repair import Repair
 from chatterd.core.ring import Ring
 from chatterd.core.roles import RoleBook
 from chatterd.core.rumors import Rumors
+from chatterd.core.seal import Opened, Sealer, SealError, is_sealed
 from chatterd.core.state import MemberNews
 from chatterd.core.sync import Sync
 
@@ -78,8 +79,13 @@ class Node:
         role_lock: bool = False,
         logger: LoggerFactory | None = None,
         delegate: Callable[[Config, Digest, Node], Delegate] | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
+        if sealer is not None:
+            # Sealing adds SEAL_OVERHEAD bytes: build datagrams that much smaller.
+            config = config.replace(max_datagram=config.max_datagram - SEAL_OVERHEAD)
         self.cfg = config
+        self.sealer = sealer
         checked = check_tags(config, name, tags or {})  # raises TagsError
         node_id = node_id or str(uuid.UUID(int=rng.getrandbits(128), version=4))
         # A restarted node must come back with a higher incarnation than its previous life:
@@ -88,7 +94,7 @@ class Node:
         self.local = me = Local(name, node_id, addr, inc, checked, wall_offset)
         me.boot = me.wall_ms(now)
         self.rng = rng
-        self.fx = fx = Effects(name, logger)
+        self.fx = fx = Effects(name, logger, sealer)
 
         self.digest = Digest()  # summary of members, application state and claims, for anti-entropy
         self.table = MemberTable(self.digest)
@@ -152,15 +158,21 @@ class Node:
         stats = self.fx.stats
         stats["datagrams_in"] += 1
         stats["bytes_in"] += len(data)
+        got = self._open(data, addr)
+        if got is None:
+            return
+        body, opened = got
         try:
-            dgram = wire.decode(data, self.cfg.max_receive, self.cfg.max_payload_depth)
+            dgram = wire.decode(body, self.cfg.max_receive, self.cfg.max_payload_depth)
         except wire.WireError as e:
-            self.fx.drop(e.reason)
-            self.fx.log_wire.debug(
-                "datagram_dropped", reason=e.reason, detail=e.detail[:200], src=wire.format_addr(addr)
-            )
+            self._dropped(e.reason, "malformed", e.detail, addr)
             return
         sender = dgram.sender
+        if opened is not None and self.sealer is not None:
+            replay = self.sealer.accept(sender, opened)
+            if replay is not None:
+                self._dropped(replay, "replayed", f"boot {opened.boot} seq {opened.seq}", addr)
+                return
         if sender is not None and sender != self.local.name:
             self.news.heard(sender, now)
         handlers = self._handlers
@@ -171,6 +183,35 @@ class Node:
             else:
                 handler(msg, addr, now)
         self.election.reconcile_if_dirty(now)
+
+    def _open(self, data: bytes, addr: Addr) -> tuple[bytes, Opened | None] | None:
+        """(the JSON to decode, the seal it came in or None for plaintext), or None if the
+        datagram is dropped (counted): it does not authenticate, or it is plaintext and we
+        require seals, or it is sealed and we have no key."""
+        sealer = self.sealer
+        if sealer is None:
+            if is_sealed(data):
+                self._dropped("version", "malformed", "sealed datagram, and this node has no key", addr)
+                return None
+            return data, None
+        if len(data) > self.cfg.max_receive:
+            self._dropped("oversize", "malformed", f"{len(data)} bytes > {self.cfg.max_receive}", addr)
+            return None
+        if not sealer.incoming and not is_sealed(data):
+            self.fx.stats["plaintext_accepted"] += 1  # a rolling move from plaintext: not yet required
+            return data, None
+        try:
+            opened = sealer.open(data)
+        except SealError as e:
+            self._dropped(e.reason, e.counter, "datagram does not open", addr)
+            return None
+        return opened.body, opened
+
+    def _dropped(self, reason: str, counter: str, detail: str, addr: Addr) -> None:
+        self.fx.drop(reason, counter)
+        self.fx.log_wire.debug(
+            "datagram_dropped", reason=reason, counter=counter, detail=detail[:200], src=wire.format_addr(addr)
+        )
 
     def handle_timers(self, now: float) -> None:
         self.detector.check_lateness(now)
