@@ -29,9 +29,9 @@ from chatterd.core.config import LAN, Config
 from chatterd.core.digest import Digest, bucket_of
 from chatterd.core.effects import LoggerFactory
 from chatterd.core.events import Delivery, Event, MemberEvent
+from chatterd.core.keyring import Keyring
 from chatterd.core.membership import ALIVE, Member
 from chatterd.core.node import Addr, Node
-from chatterd.core.keyring import Keyring
 from chatterd.core.ring import Ring
 from chatterd.core.seal import Sealer, boot_id
 
