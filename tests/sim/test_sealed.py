@@ -100,7 +100,10 @@ def test_replayed_datagrams_do_not_revive_a_dead_node_nor_move_a_role() -> None:
 def test_forged_datagrams_change_nothing_and_are_counted() -> None:
     sim = sealed_cluster(4)
     before = len(sim.records)
-    news: list[wire.Message] = [wire.Dead(node="n1", inc=2**40, by="x"), wire.Alive(node="g", id="g", addr="s:9", inc=1)]
+    news: list[wire.Message] = [
+        wire.Dead(node="n1", inc=2**40, by="x"),
+        wire.Alive(node="g", id="g", addr="s:9", inc=1),
+    ]
     forged = wire.encode(news, "x")
     sealed_other = sim.sealer([OTHER])
     assert sealed_other is not None
