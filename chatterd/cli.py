@@ -2,6 +2,9 @@
 
 chatterd --listen 127.0.0.1:8080 --join 127.0.0.1:8081 --name n1
 chatterd members --http 127.0.0.1:8080
+chatterd keygen
+
+``keygen`` prints a new random key for --encrypt (like ``serf keygen``).
 
 A first argument that names an operator command (members, devices, events, leave, tags)
 selects the client; anything else is the daemon's command line, as it always was.
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import socket
 import sys
 from pathlib import Path
@@ -21,8 +25,10 @@ from chatterd.core.config import (
     CHECK_INTERVAL,
     CHECK_TIMEOUT,
     DEFAULT_PORT,
+    ENCRYPT_KEY_ENV,
     LOCK_TTL,
     LOOP_FAILURE_EXIT,
+    MAX_LABEL,
     PROFILES,
     Config,
 )
@@ -68,9 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a chatter node: gossip membership, failure detection and JSON messages over UDP.",
         epilog="Log level: CHATTER_LOG (or RUST_LOG), e.g. CHATTER_LOG=warn,chatterd.membership=debug. "
         "Ask a running node with: chatterd {members,devices,events,leave,tags} [--http ADDR] "
-        "(chatterd COMMAND --help).",
+        "(chatterd COMMAND --help). A new key for --encrypt: chatterd keygen.",
     )
     _node_arguments(p)
+    _security_arguments(p)
     _role_arguments(p)
     _output_arguments(p)
     _handler_arguments(p)
@@ -125,6 +132,33 @@ def _node_arguments(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="keep the node's id, incarnation and peers in DIR/node.json, so that a restart comes back as the "
         "same node and rejoins its peers without --join (default: nothing saved)",
+    )
+
+
+def _security_arguments(p: argparse.ArgumentParser) -> None:
+    """Sealed gossip (chatterd.keyfile, chatterd/core/seal.py)."""
+    sec = p.add_argument_group("encryption", "every datagram sealed with AES-GCM; all nodes need the same key")
+    sec.add_argument(
+        "--encrypt",
+        default=os.environ.get(ENCRYPT_KEY_ENV) or None,
+        metavar="KEY",
+        help=f"encrypt and authenticate gossip with this key (base64 of 16, 24 or 32 bytes, e.g. from "
+        f"chatterd keygen; default: ${ENCRYPT_KEY_ENV}, else plaintext)",
+    )
+    sec.add_argument(
+        "--keyring-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="the keys (JSON list of base64 keys, the first encrypts, all decrypt), mode 0600; created from "
+        "--encrypt if missing, and written back whenever the keyring changes",
+    )
+    sec.add_argument(
+        "--label",
+        default="",
+        metavar="NAME",
+        help=f"the cluster's name, authenticated in every sealed datagram: clusters sharing a key but not a "
+        f"label never merge (at most {MAX_LABEL} bytes; default: none)",
     )
 
 
@@ -257,6 +291,14 @@ def _tuning_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "keygen":
+        if argv[1:]:
+            print("usage: chatterd keygen  (prints a new random key for --encrypt)", file=sys.stderr)
+            return 2
+        from chatterd.keyfile import generate_key
+
+        print(generate_key())
+        return 0
     if argv and argv[0] in COMMANDS:
         from chatterd import ctl  # httpx and the tables: only for the operator commands
 
@@ -291,6 +333,14 @@ def main(argv: list[str] | None = None) -> int:
     except tags.TagsError as e:
         print(f"chatterd: error: --tag: {e}", file=sys.stderr)
         return 2
+    from chatterd import keyfile  # the cryptography package: only for a daemon
+
+    try:
+        ring = keyfile.from_options(args.encrypt, args.keyring_file, args.label)
+    except (ValueError, OSError) as e:  # KeyringError is a ValueError: bad usage
+        bad_usage = isinstance(e, ValueError)
+        print(f"chatterd: error: {e if bad_usage else e.strerror or e}", file=sys.stderr)
+        return 2 if bad_usage else 1
     logs.setup(fmt=args.log_format)
     rt = Runtime(
         Options(
@@ -313,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
             check_interval=args.check_interval,
             check_timeout=args.check_timeout,
             watchdog=args.watchdog,
+            keyring=ring,
+            keyring_file=args.keyring_file,
+            label=args.label,
         )
     )
     try:

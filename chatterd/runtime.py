@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import structlog
 import trio
 
-from chatterd import persistence
+from chatterd import keyfile, persistence
 from chatterd.core import tags, wire
 from chatterd.core.config import (
     CHECK_INTERVAL,
@@ -39,6 +39,7 @@ from chatterd.core.config import (
     Config,
 )
 from chatterd.core.events import Event, MemberEvent
+from chatterd.core.keyring import Keyring
 from chatterd.core.node import Node
 from chatterd.core.roles import FAILING_TAG, TAG_PREFIX, role_tags
 from chatterd.eventlog import EventLog, Row
@@ -85,6 +86,9 @@ class Options:
     check_timeout: float = CHECK_TIMEOUT
     watchdog: float | None = None  # --watchdog SECONDS
     loop_failures_fatal: int = LOOP_FAILURES_FATAL  # timer failures in a row before the node exits
+    keyring: Keyring | None = None  # --encrypt / --keyring-file: sealed gossip (chatterd.keyfile)
+    keyring_file: Path | None = None  # written back whenever the keyring changes
+    label: str = ""  # --label: the cluster's name, authenticated in every sealed datagram
 
 
 class Runtime:
@@ -101,6 +105,7 @@ class Runtime:
         self.receive_guard = LoopGuard(log, "receive_failed", clock, fatal=None)  # input-driven: no spin
         self.timers_guard = LoopGuard(log, "timers_failed", clock, fatal=opts.loop_failures_fatal)
         self.health_watch = HealthWatch()
+        self.security = keyfile.Security(opts.keyring, opts.keyring_file, opts.label)
         self.metrics: Metrics | None = None  # GET /metrics: created by the API (chatterd.metrics)
         self._cancel: trio.CancelScope | None = None
         self._sleep: trio.CancelScope | None = None  # the protocol loop's wait, cut short by kick()
@@ -129,6 +134,8 @@ class Runtime:
             incarnation=node.inc,
             tags=node.tags,
         )
+        if self.security.check_listen(bound[0]):
+            log.warning("plaintext_gossip", listen=wire.format_addr(bound), detail=keyfile.PLAINTEXT_WARNING)
         self.persister.save_if_changed(node)
         try:
             async with trio.open_nursery() as nursery:
@@ -152,6 +159,7 @@ class Runtime:
         seeds = list(opts.seeds)
         if snap is not None:
             seeds += [s for s in persistence.join_seeds(snap, rng, wire.format_addr(advertise)) if s not in seeds]
+        inc = persistence.next_incarnation(snap, int((now + wall_offset) * 1000))
         return Node(
             opts.config,
             opts.name,
@@ -161,11 +169,12 @@ class Runtime:
             rng=rng,
             seeds=seeds,
             node_id=snap.id if snap is not None else str(uuid.uuid4()),
-            incarnation=persistence.next_incarnation(snap, int((now + wall_offset) * 1000)),
+            incarnation=inc,
             tags=self._initial_tags(snap),
             expect=opts.expect,
             role_lock=opts.lock is not None,
             logger=lambda target: structlog.get_logger(target).bind(at=opts.name),
+            sealer=self.security.sealer(inc),
         )
 
     async def _start_tasks(self, nursery: trio.Nursery, node: Node) -> None:
@@ -356,7 +365,7 @@ class Runtime:
             "uptime_s": round(time.time() - self.started_at, 3),
             "counters": dict(node.stats) | self.stats | self.handlers.stats | self.eventlog.stats,
             "now": now,
-        }
+        } | self.security.health()
 
 
 def os_error_of(e: BaseException) -> OSError | None:

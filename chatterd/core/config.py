@@ -231,3 +231,8 @@ REPLAY_WINDOW = 1024
 # flood of inject clients cannot push the nodes' windows out.
 REPLAY_MAX_NODES = 4096
 REPLAY_MAX_CLIENTS = 1024
+# The longest --label (memberlist's label limit): it is associated data, never sent.
+MAX_LABEL = 255
+# The environment variable that gives --encrypt's key (chatterd and chatter-inject), so that
+# the key need not appear in the process list.
+ENCRYPT_KEY_ENV = "CHATTER_ENCRYPT_KEY"
