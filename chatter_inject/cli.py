@@ -6,20 +6,26 @@
 The node acknowledges what it accepted; chatter-inject retries until it gets the
 acknowledgement (UDP loses packets) and prints the message id and the node that accepted
 it. ``--no-wait`` sends once and exits. Any problem: one line on stderr, non-zero exit.
+For a node started with ``--encrypt``: the same ``--encrypt KEY`` (or ``$CHATTER_ENCRYPT_KEY``,
+or ``--keyring-file``) and ``--label``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 from chatter_inject import client
 from chatterd.cliargs import EXIT_USAGE, Parser, positive_float
 from chatterd.core import payloads, wire
-from chatterd.core.config import INJECT_RETRY, INJECT_TIMEOUT, LAN
+from chatterd.core.config import ENCRYPT_KEY_ENV, INJECT_RETRY, INJECT_TIMEOUT, LAN, SEAL_OVERHEAD
+from chatterd.core.keyring import KeyringError
+from chatterd.core.seal import Sealer
 
 # EXIT_USAGE (2): bad arguments or bad message, nothing was sent
 EXIT_FAILED = 1  # sent, but not accepted (no acknowledgement, or rejected by the node)
@@ -51,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=LAN.max_datagram,
         help=f"size limit of the datagram (default: {LAN.max_datagram})",
     )
+    p.add_argument(
+        "--encrypt",
+        default=os.environ.get(ENCRYPT_KEY_ENV) or None,
+        metavar="KEY",
+        help=f"the cluster's key, for a node started with --encrypt (default: ${ENCRYPT_KEY_ENV})",
+    )
+    p.add_argument("--keyring-file", type=Path, default=None, metavar="PATH", help="the node's keyring file")
+    p.add_argument("--label", default="", metavar="NAME", help="the cluster's --label (default: none)")
     return p
 
 
@@ -80,8 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         fail(EXIT_USAGE, f"invalid message: {e}")
     if args.hops is not None and args.hops < 0:
         fail(EXIT_USAGE, "--hops must be >= 0")
+    try:
+        sealer = client.sealer_for(args.encrypt, args.keyring_file, args.label)
+    except KeyringError as e:
+        fail(EXIT_USAGE, f"{'--encrypt' if args.keyring_file is None else '--keyring-file'}: {e}")
     rid, data = client.request(payload, args.hops)
-    limit = wire.max_message_size(args.max_datagram)
+    limit = wire.max_message_size(args.max_datagram - (SEAL_OVERHEAD if sealer is not None else 0))
     if len(data) > limit:
         fail(EXIT_USAGE, f"message too large: {len(data)} bytes encoded, limit {limit}")
     try:
@@ -92,20 +110,26 @@ def main(argv: list[str] | None = None) -> int:
     target = (str(sockaddr[0]), int(sockaddr[1]))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         if args.no_wait:
-            sock.sendto(data, target)
+            sock.sendto(data if sealer is None else sealer.seal(data), target)
             return 0
-        return _send_until_acked(sock, data, target, rid, args)
+        return _send_until_acked(sock, data, target, rid, args, sealer)
 
 
 def _send_until_acked(
-    sock: socket.socket, data: bytes, target: tuple[str, int], rid: str, args: argparse.Namespace
+    sock: socket.socket,
+    data: bytes,
+    target: tuple[str, int],
+    rid: str,
+    args: argparse.Namespace,
+    sealer: Sealer | None,
 ) -> int:
     try:
-        mid, node = client.send_until_acked(sock, data, target, rid, args.timeout, args.retry)
+        mid, node = client.send_until_acked(sock, data, target, rid, args.timeout, args.retry, sealer)
     except client.Rejected as e:
         fail(EXIT_FAILED, f"rejected by {args.addr}: {e}")
     except TimeoutError:
-        fail(EXIT_FAILED, f"no acknowledgement from {args.addr} within {args.timeout:g} s")
+        hint = client.NEEDS_KEY if sealer is None else client.WRONG_KEY
+        fail(EXIT_FAILED, f"no acknowledgement from {args.addr} within {args.timeout:g} s; {hint}")
     except OSError as e:
         fail(EXIT_FAILED, f"cannot send to {args.addr}: {e.strerror or e}")
     print(f"{mid} {node}")

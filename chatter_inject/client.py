@@ -7,6 +7,12 @@ An ``inject`` datagram carries the payload and a request id; the node answers ``
 (the message id and the node's name) or ``inject-nack`` (why it refused). UDP loses
 datagrams, so the request is resent every ``retry`` seconds until an answer comes; the request
 id makes a resend harmless (the node acknowledges the same message again).
+
+A node started with ``--encrypt`` accepts only sealed datagrams: give the same key
+(``encrypt="BASE64"``, or ``keyring_file=``) and ``label``. Each resend is sealed anew (a new
+nonce and sequence number, else the node's replay window would refuse it), and only answers
+that open with the key count. Without the key an encrypted node stays silent: the
+TimeoutError says the node may require one.
 """
 
 from __future__ import annotations
@@ -14,10 +20,13 @@ from __future__ import annotations
 import socket
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from chatterd.core import wire
 from chatterd.core.config import INJECT_RETRY, INJECT_TIMEOUT
+from chatterd.core.keyring import Keyring
+from chatterd.core.seal import Sealer, SealError
 
 Addr = tuple[str, int]
 
@@ -32,14 +41,38 @@ def request(payload: Any, hops: int | None = None) -> tuple[str, bytes]:
     return rid, wire.encode([wire.Inject(rid=rid, payload=payload, hops=hops)])
 
 
+NEEDS_KEY = "the node may require a key: --encrypt KEY, $CHATTER_ENCRYPT_KEY or --keyring-file"
+WRONG_KEY = "the node may use another key or --label"
+
+
+def sealer_for(
+    encrypt: str | None = None, keyring_file: Path | None = None, label: str = "", keyring: Keyring | None = None
+) -> Sealer | None:
+    """The client's sealer from a key, a keyring file or a keyring; None for plaintext.
+    Raises KeyringError (a ValueError) for a bad key or file."""
+    from chatterd import keyfile
+
+    if keyring is None:
+        keyring, _ = keyfile.load_keyring(encrypt, keyring_file)  # a missing file is not created here
+    if keyring is None:
+        return None
+    return keyfile.make_sealer(keyring, label, int(time.time() * 1000))
+
+
 def send_until_acked(
-    sock: socket.socket, data: bytes, target: Addr, rid: str, timeout: float, retry: float
+    sock: socket.socket,
+    data: bytes,
+    target: Addr,
+    rid: str,
+    timeout: float,
+    retry: float,
+    sealer: Sealer | None = None,
 ) -> tuple[str, str]:
     """Send ``data`` to ``target`` every ``retry`` seconds until the node answers request
     ``rid``: returns (message id, node name). Raises Rejected, TimeoutError or OSError (send)."""
     deadline = time.monotonic() + timeout
     while True:
-        sock.sendto(data, target)
+        sock.sendto(data if sealer is None else sealer.seal(data), target)
         retry_at = min(time.monotonic() + retry, deadline)
         while (left := retry_at - time.monotonic()) > 0:
             sock.settimeout(left)
@@ -51,8 +84,8 @@ def send_until_acked(
                 time.sleep(left)  # nothing listening there (yet): try again at the next round
                 break
             try:
-                dgram = wire.decode(reply)
-            except wire.WireError:
+                dgram = wire.decode(reply if sealer is None else sealer.open(reply).body)
+            except (wire.WireError, SealError):
                 continue
             for msg in dgram.m:
                 if isinstance(msg, wire.InjectAck) and msg.rid == rid:
@@ -60,7 +93,8 @@ def send_until_acked(
                 if isinstance(msg, wire.InjectNack) and msg.rid == rid:
                     raise Rejected(msg.error)
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"no acknowledgement within {timeout:g} s")
+            hint = NEEDS_KEY if sealer is None else WRONG_KEY
+            raise TimeoutError(f"no acknowledgement within {timeout:g} s; {hint}")
 
 
 def inject(
@@ -71,10 +105,17 @@ def inject(
     timeout: float = INJECT_TIMEOUT,
     retry: float = INJECT_RETRY,
     sock: socket.socket | None = None,
+    encrypt: str | None = None,
+    keyring_file: Path | None = None,
+    label: str = "",
+    keyring: Keyring | None = None,
 ) -> tuple[str, str]:
-    """Post ``payload`` to the node at ``target``; (message id, node) once it acknowledged."""
+    """Post ``payload`` to the node at ``target``; (message id, node) once it acknowledged.
+    ``encrypt`` (a base64 key), ``keyring_file`` or ``keyring``, with ``label``: for a node
+    started with --encrypt. Raises KeyringError for a bad key."""
+    sealer = sealer_for(encrypt, keyring_file, label, keyring)
     rid, data = request(payload, hops)
     if sock is not None:
-        return send_until_acked(sock, data, target, rid, timeout, retry)
+        return send_until_acked(sock, data, target, rid, timeout, retry, sealer)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as own:
-        return send_until_acked(own, data, target, rid, timeout, retry)
+        return send_until_acked(own, data, target, rid, timeout, retry, sealer)

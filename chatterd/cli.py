@@ -338,9 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ring = keyfile.from_options(args.encrypt, args.keyring_file, args.label)
     except (ValueError, OSError) as e:  # KeyringError is a ValueError: bad usage
-        bad_usage = isinstance(e, ValueError)
-        print(f"chatterd: error: {e if bad_usage else e.strerror or e}", file=sys.stderr)
-        return 2 if bad_usage else 1
+        if isinstance(e, ValueError):
+            print(f"chatterd: error: {e}", file=sys.stderr)
+            return 2
+        print(f"chatterd: error: {e.strerror or e}", file=sys.stderr)
+        return 1
     logs.setup(fmt=args.log_format)
     rt = Runtime(
         Options(
