@@ -30,6 +30,7 @@ from chatterd.core.config import (
     LOOP_FAILURE_EXIT,
     MAX_LABEL,
     PROFILES,
+    SEAL_OVERHEAD,
     Config,
 )
 from chatterd.handlers import DEFAULT_QUEUE, DEFAULT_TIMEOUT, HandlerSpecError, parse_spec
@@ -289,6 +290,11 @@ def _tuning_arguments(p: argparse.ArgumentParser) -> None:
         )
 
 
+def sealed_config(config: Config, ring: object) -> Config:
+    """The config the node will run with: with a keyring, datagrams are built smaller by the seal."""
+    return config if ring is None else config.replace(max_datagram=config.max_datagram - SEAL_OVERHEAD)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "keygen":
@@ -328,11 +334,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"chatterd: error: --http: {e}", file=sys.stderr)
             return 2
     name = args.name or f"{socket.gethostname()}:{args.listen[1]}"
-    try:
-        node_tags = check_tags(config, name, dict(args.tags) | role_tags(dict(args.roles)))
-    except tags.TagsError as e:
-        print(f"chatterd: error: --tag: {e}", file=sys.stderr)
-        return 2
     from chatterd import keyfile  # the cryptography package: only for a daemon
 
     try:
@@ -343,6 +344,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"chatterd: error: {e.strerror or e}", file=sys.stderr)
         return 1
+    try:
+        node_tags = check_tags(sealed_config(config, ring), name, dict(args.tags) | role_tags(dict(args.roles)))
+    except tags.TagsError as e:
+        print(f"chatterd: error: --tag: {e}", file=sys.stderr)
+        return 2
     logs.setup(fmt=args.log_format)
     rt = Runtime(
         Options(
