@@ -89,3 +89,33 @@ def test_a_plaintext_node_counts_a_sealed_datagram_as_an_unsupported_version() -
     assert joined(n) == [("member-join", "b")]
     n.handle_timers(0.0)
     assert all(data[:1] == b"{" for data, _ in n.take_outgoing())
+
+
+def test_mutated_and_random_datagrams_never_raise_and_never_get_in() -> None:
+    """Seeded mutations of a valid sealed datagram (flipped bytes, cuts, extensions) and
+    random bytes: every one is refused and counted, none raises, the deadline stays ahead."""
+    rng = random.Random(42)
+    b = sealer(2)
+    n = node(sealer=sealer(1))
+    good = b.seal(alive_b())
+    tried = 0
+    for i in range(3000):
+        data = bytearray(good)
+        kind = i % 4
+        if kind == 0:
+            for _ in range(rng.randint(1, 4)):
+                data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        elif kind == 1:
+            data = data[: rng.randrange(len(data))]
+        elif kind == 2:
+            data += rng.randbytes(rng.randint(1, 64))
+        else:
+            data = bytearray(b"\x02" + rng.randbytes(rng.randint(0, 200)))
+        if bytes(data) == good:
+            continue
+        tried += 1
+        n.receive(bytes(data), B, 0.001 * i)
+        n.handle_timers(0.001 * i)
+        assert n.next_deadline() >= 0.001 * i
+    assert "b" not in n.table.members and joined(n) == []
+    assert n.stats["decrypt_failed"] == tried

@@ -12,6 +12,7 @@ import pytest
 import trio
 from e2e_helpers import FAILURE_TIMEOUT, counters, inject, wait_delivered, wait_until
 
+from chatter_inject.client import inject as inject_call
 from chatter_inject.client import sealer_for
 from chatterd.core import wire
 from chatterd.testing import LocalCluster, local_cluster
@@ -87,3 +88,9 @@ async def test_chatter_inject_without_the_key_fails_clearly_and_a_replay_is_refu
                 sock.recv(65536)
         c = await counters(n0)
         assert c["replayed"] == 1 and c["replayed_duplicate"] == 1
+
+        addr = wire.parse_addr(n0.addr)
+        mid, name = await trio.to_thread.run_sync(lambda: inject_call(addr, {"z": {"c": 3}}, encrypt=KEY, label="e2e"))
+        assert name == "n0" and len(mid) == 32
+        with pytest.raises(TimeoutError, match="may use another key or --label"):
+            await trio.to_thread.run_sync(lambda: inject_call(addr, {"z": {"c": 4}}, encrypt=OTHER, timeout=0.5))
