@@ -2,9 +2,9 @@
 
     {"v": 1, "from": "<sender name>", "m": [<message>, ...]}
 
-``v`` is the protocol version. Version 1 is plain JSON; a later authenticated, encrypted
-mode will use its own version number with a sealed body, so a version-1 node rejects it as
-"unsupported version" instead of misreading it. ``from`` names the sending node (absent on
+``v`` is the protocol version. Version 1 is plain JSON. With a key, this JSON travels
+inside a sealed datagram (core/seal.py: its first byte 0x02, never ``{``), which a node
+without the key rejects as "unsupported version" instead of misreading it. ``from`` names the sending node (absent on
 datagrams from clients such as chatter-inject). ``m`` carries one or more messages, each
 tagged by ``type``. Anything that does not match these shapes exactly is rejected with a
 :class:`WireError` naming the reason; the caller drops the whole datagram and counts it.
