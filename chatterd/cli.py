@@ -109,6 +109,15 @@ def _node_arguments(p: argparse.ArgumentParser) -> None:
         help="TCP address of the HTTP API (default: 127.0.0.1 at the --listen port; 'off' to disable)",
     )
     p.add_argument(
+        "--http-token-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="the API's bearer token, needed by PUT/POST (and by every read but /v1/health and /metrics when "
+        "--http is not loopback) (default: a new one, written with mode 0600 to --data-dir or to the user's "
+        "runtime dir, where the operator commands find it)",
+    )
+    p.add_argument(
         "--tag",
         type=_tag,
         action="append",
@@ -300,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
             advertise=args.advertise,
             seeds=args.join,
             http=http,
+            http_token_file=args.http_token_file,
             handlers=args.handlers,
             handler_queue=args.handler_queue,
             handler_timeout=args.handler_timeout,
