@@ -2,13 +2,13 @@
 
 A mutating request (``PUT /v1/tags``, ``POST /v1/leave``, any method but GET/HEAD) needs
 ``Authorization: Bearer TOKEN``; so does every read when the API listens beyond loopback
-(chatterd.api). The token is ``--http-token-file PATH`` when given (the operator's file, kept),
-else one the node makes at start (``secrets.token_urlsafe(32)``, written atomically, mode
-0600) and removes at exit:
-
-- in ``--data-dir`` when given, else in the per-user runtime dir: ``$XDG_RUNTIME_DIR/chatter/``
-  or ``/tmp/chatter-UID/`` (mode 0700, refused unless it is a real directory owned by the user);
-- named after the HTTP address, ``http-token-HOST-PORT``, so local nodes do not collide.
+(chatterd.api). The token is ``--http-token-file PATH`` when given (the operator's file), else
+``DATA_DIR/http-token`` with ``--data-dir`` (made the first time, then the same across
+restarts), else a new one at each start (``secrets.token_urlsafe(32)``). Every file is written
+atomically with mode 0600. A token the node made is also written, once the API listens, to the
+per-user runtime dir, ``$XDG_RUNTIME_DIR/chatter/`` or ``/tmp/chatter-UID/`` (mode 0700,
+refused unless it is a real directory of this user), as ``http-token-HOST-PORT`` after the HTTP
+address so local nodes do not collide, and removed at exit.
 
 The operator commands (chatterd.ctl) find it from the ``--http`` address the same way
 (:func:`find_token`), so the user who runs the node needs no flag. Light on imports: the
@@ -36,6 +36,7 @@ Addr = tuple[str, int]
 ENV_TOKEN = "CHATTER_HTTP_TOKEN"  # the token itself, for the operator commands
 MAX_TOKEN_FILE = 4096  # a token file is one short line: anything longer is not one
 TOKEN_BYTES = 32
+DATA_DIR_FILE = "http-token"  # in --data-dir: the node's token, kept across restarts
 
 
 class TokenError(OSError):
@@ -110,27 +111,42 @@ def write_token(path: Path, token: str) -> None:
 
 @dataclass
 class HttpToken:
-    """The node's token; ``path`` is where it is written, ``owned`` when the node made it
-    (then it writes the file once the API is bound, and removes it at exit)."""
+    """The node's token. ``path``: the file it writes once the API is bound and removes at exit
+    (None: none, e.g. with --http-token-file); ``kept``: the file it came from and stays in."""
 
     token: str
-    path: Path
-    owned: bool
+    path: Path | None = None
     loopback: bool = True  # the API listens on loopback only: reads are open
+    kept: Path | None = None
 
     @classmethod
     def for_node(cls, http: Addr, token_file: Path | None, data_dir: Path | None) -> HttpToken:
-        """From --http-token-file, else a new one. Raises TokenError."""
+        """From --http-token-file; else the one kept in --data-dir (made there the first time:
+        it stays the same across restarts); else a new one. A token the node made is also
+        written to the runtime dir under the HTTP address, for the operator commands.
+        Raises TokenError."""
         loopback = is_loopback(http[0])
         if token_file is not None:
-            return cls(read_token(token_file), token_file, owned=False, loopback=loopback)
-        where = data_dir if data_dir is not None else runtime_dir(create=True)
-        return cls(secrets.token_urlsafe(TOKEN_BYTES), where / file_name(http), owned=True, loopback=loopback)
+            return cls(read_token(token_file), None, loopback, kept=token_file)
+        if data_dir is None:
+            return cls(secrets.token_urlsafe(TOKEN_BYTES), runtime_dir(create=True) / file_name(http), loopback)
+        kept = data_dir / DATA_DIR_FILE
+        try:
+            token = read_token(kept)
+        except TokenError:
+            token = secrets.token_urlsafe(TOKEN_BYTES)
+            data_dir.mkdir(parents=True, exist_ok=True)
+            write_token(kept, token)
+        try:
+            path: Path | None = runtime_dir(create=True) / file_name(http)
+        except TokenError:
+            path = None  # found through --data-dir only
+        return cls(token, path, loopback, kept=kept)
 
     @classmethod
     def unknown(cls) -> HttpToken:
         """A token nobody knows, never written: every guarded request is refused."""
-        return cls(secrets.token_urlsafe(TOKEN_BYTES), Path(os.devnull), owned=False)
+        return cls(secrets.token_urlsafe(TOKEN_BYTES))
 
     def check(self, presented: str | None) -> bool:
         """Whether an Authorization header value carries this token (constant-time compare)."""
@@ -144,7 +160,7 @@ class HttpToken:
     def publish(self, bound: Sequence[str] = ()) -> None:
         """Write an owned token once the API listens (``bound``: hypercorn's URLs, for the
         real port when it was 0)."""
-        if not self.owned:
+        if self.path is None:
             return
         if bound and self.path.name.endswith("-0"):
             with contextlib.suppress(ValueError):
@@ -153,8 +169,8 @@ class HttpToken:
         write_token(self.path, self.token)
 
     def remove(self) -> None:
-        """At exit: remove an owned token file if it still holds this token."""
-        if not self.owned:
+        """At exit: remove the runtime-dir file if it still holds this token (``kept`` stays)."""
+        if self.path is None:
             return
         with contextlib.suppress(TokenError, OSError):
             if read_token(self.path) == self.token:
@@ -167,10 +183,10 @@ def candidates(addr: Addr, data_dir: Path | None = None) -> list[Path]:
     names = [file_name(addr)]
     if is_loopback(addr[0]):
         names += [file_name(("0.0.0.0", addr[1])), file_name(("::", addr[1]))]
-    dirs = [data_dir] if data_dir is not None else []
+    found = [data_dir / DATA_DIR_FILE] if data_dir is not None else []
     with contextlib.suppress(TokenError):
-        dirs.append(runtime_dir())
-    return [d / n for d in dirs for n in names]
+        found += [runtime_dir() / n for n in names]
+    return found
 
 
 def find_token(addr: Addr, token_file: Path | None = None, data_dir: Path | None = None) -> str | None:

@@ -4,7 +4,6 @@ token for mutations (and for reads beyond loopback), bounded bodies read in chun
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,7 +28,7 @@ def runtime(loopback: bool = True) -> Runtime:
     node = sim.nodes["n0"]
     rt = Runtime(Options(listen=("127.0.0.1", 0), name=node.name, config=LAN))
     rt.node = node
-    rt.http_token = HttpToken(TOKEN, Path("unused"), owned=False, loopback=loopback)
+    rt.http_token = HttpToken(TOKEN, loopback=loopback)
     return rt
 
 
@@ -120,7 +119,7 @@ async def test_a_body_over_the_bound_is_413_before_it_is_read() -> None:
 
 
 async def test_a_trickling_body_gets_408(autojump_clock: trio.testing.MockClock) -> None:
-    token = HttpToken(TOKEN, Path("unused"), owned=False)
+    token = HttpToken(TOKEN)
     reached: list[bytes] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:

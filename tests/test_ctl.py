@@ -302,7 +302,7 @@ def test_the_token_is_found_and_sent(
 ) -> None:
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     monkeypatch.delenv("CHATTER_HTTP_TOKEN", raising=False)
-    HttpToken("auto-token", tmp_path / "chatter" / "http-token-127.0.0.1-2428", owned=True).publish()
+    HttpToken("auto-token", tmp_path / "chatter" / "http-token-127.0.0.1-2428").publish()
     seen: list[str | None] = []
 
     def node(request: httpx.Request) -> httpx.Response:

@@ -31,7 +31,7 @@ def test_loopback_rule() -> None:
 
 def test_auto_token_in_the_runtime_dir_found_by_address_then_removed(runtime_dir: Path) -> None:
     tok = HttpToken.for_node(("127.0.0.1", 0), None, None)
-    assert tok.owned and tok.loopback and len(tok.token) >= 40
+    assert tok.path is not None and tok.kept is None and tok.loopback and len(tok.token) >= 40
     tok.publish(["http://127.0.0.1:4711"])  # port 0: named after the bound port
     assert tok.path == runtime_dir / "http-token-127.0.0.1-4711"
     assert stat.S_IMODE(tok.path.stat().st_mode) == 0o600
@@ -57,12 +57,19 @@ def test_data_dir_token_and_the_lookup_order(
     runtime_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = tmp_path / "data"
-    data.mkdir()
     tok = HttpToken.for_node(("127.0.0.1", 6000), None, data)
+    assert tok.kept == data / "http-token" and stat.S_IMODE(tok.kept.stat().st_mode) == 0o600
     tok.publish()
-    assert tok.path.parent == data
-    assert find_token(("127.0.0.1", 6000)) is None  # not in the runtime dir
+    assert tok.path == runtime_dir / "http-token-127.0.0.1-6000"
+    assert find_token(("127.0.0.1", 6000)) == tok.token  # the commands need no --data-dir
+    tok.remove()
+    assert find_token(("127.0.0.1", 6000)) is None and tok.kept.exists()  # kept for the next start
     assert find_token(("127.0.0.1", 6000), data_dir=data) == tok.token
+    again = HttpToken.for_node(("127.0.0.1", 6001), None, data)
+    assert again.token == tok.token  # the same token after a restart
+    (data / "http-token").write_text("")  # damaged: a new one
+    assert HttpToken.for_node(("127.0.0.1", 6000), None, data).token not in ("", tok.token)
+
     given = tmp_path / "given"
     given.write_text("from-file\n")
     monkeypatch.setenv(httpauth.ENV_TOKEN, "from-env")
@@ -74,7 +81,7 @@ def test_a_given_token_file_is_read_and_kept(tmp_path: Path) -> None:
     path = tmp_path / "token"
     path.write_text("  abc-DEF_123 \n")
     tok = HttpToken.for_node(("10.1.2.3", 80), path, None)
-    assert tok.token == "abc-DEF_123" and not tok.owned and not tok.loopback
+    assert tok.token == "abc-DEF_123" and tok.path is None and tok.kept == path and not tok.loopback
     tok.publish()
     tok.remove()
     assert path.read_text() == "  abc-DEF_123 \n"
@@ -117,6 +124,6 @@ def test_a_runtime_dir_that_is_not_private_is_refused(tmp_path: Path, monkeypatc
 
 
 def test_the_check_is_a_bearer_token_compare() -> None:
-    tok = HttpToken("abc", Path("x"), owned=False)
+    tok = HttpToken("abc")
     assert tok.check("Bearer abc") and tok.check("bearer  abc ")
     assert not any(tok.check(v) for v in (None, "", "abc", "Bearer", "Bearer abcd", "Bearer ab", "Basic abc"))
