@@ -6,7 +6,7 @@
 //   "last heard" times, changes seen without an event here).
 // Every value from the API goes into the page as text (textContent), never as HTML.
 // A node whose API listens beyond loopback wants its token for every read: open the page as
-// http://HOST:PORT/#token=TOKEN (a fragment never leaves the browser); the page sends it as
+// HOST:PORT/#token=TOKEN (a fragment never leaves the browser); the page sends it as
 // Authorization: Bearer, and as ?access_token= for the event stream (EventSource sends no headers).
 "use strict";
 

@@ -10,10 +10,12 @@ import os
 import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import trio
+from browser_helpers import MISSING, chromium_paths, headless_chromium
 from e2e_helpers import Completed, base_env, run_cli, spawn_chatterd, wait_until
 
 from chatterd.testing import HOST, free_port, local_cluster
@@ -21,6 +23,7 @@ from chatterd.testing import HOST, free_port, local_cluster
 pytestmark = pytest.mark.e2e
 
 MB = 1024 * 1024
+ROWS_JS = "return [...document.querySelectorAll('#members tbody tr')].map(r => r.dataset.name)"
 
 
 def private_env(tmp_path: Path) -> dict[str, str]:
@@ -161,3 +164,34 @@ async def test_a_100_mb_body_is_refused_without_growing_the_node_or_stalling_it(
         h = await n0.get("/v1/health")
         assert h["counters"]["http_body_too_large"] >= 1 and h["counters"].get("starved", 0) == 0, h["counters"]
         assert os.path.exists(f"/proc/{n0.pid}")
+
+
+@pytest.mark.skipif(chromium_paths() is None, reason=MISSING)
+async def test_dashboard_beyond_loopback_takes_the_token_from_its_fragment(tmp_path: Path) -> None:
+    env = private_env(tmp_path)
+    port = free_port()
+    args = ("--name", "wide", "--http", f"0.0.0.0:{port}")
+    async with spawn_chatterd(port, tmp_path / "wide.log", env, args):
+        url = f"http://{HOST}:{port}/"
+        token_file = Path(env["XDG_RUNTIME_DIR"]) / "chatter" / f"http-token-0.0.0.0-{port}"
+        await wait_until(exists(token_file), 15, "the token file")
+        token = token_file.read_text().strip()
+        with headless_chromium() as browser:
+
+            async def script(js: str) -> Any:
+                return await trio.to_thread.run_sync(lambda: browser.execute_script(js))
+
+            await trio.to_thread.run_sync(browser.get, url)
+
+            async def says_token() -> bool:
+                return "token" in await script("return document.getElementById('reasons').textContent")
+
+            await wait_until(says_token, 30, "the page to say that it needs the token")
+            await trio.to_thread.run_sync(browser.get, "about:blank")
+            await trio.to_thread.run_sync(browser.get, f"{url}#token={token}")
+
+            async def shows_the_node() -> bool:
+                rows = await script(ROWS_JS)
+                return bool(rows == ["wide"] and await script("return stream !== null && stream.readyState === 1"))
+
+            await wait_until(shows_the_node, 30, "the page to show the node, its event stream open")
