@@ -300,6 +300,14 @@ def main(argv: list[str] | None = None) -> int:
     except tags.TagsError as e:
         print(f"chatterd: error: --tag: {e}", file=sys.stderr)
         return 2
+    if args.http_token_file is not None and http is not None:
+        from chatterd.httpauth import TokenError, read_token
+
+        try:
+            read_token(args.http_token_file)  # read again at start; fail here, before the node exists
+        except TokenError as e:
+            print(f"chatterd: error: --http-token-file: {e}", file=sys.stderr)
+            return 2
     logs.setup(fmt=args.log_format)
     rt = Runtime(
         Options(

@@ -195,3 +195,33 @@ async def test_dashboard_beyond_loopback_takes_the_token_from_its_fragment(tmp_p
                 return bool(rows == ["wide"] and await script("return stream !== null && stream.readyState === 1"))
 
             await wait_until(shows_the_node, 30, "the page to show the node, its event stream open")
+
+
+async def test_a_given_token_file_is_used_and_a_bad_one_is_one_line_at_start(tmp_path: Path) -> None:
+    env = private_env(tmp_path)
+    port = free_port()
+    missing = tmp_path / "missing"
+    res = await run_cli("chatterd", "--listen", f"{HOST}:{port}", "--http-token-file", str(missing), env=env)
+    assert res.returncode == 2 and res.stdout == "", str(res)
+    want = f"chatterd: error: --http-token-file: cannot read the token file {missing}: No such file or directory\n"
+    assert res.stderr == want, str(res)
+
+    given = tmp_path / "token"
+    given.write_text("operator-chosen-token\n")
+    given.chmod(0o600)
+    async with spawn_chatterd(port, tmp_path / "n.log", env, ("--name", "n", "--http-token-file", str(given))):
+        await wait_until(lambda: _answers(port), 15, "the API")
+        res = await ctl(env, "tags", "set", "a=1", "--http", f"{HOST}:{port}")
+        assert res.returncode == 2 and "no token found" in res.stderr, str(res)  # not published anywhere
+        res = await ctl(env, "tags", "set", "a=1", "--http", f"{HOST}:{port}", "--token-file", str(given))
+        assert res.returncode == 0 and "tags updated" in res.stdout, str(res)
+        assert not (Path(env["XDG_RUNTIME_DIR"]) / "chatter" / f"http-token-{HOST}-{port}").exists()
+    assert given.read_text() == "operator-chosen-token\n"
+
+
+async def _answers(port: int) -> bool:
+    async with httpx.AsyncClient(timeout=1) as client:
+        try:
+            return (await client.get(f"http://{HOST}:{port}/v1/health")).status_code in (200, 503)
+        except httpx.HTTPError:
+            return False
