@@ -5,6 +5,8 @@
   nothing. The check runs before the route, so a new mutating route is covered too; routes
   that change something are also marked with :func:`mutating` (chatterd.api checks that
   every non-GET route is).
+- On a loopback API reads are open, under a local Host (an IP address or localhost): a
+  DNS-rebinding page (Host: evil.example) needs the token too.
 - When the API listens beyond loopback, reads need the token too, except ``/v1/health``,
   ``/metrics`` and the dashboard's static shell (``/``, ``/static/``: no node data; the page
   takes the token from its URL fragment, ``#token=...``). A GET may carry the token as
@@ -18,6 +20,7 @@ Refusals are JSON, ``{"error": "..."}``, as every error of the API.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any, TypeVar
@@ -65,6 +68,21 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def _local_host(host: str | None) -> bool:
+    """Whether a Host header names this machine: an IP literal or localhost (any port)."""
+    if host is None:
+        return True  # HTTP/1.0 without Host: not a browser
+    name = host.strip().lower()
+    name = name[1 : name.index("]")] if name.startswith("[") and "]" in name else name.rpartition(":")[0] or name
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 class Guard:
     """The middleware; ``token`` is the node's, ``max_body`` / ``timeout`` the body bounds."""
 
@@ -81,11 +99,16 @@ class Guard:
         for key in ("http_unauthorized", "http_body_too_large", "http_body_timeout"):
             self.stats.setdefault(key, 0)
 
-    def _needs_token(self, method: str, path: str) -> bool:
+    def _needs_token(self, scope: Scope) -> bool:
+        method, path = scope["method"], scope["path"]
         if method not in SAFE_METHODS:
             return True
-        if self.token.loopback or path in ALWAYS_OPEN:
+        if path in ALWAYS_OPEN:
             return False
+        if self.token.loopback:
+            # Open reads, but only under a local name: a page of evil.example whose name was
+            # re-pointed at 127.0.0.1 (DNS rebinding) sends Host: evil.example.
+            return not _local_host(_header(scope, b"host"))
         return not (path == SHELL[0] or path.startswith(SHELL[1]))
 
     def _authorized(self, scope: Scope) -> bool:
@@ -101,7 +124,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         method = scope["method"]
-        if self._needs_token(method, scope["path"]) and not self._authorized(scope):
+        if self._needs_token(scope) and not self._authorized(scope):
             self.stats["http_unauthorized"] += 1
             why = "this request needs the node's token: Authorization: Bearer TOKEN (see chatterd --help)"
             await _reply(send, 401, why, [(b"www-authenticate", b"Bearer")])

@@ -33,7 +33,7 @@ def runtime(loopback: bool = True) -> Runtime:
 
 
 def client(rt: Runtime) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(rt)), base_url="http://node")
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(rt)), base_url="http://127.0.0.1:2428")
 
 
 def bearer(token: str = TOKEN) -> dict[str, str]:
@@ -71,6 +71,17 @@ async def test_mutations_need_the_token_whatever_the_content_type() -> None:
         assert r.status_code == 200 and r.json()["tags"]["pwned"] == "1", r.text
         # Reads on a loopback API stay open.
         assert (await c.get("/v1/members")).status_code == 200
+
+
+async def test_a_rebound_name_needs_the_token_on_loopback_too() -> None:
+    rt = runtime()
+    async with client(rt) as c:
+        for host in ("localhost:2428", "127.0.0.1", "[::1]:2428", "app.localhost"):
+            assert (await c.get("/v1/members", headers={"Host": host})).status_code == 200, host
+        for host in ("evil.example", "evil.example:2428", "127.0.0.1.nip.io"):  # DNS rebinding
+            assert (await c.get("/v1/members", headers={"Host": host})).status_code == 401, host
+            assert (await c.get("/v1/members", headers={"Host": host} | bearer())).status_code == 200, host
+            assert (await c.get("/v1/health", headers={"Host": host})).status_code in (200, 503), host
 
 
 async def test_a_runtime_without_token_refuses_every_mutation() -> None:
