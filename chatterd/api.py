@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +37,7 @@ from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from chatterd import views
@@ -203,16 +203,21 @@ def build_app(rt: Runtime) -> Guard:
         Route("/", dashboard),
         Mount("/static", StaticFiles(packages=[STATIC_PACKAGE]), name="static"),
     ]
-    for route in routes:  # a route that changes something must say so (chatterd.apiguard)
-        if isinstance(route, Route) and (route.methods or set()) - {"GET", "HEAD"}:
-            if not is_mutating(route.endpoint):
-                raise TypeError(f"{route.path} accepts {sorted(route.methods or ())}: mark its endpoint @mutating")
+    check_marked(routes)
     if rt.http_token is None:  # never run (tests): a token nobody knows, so nothing mutates
         rt.http_token = HttpToken.unknown()
     return Guard(Starlette(routes=routes), rt.http_token, stats=rt.stats)  # counts in /v1/health
 
 
 STATES = tuple(s.value for s in MemberState)
+
+
+def check_marked(routes: Sequence[BaseRoute]) -> None:
+    """A route that accepts more than GET/HEAD changes something: it must say so (@mutating)."""
+    for route in routes:
+        if isinstance(route, Route) and (route.methods or set()) - {"GET", "HEAD"}:
+            if not is_mutating(route.endpoint):
+                raise TypeError(f"{route.path} accepts {sorted(route.methods or ())}: mark its endpoint @mutating")
 
 
 def error(message: str, status: int = 400) -> JSONResponse:

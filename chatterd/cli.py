@@ -264,6 +264,20 @@ def _tuning_arguments(p: argparse.ArgumentParser) -> None:
         )
 
 
+def _token_file_usable(path: Path | None) -> bool:
+    """--http-token-file, checked before the node exists (the runtime reads it again)."""
+    if path is None:
+        return True
+    from chatterd.httpauth import TokenError, read_token
+
+    try:
+        read_token(path)
+    except TokenError as e:
+        print(f"chatterd: error: --http-token-file: {e}", file=sys.stderr)
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in COMMANDS:
@@ -300,14 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     except tags.TagsError as e:
         print(f"chatterd: error: --tag: {e}", file=sys.stderr)
         return 2
-    if args.http_token_file is not None and http is not None:
-        from chatterd.httpauth import TokenError, read_token
-
-        try:
-            read_token(args.http_token_file)  # read again at start; fail here, before the node exists
-        except TokenError as e:
-            print(f"chatterd: error: --http-token-file: {e}", file=sys.stderr)
-            return 2
+    if http is not None and not _token_file_usable(args.http_token_file):
+        return 2
     logs.setup(fmt=args.log_format)
     rt = Runtime(
         Options(

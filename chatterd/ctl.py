@@ -145,7 +145,8 @@ def cmd_tags(client: Client, args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- parsing
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _common_parser() -> Parser:
+    """The options every command takes: where the node is, and its token."""
     common = Parser(add_help=False)  # Parser too: the subparsers (of class Parser) take it as a parent
     common.add_argument(
         "--http",
@@ -169,6 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="the node's --data-dir: look for its token there too",
     )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_parser()
     p = Parser(prog="chatterd", description="Ask a running chatter node through its HTTP API.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 

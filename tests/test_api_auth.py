@@ -10,9 +10,10 @@ import httpx
 import pytest
 import trio
 import trio.testing
+from starlette.routing import Route
 
-from chatterd.api import build_app
-from chatterd.apiguard import Guard, Message
+from chatterd.api import build_app, check_marked
+from chatterd.apiguard import Guard, Message, mutating
 from chatterd.core.config import HTTP_MAX_BODY, LAN
 from chatterd.httpauth import HttpToken
 from chatterd.runtime import Options, Runtime
@@ -152,3 +153,12 @@ async def test_a_trickling_body_gets_408(autojump_clock: trio.testing.MockClock)
     await guard(scope, receive, send)
     assert sent[0]["status"] == 408 and trio.current_time() - start == pytest.approx(5.0)
     assert reached == [] and guard.stats["http_body_timeout"] == 1
+
+
+def test_a_mutating_route_must_be_marked() -> None:
+    async def endpoint(request: Any) -> None: ...
+
+    check_marked([Route("/v1/things", endpoint)])  # GET only: fine
+    with pytest.raises(TypeError, match="mark its endpoint @mutating"):
+        check_marked([Route("/v1/things", endpoint, methods=["GET", "DELETE"])])
+    check_marked([Route("/v1/things", mutating(endpoint), methods=["DELETE"])])
