@@ -15,13 +15,17 @@ GET  /static/...   its script and style sheet (files in the package: no CDN, wor
 
 Errors are answered with a 4xx status (503 for a stream over MAX_STREAMS) and
 {"error": "<one line>"}.
+
+Who may ask (chatterd.apiguard, chatterd.httpauth): PUT/POST need Authorization: Bearer TOKEN
+(401 otherwise, whatever the Content-Type); beyond loopback every read too, except /v1/health,
+/metrics and the dashboard's files. Bodies: at most HTTP_MAX_BODY bytes (413), read in chunks.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -33,13 +37,16 @@ from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from chatterd import views
+from chatterd.apiguard import Guard, is_mutating, mutating
 from chatterd.core import tags, wire
+from chatterd.core.config import HTTP_MAX_HEADERS
 from chatterd.core.membership import MemberState
 from chatterd.eventlog import EventLog, Row
+from chatterd.httpauth import HttpToken
 from chatterd.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -90,7 +97,7 @@ def _dashboard_html() -> bytes:
     return resources.files(STATIC_PACKAGE[0]).joinpath(STATIC_PACKAGE[1], "index.html").read_bytes()
 
 
-def build_app(rt: Runtime) -> Starlette:
+def build_app(rt: Runtime) -> Guard:
     if rt.metrics is None:
         rt.metrics = Metrics(rt)  # this runtime's own registry, never prometheus_client's global one
     metrics = rt.metrics
@@ -139,6 +146,7 @@ def build_app(rt: Runtime) -> Starlette:
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
+    @mutating
     async def set_tags(request: Request) -> JSONResponse:
         node = rt.node
         assert node is not None
@@ -161,6 +169,7 @@ def build_app(rt: Runtime) -> Starlette:
             return error(str(e))
         return JSONResponse({"name": node.name, "tags": node.tags, "incarnation": node.inc, "changed": changed})
 
+    @mutating
     async def leave(request: Request) -> JSONResponse:
         node = rt.node
         assert node is not None
@@ -181,24 +190,34 @@ def build_app(rt: Runtime) -> Starlette:
     async def dashboard(request: Request) -> HTMLResponse:
         return HTMLResponse(dashboard_html)
 
-    return Starlette(
-        routes=[
-            Route("/v1/members", members),
-            Route("/v1/devices", devices),
-            Route("/v1/roles", roles),
-            Route("/v1/events", events),
-            Route("/v1/events/stream", events_stream),
-            Route("/v1/health", health),
-            Route("/v1/tags", set_tags, methods=["PUT", "POST"]),
-            Route("/v1/leave", leave, methods=["POST"]),
-            Route("/metrics", prometheus),
-            Route("/", dashboard),
-            Mount("/static", StaticFiles(packages=[STATIC_PACKAGE]), name="static"),
-        ]
-    )
+    routes = [
+        Route("/v1/members", members),
+        Route("/v1/devices", devices),
+        Route("/v1/roles", roles),
+        Route("/v1/events", events),
+        Route("/v1/events/stream", events_stream),
+        Route("/v1/health", health),
+        Route("/v1/tags", set_tags, methods=["PUT", "POST"]),
+        Route("/v1/leave", leave, methods=["POST"]),
+        Route("/metrics", prometheus),
+        Route("/", dashboard),
+        Mount("/static", StaticFiles(packages=[STATIC_PACKAGE]), name="static"),
+    ]
+    check_marked(routes)
+    if rt.http_token is None:  # never run (tests): a token nobody knows, so nothing mutates
+        rt.http_token = HttpToken.unknown()
+    return Guard(Starlette(routes=routes), rt.http_token, stats=rt.stats)  # counts in /v1/health
 
 
 STATES = tuple(s.value for s in MemberState)
+
+
+def check_marked(routes: Sequence[BaseRoute]) -> None:
+    """A route that accepts more than GET/HEAD changes something: it must say so (@mutating)."""
+    for route in routes:
+        if isinstance(route, Route) and (route.methods or set()) - {"GET", "HEAD"}:
+            if not is_mutating(route.endpoint):
+                raise TypeError(f"{route.path} accepts {sorted(route.methods or ())}: mark its endpoint @mutating")
 
 
 def error(message: str, status: int = 400) -> JSONResponse:
@@ -228,6 +247,7 @@ async def serve_api(
     cfg.accesslog = None
     cfg.errorlog = logging.getLogger("hypercorn.error")  # through our structlog handler
     cfg.graceful_timeout = 0.2
+    cfg.h11_max_incomplete_size = HTTP_MAX_HEADERS
     try:
         await serve(build_app(rt), cfg, task_status=task_status)  # type: ignore[arg-type]
     except (OSError, BaseExceptionGroup) as e:

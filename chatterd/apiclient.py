@@ -74,12 +74,17 @@ class Client:
         addr: tuple[str, int],
         timeout: float = REQUEST_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
+        token: str | None = None,
     ) -> None:
         self.base = f"http://{wire.format_addr(addr)}"
         self.timeout = timeout
+        self.has_token = token is not None
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
         # No proxies (trust_env=False): the node is usually on loopback, and http_proxy must not
         # reroute it.
-        self._http = httpx.Client(base_url=self.base, timeout=timeout, trust_env=False, transport=transport)
+        self._http = httpx.Client(
+            base_url=self.base, timeout=timeout, trust_env=False, transport=transport, headers=headers
+        )
         self.sleep: Callable[[float], None] = time.sleep  # between reconnections of stream_events
 
     def close(self) -> None:
@@ -101,6 +106,13 @@ class Client:
         message = None
         with contextlib.suppress(Exception):
             message = str(resp.json()["error"])
+        if resp.status_code == 401:
+            hint = "the token given was refused" if self.has_token else "no token found for this node"
+            return CtlError(
+                f"{self.base}{path}: the node needs its API token ({hint}): "
+                "give --token-file PATH or set CHATTER_HTTP_TOKEN",
+                status,
+            )
         if message:
             return CtlError(message, status)
         return CtlError(f"{self.base}{path} answered {resp.status_code} {resp.reason_phrase}", status)

@@ -117,6 +117,15 @@ def _node_arguments(p: argparse.ArgumentParser) -> None:
         help="TCP address of the HTTP API (default: 127.0.0.1 at the --listen port; 'off' to disable)",
     )
     p.add_argument(
+        "--http-token-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="the API's bearer token, needed by PUT/POST (and by every read but /v1/health and /metrics when "
+        "--http is not loopback) (default: a new one, written with mode 0600 to --data-dir or to the user's "
+        "runtime dir, where the operator commands find it)",
+    )
+    p.add_argument(
         "--tag",
         type=_tag,
         action="append",
@@ -295,6 +304,20 @@ def sealed_config(config: Config, ring: object) -> Config:
     return config if ring is None else config.replace(max_datagram=config.max_datagram - SEAL_OVERHEAD)
 
 
+def _token_file_usable(path: Path | None) -> bool:
+    """--http-token-file, checked before the node exists (the runtime reads it again)."""
+    if path is None:
+        return True
+    from chatterd.httpauth import TokenError, read_token
+
+    try:
+        read_token(path)
+    except TokenError as e:
+        print(f"chatterd: error: --http-token-file: {e}", file=sys.stderr)
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "keygen":
@@ -349,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     except tags.TagsError as e:
         print(f"chatterd: error: --tag: {e}", file=sys.stderr)
         return 2
+    if http is not None and not _token_file_usable(args.http_token_file):
+        return 2
     logs.setup(fmt=args.log_format)
     rt = Runtime(
         Options(
@@ -358,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
             advertise=args.advertise,
             seeds=args.join,
             http=http,
+            http_token_file=args.http_token_file,
             handlers=args.handlers,
             handler_queue=args.handler_queue,
             handler_timeout=args.handler_timeout,

@@ -7,7 +7,9 @@
     chatterd tags [show | set KEY=VALUE... | delete KEY...] [--json]
 
 Each talks to the node at ``--http ADDR`` (default: ``$CHATTER_HTTP_ADDR``, else
-127.0.0.1:2428, where ``chatterd`` with its default ``--listen`` serves its API). Output is
+127.0.0.1:2428, where ``chatterd`` with its default ``--listen`` serves its API), with the
+node's API token when one is found (``--token-file``, ``$CHATTER_HTTP_TOKEN``, else the file
+the node made for that address: chatterd.httpauth). Output is
 an aligned table for people; ``--json`` gives the API's JSON for scripts (JSON lines for
 events). Failures are one line on stderr: exit status 1 when the node cannot be reached or
 fails (5xx), 2 for bad usage or a request the node refused (4xx: bad tags, tags over the size
@@ -27,6 +29,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from chatterd.apiclient import (  # noqa: F401  (some re-exported: tests use them as ctl.NAME)
@@ -43,6 +46,7 @@ from chatterd.apiclient import (  # noqa: F401  (some re-exported: tests use the
 from chatterd.cliargs import EXIT_USAGE, Parser, http_address
 from chatterd.core import tags
 from chatterd.core.config import CTL_LEAVE_TIMEOUT, DEFAULT_PORT
+from chatterd.httpauth import ENV_TOKEN, TokenError, find_token
 from chatterd.tables import EventPrinter, compact, devices_table, format_tags, members_table, roles_table, table
 
 ENV_HTTP = "CHATTER_HTTP_ADDR"
@@ -141,7 +145,8 @@ def cmd_tags(client: Client, args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- parsing
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _common_parser() -> Parser:
+    """The options every command takes: where the node is, and its token."""
     common = Parser(add_help=False)  # Parser too: the subparsers (of class Parser) take it as a parent
     common.add_argument(
         "--http",
@@ -150,6 +155,26 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDR",
         help=f"the node's HTTP API (default: ${ENV_HTTP}, else {DEFAULT_HTTP})",
     )
+    common.add_argument(
+        "--token-file",
+        type=Path,
+        default=argparse.SUPPRESS,
+        metavar="PATH",
+        help=f"the node's API token (default: ${ENV_TOKEN}, else the file the node made for its --http address "
+        "in the user's runtime dir, or in --data-dir)",
+    )
+    common.add_argument(
+        "--data-dir",
+        type=Path,
+        default=argparse.SUPPRESS,
+        metavar="DIR",
+        help="the node's --data-dir: look for its token there too",
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_parser()
     p = Parser(prog="chatterd", description="Ask a running chatter node through its HTTP API.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
@@ -214,7 +239,12 @@ def main(argv: list[str]) -> int:
         except argparse.ArgumentTypeError as e:
             print(f"chatterd: error: {ENV_HTTP}: {e}", file=sys.stderr)
             return EXIT_USAGE
-    client = Client(addr)
+    try:
+        token = find_token(addr, getattr(args, "token_file", None), getattr(args, "data_dir", None))
+    except TokenError as e:
+        print(f"chatterd: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    client = Client(addr, token=token)
     try:
         return int(args.run(client, args))
     except CtlError as e:

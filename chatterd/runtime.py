@@ -45,6 +45,7 @@ from chatterd.core.roles import FAILING_TAG, TAG_PREFIX, role_tags
 from chatterd.eventlog import EventLog, Row
 from chatterd.handlers import DEFAULT_QUEUE, DEFAULT_TIMEOUT, Handlers, HandlerSpec
 from chatterd.health import HealthWatch, member_counts
+from chatterd.httpauth import HttpToken
 from chatterd.loopguard import LoopGuard
 from chatterd.supervision import Check, Watchdog
 
@@ -70,6 +71,7 @@ class Options:
     advertise: Addr | None = None
     seeds: list[Addr] = field(default_factory=list)
     http: Addr | None = None
+    http_token_file: Path | None = None  # --http-token-file (else the node makes one: chatterd.httpauth)
     event_buffer: int = EVENT_BUFFER
     leave_linger: float = LEAVE_LINGER  # let the leave datagrams go out before the socket closes
     handlers: list[HandlerSpec] = field(default_factory=list)  # --event-handler
@@ -100,6 +102,7 @@ class Runtime:
         self.started_at = time.time()
         self.sock: socket.socket | None = None
         self.http_bound: list[str] = []
+        self.http_token: HttpToken | None = None  # the API's bearer token (chatterd.httpauth)
         self.stats = {"send_errors": 0, "internal_errors": 0}
         clock = trio.current_time
         self.receive_guard = LoopGuard(log, "receive_failed", clock, fatal=None)  # input-driven: no spin
@@ -146,6 +149,8 @@ class Runtime:
             if self.watchdog is not None:
                 self.watchdog.stop()
             sock.close()
+            if self.http_token is not None:
+                self.http_token.remove()  # only a token file the node made
             self.persister.save_if_changed(node)
             log.info("stopped", node=opts.name)
 
@@ -206,7 +211,9 @@ class Runtime:
             await trio.to_thread.run_sync(importlib.import_module, "chatterd.api")
             from chatterd.api import serve_api
 
+            self.http_token = HttpToken.for_node(opts.http, opts.http_token_file, opts.data_dir)
             self.http_bound = await nursery.start(serve_api, self, opts.http)
+            self.http_token.publish(self.http_bound)
             log.info("http_listening", addr=self.http_bound)
 
     def stop(self) -> None:

@@ -37,6 +37,7 @@ if str(REPO) not in sys.path:  # a fresh clone works without installing the pack
     sys.path.insert(0, str(REPO))
 
 from chatter_inject.client import Rejected, inject  # noqa: E402
+from chatterd.httpauth import find_token  # noqa: E402
 from chatterd.testing import HOST, free_port  # noqa: E402, F401  (free_port: for the example apps)
 
 
@@ -47,9 +48,13 @@ def python_env() -> dict[str, str]:
     return env
 
 
-def http_json(url: str, body: Any = None, method: str | None = None, timeout: float = 1.0) -> Any:
+def http_json(
+    url: str, body: Any = None, method: str | None = None, timeout: float = 1.0, token: str | None = None
+) -> Any:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"))
+    if token is not None:  # PUT/POST need the node's API token (chatterd.httpauth)
+        req.add_header("Authorization", f"Bearer {token}")
     if data is not None:
         req.add_header("Content-Type", "application/json")
     with urllib.request.urlopen(req, timeout=timeout) as r:
@@ -136,8 +141,10 @@ class Sidecar:
     def members(self) -> dict[str, dict[str, Any]]:
         return {m["name"]: m for m in self.get("/v1/members")}
 
-    def set_tags(self, tags: Mapping[str, str]) -> None:
-        http_json(self.url + "/v1/tags", {"set": dict(tags), "delete": []}, method="PUT")
+    def set_tags(self, tags: Mapping[str, str], delete: Iterable[str] = ()) -> None:
+        """PUT /v1/tags with the token the child wrote (same user, same runtime dir)."""
+        body = {"set": dict(tags), "delete": list(delete)}
+        http_json(self.url + "/v1/tags", body, method="PUT", token=find_token((HOST, self.port)))
 
     def poll_events(self) -> list[dict[str, Any]]:
         """The events since the last call (the API keeps the last 2000)."""

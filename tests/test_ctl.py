@@ -3,6 +3,7 @@ tests/e2e/test_operate.py for the commands against real daemons)."""
 
 import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, NoReturn
 
 import httpx
@@ -10,6 +11,7 @@ import pytest
 
 from chatterd import cli, ctl
 from chatterd.api import member_filter
+from chatterd.httpauth import HttpToken
 from chatterd.testing import free_port
 
 ROWS = [
@@ -228,7 +230,7 @@ def test_events_follow_prints_the_backlog_then_the_stream(
             return httpx.Response(200, content=sse(event_row(3, "member-failed", "n2")))
         return refused(request)
 
-    monkeypatch.setattr(ctl, "Client", lambda addr: mock_client(node))
+    monkeypatch.setattr(ctl, "Client", lambda addr, **kw: mock_client(node))
     assert cli.main(["events", "--follow", "--json", "--http", "127.0.0.1:2428"]) == 1
     out, err = capsys.readouterr()
     assert [json.loads(line)["seq"] for line in out.splitlines()] == [1, 2, 3]
@@ -277,7 +279,7 @@ def test_not_json_and_timeouts() -> None:
 
 def test_tags_show_on_a_degraded_node(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     health = {"status": "degraded", "reasons": ["isolated"], "name": "n1", "tags": {"a": "1"}, "incarnation": 3}
-    monkeypatch.setattr(ctl, "Client", lambda addr: mock_client(lambda r: httpx.Response(503, json=health)))
+    monkeypatch.setattr(ctl, "Client", lambda addr, **kw: mock_client(lambda r: httpx.Response(503, json=health)))
     assert cli.main(["tags", "--http", "127.0.0.1:2428"]) == 0
     assert capsys.readouterr().out.splitlines() == ["KEY  VALUE", "a    1"]
 
@@ -289,7 +291,40 @@ def test_members_filters_go_in_the_query(capsys: pytest.CaptureFixture[str], mon
         seen.append(request.url.params.multi_items())
         return httpx.Response(200, json=ROWS[:1])
 
-    monkeypatch.setattr(ctl, "Client", lambda addr: mock_client(node))
+    monkeypatch.setattr(ctl, "Client", lambda addr, **kw: mock_client(node))
     assert cli.main(["members", "--status", "alive", "--tag", "role=db", "--tag", "x=a b"]) == 0
     assert seen == [[("status", "alive"), ("tag", "role=db"), ("tag", "x=a b")]]
     assert capsys.readouterr().out.startswith("NAME")
+
+
+def test_the_token_is_found_and_sent(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.delenv("CHATTER_HTTP_TOKEN", raising=False)
+    HttpToken("auto-token", tmp_path / "chatter" / "http-token-127.0.0.1-2428").publish()
+    seen: list[str | None] = []
+
+    def node(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("authorization"))
+        if request.headers.get("authorization") != "Bearer auto-token":
+            return httpx.Response(401, json={"error": "needs the token"})
+        return httpx.Response(200, json={"name": "n1", "tags": {"a": "1"}, "incarnation": 4, "changed": True})
+
+    def client(addr: Any, token: str | None = None) -> ctl.Client:
+        return RealClient(addr, transport=httpx.MockTransport(node), token=token)
+
+    monkeypatch.setattr(ctl, "Client", client)
+    assert cli.main(["tags", "set", "a=1", "--http", "127.0.0.1:2428"]) == 0
+    assert seen == ["Bearer auto-token"]
+    assert "tags updated" in capsys.readouterr().out
+
+    monkeypatch.setenv("CHATTER_HTTP_TOKEN", "wrong")
+    assert cli.main(["tags", "set", "a=1", "--http", "127.0.0.1:2428"]) == 2
+    err = capsys.readouterr().err
+    assert "needs its API token (the token given was refused)" in err and err.count("\n") == 1
+    monkeypatch.delenv("CHATTER_HTTP_TOKEN")
+    assert cli.main(["leave", "--http", "127.0.0.1:2429"]) == 2  # no file for that node
+    assert "no token found for this node" in capsys.readouterr().err
+    assert cli.main(["leave", "--token-file", str(tmp_path / "missing")]) == 2
+    assert "cannot read the token file" in capsys.readouterr().err

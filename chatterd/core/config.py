@@ -197,6 +197,16 @@ PERSIST_JOIN_PEERS = 8
 CTL_REQUEST_TIMEOUT = 5.0  # one API request: the node answers in milliseconds
 CTL_LEAVE_TIMEOUT = 10.0  # how long `leave` waits for the daemon to exit (it takes ~0.1 s)
 
+# --- HTTP API (chatterd.api, chatterd.httpauth) ------------------------------------------
+# A request body (PUT /v1/tags is under 1 KiB) is read in chunks up to this bound, then 413:
+# a 100 MB upload never sits in the node's memory.
+HTTP_MAX_BODY = 64 * 1024
+# The whole body must arrive within this time (a client trickling bytes holds a connection
+# and nothing else; it gets 408 then).
+HTTP_BODY_TIMEOUT = 10.0
+# Request line and headers: hypercorn's h11 buffer bound (its default is 16 KiB).
+HTTP_MAX_HEADERS = 16 * 1024
+
 # --- chatter-inject ---------------------------------------------------------------------
 # Retry every 0.2 s until the node acknowledges, for at most 5 s; datagrams and payload
 # nesting are held to the node's own defaults (max_datagram, max_payload_depth).

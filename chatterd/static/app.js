@@ -5,6 +5,9 @@
 //   says they changed (a member, role or device event), and every POLL_MS anyway (the
 //   "last heard" times, changes seen without an event here).
 // Every value from the API goes into the page as text (textContent), never as HTML.
+// A node whose API listens beyond loopback wants its token for every read: open the page as
+// HOST:PORT/#token=TOKEN (a fragment never leaves the browser); the page sends it as
+// Authorization: Bearer, and as ?access_token= for the event stream (EventSource sends no headers).
 "use strict";
 
 const POLL_MS = 5000;
@@ -16,6 +19,7 @@ let nodeId = null; // the node's id: a restarted node numbers its events from 1 
 let stream = null; // the EventSource of the feed
 let pollTimer = null;
 let refreshTimer = null;
+const token = new URLSearchParams(location.hash.slice(1)).get("token");
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -29,7 +33,14 @@ function el(tag, attrs = {}, ...children) {
 }
 
 async function getJSON(path) {
-  const r = await fetch(path, { cache: "no-store" });
+  const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  const r = await fetch(path, { cache: "no-store", headers });
+  if (r.status === 401) {
+    throw new Error(
+      "this node wants its API token for reads: open this page as /#token=TOKEN " +
+        "(the token is in the file the node wrote, or its --http-token-file)",
+    );
+  }
   // /v1/health answers 503, with the same JSON body, when the node is degraded.
   if (!r.ok && !(r.status === 503 && path === "/v1/health")) throw new Error(`${path}: HTTP ${r.status}`);
   return r.json();
@@ -177,7 +188,8 @@ function showUnreachable(err) {
 function openStream() {
   // From the first row the node still holds; on a reconnection the browser sends Last-Event-ID.
   if (stream) stream.close();
-  stream = new EventSource("/v1/events/stream?since=0");
+  const auth = token ? `&access_token=${encodeURIComponent(token)}` : "";
+  stream = new EventSource(`/v1/events/stream?since=0${auth}`);
   stream.onmessage = (msg) => {
     const e = JSON.parse(msg.data);
     if (e.seq <= lastSeq) return; // already shown

@@ -192,7 +192,7 @@ class Replica:
 
     def withdraw(self) -> None:
         try:
-            http_json(self.node.url + "/v1/tags", {"set": {}, "delete": list(CANDIDACY)}, method="PUT")
+            self.node.set_tags({}, delete=list(CANDIDACY))
             self.candidate = False
         except OSError:
             pass

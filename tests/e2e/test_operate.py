@@ -27,6 +27,7 @@ from e2e_helpers import (
     wait_until,
 )
 
+from chatterd.httpauth import find_token
 from chatterd.testing import HOST, LocalCluster, LocalNode, free_port, local_cluster
 
 pytestmark = pytest.mark.e2e
@@ -243,6 +244,7 @@ async def test_api_tags_and_filters_reject_bad_requests(tmp_path: Path) -> None:
     async with local_cluster(1, log_dir=tmp_path) as cluster, httpx.AsyncClient(timeout=5) as client:
         (n0,) = cluster.nodes
         url = n0.url
+        client.headers["Authorization"] = f"Bearer {find_token((HOST, n0.port))}"  # the file n0 made
         bad = [b"not json", b"[]", b'{"set": {"a": 1}}', b'{"delete": "a"}', b'{"other": {}}', b'{"set":{"":"x"}}']
         for body in bad:
             r = await client.put(url + "/v1/tags", content=body)
