@@ -97,36 +97,39 @@ def _dashboard_html() -> bytes:
     return resources.files(STATIC_PACKAGE[0]).joinpath(STATIC_PACKAGE[1], "index.html").read_bytes()
 
 
-def build_app(rt: Runtime) -> Guard:
-    if rt.metrics is None:
-        rt.metrics = Metrics(rt)  # this runtime's own registry, never prometheus_client's global one
-    metrics = rt.metrics
+class _Endpoints:
+    """The API's request handlers, around one runtime."""
 
-    async def members(request: Request) -> JSONResponse:
-        assert rt.node is not None
+    def __init__(self, rt: Runtime, metrics: Metrics) -> None:
+        self.rt = rt
+        self.metrics = metrics
+        self.dashboard_html = _dashboard_html()
+
+    async def members(self, request: Request) -> JSONResponse:
+        assert self.rt.node is not None
         try:
             keep = member_filter(request.query_params.getlist("status"), request.query_params.getlist("tag"))
         except ValueError as e:
             return error(str(e))
-        return JSONResponse([row for row in views.member_rows(rt.node, trio.current_time()) if keep(row)])
+        return JSONResponse([row for row in views.member_rows(self.rt.node, trio.current_time()) if keep(row)])
 
-    async def roles(request: Request) -> JSONResponse:
-        assert rt.node is not None
-        return JSONResponse(views.role_rows(rt.node, trio.current_time()))
+    async def roles(self, request: Request) -> JSONResponse:
+        assert self.rt.node is not None
+        return JSONResponse(views.role_rows(self.rt.node, trio.current_time()))
 
-    async def devices(request: Request) -> JSONResponse:
-        assert rt.node is not None
-        return JSONResponse(views.device_rows(rt.node))
+    async def devices(self, request: Request) -> JSONResponse:
+        assert self.rt.node is not None
+        return JSONResponse(views.device_rows(self.rt.node))
 
-    async def events(request: Request) -> JSONResponse:
+    async def events(self, request: Request) -> JSONResponse:
         try:
             since = int(request.query_params.get("since", "0"))
         except ValueError:
             return JSONResponse({"error": "since must be an integer"}, status_code=400)
-        return JSONResponse(rt.eventlog.rows(since))
+        return JSONResponse(self.rt.eventlog.rows(since))
 
-    async def events_stream(request: Request) -> Response:
-        log = rt.eventlog
+    async def events_stream(self, request: Request) -> Response:
+        log = self.rt.eventlog
         # A reconnecting EventSource sends Last-Event-ID; it wins over the ?since= of its URL.
         last_id = request.headers.get("last-event-id")
         text, what = (last_id, "Last-Event-ID") if last_id is not None else (request.query_params.get("since"), "since")
@@ -147,8 +150,8 @@ def build_app(rt: Runtime) -> Guard:
         )
 
     @mutating
-    async def set_tags(request: Request) -> JSONResponse:
-        node = rt.node
+    async def set_tags(self, request: Request) -> JSONResponse:
+        node = self.rt.node
         assert node is not None
         try:
             body = await request.json()
@@ -164,50 +167,52 @@ def build_app(rt: Runtime) -> Guard:
         if node.leaving:
             return error("the node is leaving", 409)
         try:
-            changed = rt.update_tags(set_, delete)
+            changed = self.rt.update_tags(set_, delete)
         except tags.TagsError as e:
             return error(str(e))
         return JSONResponse({"name": node.name, "tags": node.tags, "incarnation": node.inc, "changed": changed})
 
     @mutating
-    async def leave(request: Request) -> JSONResponse:
-        node = rt.node
+    async def leave(self, request: Request) -> JSONResponse:
+        node = self.rt.node
         assert node is not None
         if node.leaving:
             return error("the node is already leaving", 409)
         # After the answer is sent: the leave stops the daemon, this server included.
-        return JSONResponse({"name": node.name, "leaving": True}, background=BackgroundTask(rt.leave))
+        return JSONResponse({"name": node.name, "leaving": True}, background=BackgroundTask(self.rt.leave))
 
-    async def health(request: Request) -> JSONResponse:
-        h = rt.health()
+    async def health(self, request: Request) -> JSONResponse:
+        h = self.rt.health()
         return JSONResponse(h, status_code=200 if h["status"] == "ok" else 503)
 
-    async def prometheus(request: Request) -> Response:
-        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    async def prometheus(self, request: Request) -> Response:
+        return Response(self.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-    dashboard_html = _dashboard_html()
+    async def dashboard(self, request: Request) -> HTMLResponse:
+        return HTMLResponse(self.dashboard_html)
 
-    async def dashboard(request: Request) -> HTMLResponse:
-        return HTMLResponse(dashboard_html)
 
+def build_app(rt: Runtime) -> Guard:
+    if rt.metrics is None:
+        rt.metrics = Metrics(rt)  # this runtime's own registry, never prometheus_client's global one
+    e = _Endpoints(rt, rt.metrics)
     routes = [
-        Route("/v1/members", members),
-        Route("/v1/devices", devices),
-        Route("/v1/roles", roles),
-        Route("/v1/events", events),
-        Route("/v1/events/stream", events_stream),
-        Route("/v1/health", health),
-        Route("/v1/tags", set_tags, methods=["PUT", "POST"]),
-        Route("/v1/leave", leave, methods=["POST"]),
-        Route("/metrics", prometheus),
-        Route("/", dashboard),
+        Route("/v1/members", e.members),
+        Route("/v1/devices", e.devices),
+        Route("/v1/roles", e.roles),
+        Route("/v1/events", e.events),
+        Route("/v1/events/stream", e.events_stream),
+        Route("/v1/health", e.health),
+        Route("/v1/tags", e.set_tags, methods=["PUT", "POST"]),
+        Route("/v1/leave", e.leave, methods=["POST"]),
+        Route("/metrics", e.prometheus),
+        Route("/", e.dashboard),
         Mount("/static", StaticFiles(packages=[STATIC_PACKAGE]), name="static"),
     ]
     check_marked(routes)
     if rt.http_token is None:  # never run (tests): a token nobody knows, so nothing mutates
         rt.http_token = HttpToken.unknown()
     return Guard(Starlette(routes=routes), rt.http_token, stats=rt.stats)  # counts in /v1/health
-
 
 STATES = tuple(s.value for s in MemberState)
 
