@@ -105,6 +105,16 @@ class Config:
         needed = math.ceil(math.log(max(cluster_size, 2)) / math.log(max(self.fanout, 2)))
         return min(self.max_hops, needed + self.hop_margin)
 
+    @property
+    def unknown_holder_hold(self) -> float:
+        """How long a claim whose holder we have no record of holds off the election of its
+        role (core/election.py), from when the claim arrived: a real holder's record reaches
+        us by then (push-pull follows a join within ~2 s, and a member we miss is at worst
+        gossiped alive within suspect_after), and a phantom holder's never does. After it the
+        claim is treated as a claim by a member that is gone: a candidate takes over, one epoch
+        above it."""
+        return self.suspect_after + self.role_settle
+
     def replace(self, **changes: object) -> Config:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
@@ -150,6 +160,17 @@ MAX_GAPS_KEPT = 1024
 MAX_REPAIR_RUMORS = 256
 # chatter-inject request ids remembered (for idempotent retries) for seen_ttl seconds.
 MAX_INJECT_IDS = 10_000
+# Integers on the wire (incarnations, epochs, clocks, sequence numbers...) are 0..2^63-1: a
+# signed 64-bit integer, what every JSON implementation of a peer can hold.
+WIRE_INT_MAX = 2**63 - 1
+# News that would raise a known member's incarnation, or a known role's epoch, by more than
+# this is implausible and dropped (counted): an honest node raises its own by one at a
+# refutation or a tags change, and by its down time in ms at a restart (2^32 ms is 50 days;
+# a member down longer is reaped after reap_after and known no more). A first sighting may
+# carry up to FIRST_SIGHT_MAX (2^62: 146 million years of ms), which leaves 2^62 of room
+# above it: a forger needs 2^30 datagrams to exhaust it, one step each (see core/state.py).
+PLAUSIBLE_STEP = 2**32
+FIRST_SIGHT_MAX = 2**62
 # Tries at drawing a random peer other than ourselves before giving up for this round.
 RANDOM_PEER_TRIES = 8
 

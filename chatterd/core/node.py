@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from chatterd.core import tags, wire
+from chatterd.core.bounds import saturate
 from chatterd.core.chatter_rs import ChatterRs
 from chatterd.core.config import Config
 from chatterd.core.context import Context
@@ -213,7 +214,7 @@ class Node:
         if checked == me.tags:
             return False
         me.tags = checked
-        me.inc += 1
+        me.inc = saturate(me.inc + 1)
         member = self.table.set(self.table.members[me.name], now, inc=me.inc, tags=checked)
         self.gossip.broadcast("m:" + me.name, me.alive_msg(), now)
         self.news.apply(Transition(member, ALIVE, ALIVE, updated=True), now)
