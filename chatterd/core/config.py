@@ -213,6 +213,10 @@ PERSIST_CHECK_INTERVAL = 1.0
 PERSIST_PEERS_INTERVAL = 5.0
 PERSIST_MAX_PEERS = 256
 PERSIST_JOIN_PEERS = 8
+# The state file is read only if it is a regular file (not a symlink, FIFO or device) of at
+# most 64 KiB: what we write is a few KiB (256 peers, 512 bytes of tags), and a bigger file
+# is not ours; reading it must neither block (a FIFO) nor fill the memory (/dev/zero).
+PERSIST_MAX_FILE = 64 * 1024
 
 # --- operator commands (chatterd members, events, leave...) -----------------------------
 CTL_REQUEST_TIMEOUT = 5.0  # one API request: the node answers in milliseconds
