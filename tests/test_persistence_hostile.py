@@ -25,7 +25,7 @@ def _load_in_thread(data_dir: Path) -> BaseException | Snapshot | None:
     def run() -> None:
         try:
             out.append(persistence.load(data_dir))
-        except BaseException as e:  # noqa: BLE001 - handed back to the test
+        except BaseException as e:  # handed back to the test
             out.append(e)
 
     t = threading.Thread(target=run, daemon=True)
