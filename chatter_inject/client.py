@@ -17,7 +17,7 @@ import uuid
 from typing import Any
 
 from chatterd.core import wire
-from chatterd.core.config import INJECT_RETRY, INJECT_TIMEOUT
+from chatterd.core.config import INJECT_MIN_DATAGRAM, INJECT_RETRY, INJECT_TIMEOUT
 
 Addr = tuple[str, int]
 
@@ -29,7 +29,11 @@ class Rejected(Exception):
 def request(payload: Any, hops: int | None = None) -> tuple[str, bytes]:
     """A new request id and the datagram carrying the payload."""
     rid = uuid.uuid4().hex
-    return rid, wire.encode([wire.Inject(rid=rid, payload=payload, hops=hops)])
+    data = wire.encode([wire.Inject(rid=rid, payload=payload, hops=hops)])
+    room = INJECT_MIN_DATAGRAM - len(data) - len(',"pad":""')
+    if room > 0:  # the node's answer to a stranger is at most what it sent (no reflection)
+        data = wire.encode([wire.Inject(rid=rid, payload=payload, hops=hops, pad=" " * room)])
+    return rid, data
 
 
 def send_until_acked(

@@ -158,6 +158,10 @@ MAX_SUMMARY_STREAMS = 256
 MAX_SUMMARY_GAPS = 64
 MAX_GAPS_KEPT = 1024
 MAX_REPAIR_RUMORS = 256
+# State chunks (datagrams) sent in answer to one join, digest or want: a big cluster's state
+# (thousands of records) goes over several push-pull rounds, a window of chunks each, instead
+# of one request making a node send megabytes.
+MAX_STATE_CHUNKS = 32
 # chatter-inject request ids remembered (for idempotent retries) for seen_ttl seconds.
 MAX_INJECT_IDS = 10_000
 # Integers on the wire (incarnations, epochs, clocks, sequence numbers...) are 0..2^63-1: a
@@ -227,6 +231,11 @@ CTL_LEAVE_TIMEOUT = 10.0  # how long `leave` waits for the daemon to exit (it ta
 # nesting are held to the node's own defaults (max_datagram, max_payload_depth).
 INJECT_TIMEOUT = 5.0
 INJECT_RETRY = 0.2
+# A request is padded to at least 512 bytes: a node answers an address that is not a member's
+# with at most the bytes it received (no reflection), and its acknowledgement or refusal
+# (with a reason cut to 200 characters) fits in that for node names up to ~100 characters.
+INJECT_MIN_DATAGRAM = 512
+INJECT_NACK_ERROR_MAX = 200
 
 # --- the protocol loop (chatterd/loopguard.py) -----------------------------------------
 # A step of the protocol loop that raises is logged (one traceback per second at most, with

@@ -161,16 +161,23 @@ class Node:
                 "datagram_dropped", reason=e.reason, detail=e.detail[:200], src=wire.format_addr(addr)
             )
             return
+        # No reflection: a sender no member has the address of (judged before its messages
+        # change the table: a Join makes it a member) gets back at most the bytes it sent.
+        # A joiner pads its Join to max_datagram (core/sync.py), room for one State chunk.
+        self.fx.guard(None if self.table.has_addr(addr) else addr, len(data))
         sender = dgram.sender
         if sender is not None and sender != self.local.name:
             self.news.heard(sender, now)
         handlers = self._handlers
-        for msg in dgram.m:
-            handler = handlers.get(type(msg))
-            if handler is None:
-                stats["unexpected"] += 1
-            else:
-                handler(msg, addr, now)
+        try:
+            for msg in dgram.m:
+                handler = handlers.get(type(msg))
+                if handler is None:
+                    stats["unexpected"] += 1
+                else:
+                    handler(msg, addr, now)
+        finally:
+            self.fx.guard(None)
         self.election.reconcile_if_dirty(now)
 
     def handle_timers(self, now: float) -> None:
@@ -255,7 +262,7 @@ class Node:
         return any(m.addr == addr for m in self.table.members.values())
 
     def join(self, addr: Addr) -> None:
-        self.fx.send_msg(self.local.join_msg(), addr)
+        self.fx.send(self.sync.join_datagram(), addr)
 
     def forget(self, member_id: str, now: float) -> None:
         for m in self.table.members.values():

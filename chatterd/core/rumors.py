@@ -17,7 +17,7 @@ import msgspec
 
 from chatterd.core import wire
 from chatterd.core.bounds import saturate
-from chatterd.core.config import FIRST_SIGHT_MAX, MAX_INJECT_IDS
+from chatterd.core.config import FIRST_SIGHT_MAX, INJECT_NACK_ERROR_MAX, MAX_INJECT_IDS
 from chatterd.core.context import Context, Part
 from chatterd.core.dedup import SeenSet
 from chatterd.core.delegate import Delegate, PayloadError
@@ -126,7 +126,7 @@ class Rumors(Part):
             mid = self.inject(msg.payload, now, msg.hops)
         except PayloadError as e:
             self.fx.stats["injects_rejected"] += 1
-            self.fx.send_msg(wire.InjectNack(rid=msg.rid, error=str(e)), src)
+            self.fx.send_msg(wire.InjectNack(rid=msg.rid, error=str(e)[:INJECT_NACK_ERROR_MAX]), src)
             return
         self.fx.stats["injects"] += 1
         self.injects.add(msg.rid, now, mid)

@@ -12,8 +12,10 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from chatterd.core import wire
-from chatterd.core.config import CHUNK_HEADER_ROOM
+from chatterd.core.config import CHUNK_HEADER_ROOM, MAX_STATE_CHUNKS
 from chatterd.core.context import Context, Part
 from chatterd.core.delegate import Delegate
 from chatterd.core.election import Election
@@ -67,11 +69,21 @@ class Sync(Part):
         """Start a push-pull exchange now."""
         self.next_pushpull = now
 
+    def join_datagram(self) -> bytes:
+        """Our Join, padded to max_datagram: a seed that does not know our address yet may
+        answer with as many bytes as we sent (no reflection), room for one State chunk; the
+        rest of its state comes by push-pull once we are a member (on_state)."""
+        data = wire.encode([self.local.join_msg()], self.local.name)
+        room = self.cfg.max_datagram - len(data) - len(',"pad":""')
+        if room <= 0:
+            return data
+        return wire.encode([msgspec.structs.replace(self.local.join_msg(), pad=" " * room)], self.local.name)
+
     def _send_join(self, now: float) -> None:
-        join = self.local.join_msg()
+        data = self.join_datagram()
         for seed in self.seeds:
             if seed != self.local.addr:
-                self.fx.send_msg(join, seed)
+                self.fx.send(data, seed)
         self.next_join = now + self.cfg.join_retry_interval
 
     def _pushpull(self, now: float) -> None:
@@ -92,7 +104,7 @@ class Sync(Part):
         elif not self.joined or len(self.ring) <= 1:
             for seed in self.seeds:  # alone: keep knocking on the seeds
                 if seed != self.local.addr:
-                    self.fx.send_msg(self.local.join_msg(), seed)
+                    self.fx.send(self.join_datagram(), seed)
         for name in self.table.reap(now, self.cfg.reap_after):
             self.news.dead.pop(name, None)
         self.delegate.expire(now)
@@ -163,6 +175,11 @@ class Sync(Part):
             chunks += _chunks(head, field, records, budget)
         if not chunks:
             chunks.append(head + b"}")
+        if len(chunks) > MAX_STATE_CHUNKS:
+            # A window at a random place: the records left out now come in a later round.
+            self.fx.stats["state_chunks_withheld"] += len(chunks) - MAX_STATE_CHUNKS
+            start = self.rng.randrange(len(chunks))
+            chunks = (chunks + chunks)[start : start + MAX_STATE_CHUNKS]
         for chunk in chunks:
             self.fx.send(wire.pack([chunk], self.local.name, self.cfg.max_datagram)[0], dest)
         self.fx.stats["pushpull_sent"] += 1

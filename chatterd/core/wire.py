@@ -90,13 +90,16 @@ class Rumor(_Msg, tag="rumor"):
 
 
 class Join(_Msg, tag="join"):
-    """A node asks a seed to be let in; the seed answers with its whole state."""
+    """A node asks a seed to be let in; the seed answers with its state. ``pad`` (spaces,
+    ignored) makes the datagram as big as the first answer may be: a node answers an address
+    that is not a member's with at most the bytes it received (no reflection)."""
 
     node: str
     id: str
     addr: str
     inc: U63
     tags: dict[str, str] = {}
+    pad: str = ""
 
 
 class MemberRecord(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -168,6 +171,7 @@ class Inject(_Msg, tag="inject"):
     rid: str
     payload: Any
     hops: U63 | None = None
+    pad: str = ""  # spaces, ignored: room for the answer (see Join)
 
 
 class InjectAck(_Msg, tag="inject-ack"):

@@ -110,14 +110,16 @@ def test_a_node_refutes_the_largest_news_others_can_have_taken_and_they_take_the
     most b accepts. a refutes one above, which b accepts: a is alive again on b."""
     a = node("a", addr=("10.0.0.1", 1))
     b = node("b", addr=B, node_id=BID)
-    join = a.local.join_msg()
-    b.receive(wire.encode([join], "a"), ("10.0.0.1", 1), 0.0)
-    b.take_outgoing()
+    b.receive(a.sync.join_datagram(), ("10.0.0.1", 1), 0.0)
+    for data, _ in b.take_outgoing():
+        a.receive(data, B, 0.0)
+    assert "b" in a.table.members
     forged = wire.encode([wire.Dead(node="a", inc=a.inc + PLAUSIBLE_STEP, by="x")], "x")
     b.receive(forged, C, 1.0)
     assert b.table.members["a"].state == DEAD
     a.receive(forged, C, 1.0)
     assert a.inc == b.table.members["a"].inc + 1 and a.stats["refutations"] == 1
+    a.handle_timers(1.0)  # the refutation is gossiped (the forger's address gets nothing)
     for data, _ in a.take_outgoing():
         b.receive(data, ("10.0.0.1", 1), 1.1)
     b.handle_timers(1.1)
