@@ -7,7 +7,8 @@ it wins (or, with a lock service, asks the shell for the lock first), and releas
 no longer wins. Claims are gossiped and ride in every push-pull State chunk.
 
 Safety valves: elections start ``role_settle`` after start or join, so that a node learns
-the current claims first; they hold off while a claim's holder is unknown to us; and under
+the current claims first; they hold off while a claim's holder is unknown to us (for at most
+``Config.unknown_holder_hold`` after the claim came: a phantom holder never shows); and under
 ``--expect N`` a node counts as its quorum only the members that answered its leases lately
 (gossip is not evidence), so a holder cut off into a minority steps down before the
 majority can elect another.

@@ -1,7 +1,10 @@
 """State sync: joining through seeds, push-pull anti-entropy by digest, and reconnecting.
 
-* Join: a new node sends Join to its seeds every ``join_retry_interval`` until one answers
-  with its whole state (State chunks).
+* Join: a new node sends Join (padded to max_datagram) to its seeds every
+  ``join_retry_interval`` until one answers with its state (State chunks). A seed that does
+  not know the joiner's address yet answers with at most as many bytes as the Join carried
+  (no reflection, see Node.receive): one chunk; push-pull brings the rest soon after.
+* Every answer (join, digest, want) is at most MAX_STATE_CHUNKS datagrams.
 * Push-pull: every ``pushpull_interval`` a node sends one random live peer its 64 bucket
   hashes (core/digest.py); the peer sends the records of the buckets that differ and asks
   (Want) for ours. Member records, the delegate's records and role claims all take part.
