@@ -126,6 +126,9 @@ class Sync(Part):
             # miss one of them too: an early digest exchange closes the gap in ~2 s, not ~5.
             self.next_pushpull = min(self.next_pushpull, now + 1.0 + self.rng.random())
             self.election.settle(now)
+            joined_now = True
+        else:
+            joined_now = False
         for rec in msg.members:
             self.news.on_record(rec, now, src)
         self.delegate.merge_state(msg.devices, now)
@@ -133,6 +136,10 @@ class Sync(Part):
             self.election.on_claim(claim, now)
         if msg.reply:
             self.send_state(src, reply=False)
+        if joined_now:
+            # The seed answered a stranger with one chunk (no reflection): now that we are
+            # its member, our digest at once fetches the rest of its state.
+            self.fx.send_msg(wire.DigestMsg(h=list(self.digest.hashes)), src)
 
     def on_digest(self, msg: wire.DigestMsg, src: Addr, now: float) -> None:
         """Push-pull by digest: send the records of the buckets that differ, ask for theirs."""
