@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from chatterd.core import wire
-from chatterd.core.config import INJECT_RETRY, INJECT_TIMEOUT
+from chatterd.core.config import INJECT_MIN_DATAGRAM, INJECT_RETRY, INJECT_TIMEOUT
 from chatterd.core.keyring import Keyring
 from chatterd.core.seal import Sealer, SealError
 
@@ -38,7 +38,11 @@ class Rejected(Exception):
 def request(payload: Any, hops: int | None = None) -> tuple[str, bytes]:
     """A new request id and the datagram carrying the payload."""
     rid = uuid.uuid4().hex
-    return rid, wire.encode([wire.Inject(rid=rid, payload=payload, hops=hops)])
+    data = wire.encode([wire.Inject(rid=rid, payload=payload, hops=hops)])
+    room = INJECT_MIN_DATAGRAM - len(data) - len(',"pad":""')
+    if room > 0:  # the node's answer to a stranger is at most what it sent (no reflection)
+        data = wire.encode([wire.Inject(rid=rid, payload=payload, hops=hops, pad=" " * room)])
+    return rid, data
 
 
 NEEDS_KEY = "the node may require a key: --encrypt KEY, $CHATTER_ENCRYPT_KEY or --keyring-file"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import stat
 import tempfile
 import time
 from collections.abc import Mapping
@@ -31,9 +32,11 @@ import structlog
 import trio
 
 from chatterd.core import tags, wire
+from chatterd.core.bounds import U63
 from chatterd.core.config import (
     PERSIST_CHECK_INTERVAL,
     PERSIST_JOIN_PEERS,
+    PERSIST_MAX_FILE,
     PERSIST_MAX_PEERS,
     PERSIST_PEERS_INTERVAL,
     Config,
@@ -59,7 +62,7 @@ JOIN_PEERS = PERSIST_JOIN_PEERS
 class Snapshot(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: str
     id: str
-    incarnation: int
+    incarnation: U63
     peers: list[str] = []
     tags: dict[str, str] = {}
 
@@ -76,23 +79,54 @@ def path_of(data_dir: Path) -> Path:
     return data_dir / FILE_NAME
 
 
-def load(data_dir: Path) -> Snapshot | None:
-    """The saved snapshot; None when there is none yet. Raises SnapshotError."""
-    path = path_of(data_dir)
+def _read_regular(path: Path, limit: int) -> bytes | None:
+    """The bytes of ``path`` if it is a regular file of at most ``limit`` bytes; None if
+    there is none. Anything else (a symlink, a FIFO, a device, a directory, a bigger file)
+    raises SnapshotError without blocking or reading more than ``limit`` + 1 bytes: the file
+    is opened without following a symlink and without waiting for a FIFO's writer, and
+    checked again once open (it may have been replaced in between)."""
     try:
-        data = path.read_bytes()
+        st = os.lstat(path)
     except FileNotFoundError:
         return None
     except OSError as e:
         raise SnapshotError(f"cannot read {path}: {e.strerror or e}") from None
+    _check_regular(path, st, limit)
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise SnapshotError(f"cannot read {path}: {e.strerror or e}") from None
+    with os.fdopen(fd, "rb") as f:
+        _check_regular(path, os.fstat(f.fileno()), limit)
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise SnapshotError(f"{path} is over {limit} bytes: not a state file of ours")
+    return data
+
+
+def _check_regular(path: Path, st: os.stat_result, limit: int) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+        raise SnapshotError(f"{path} is {kind}: not read")
+    if st.st_size > limit:
+        raise SnapshotError(f"{path} is {st.st_size} bytes, over {limit}: not a state file of ours")
+
+
+def load(data_dir: Path) -> Snapshot | None:
+    """The saved snapshot; None when there is none yet. Raises SnapshotError."""
+    path = path_of(data_dir)
+    data = _read_regular(path, PERSIST_MAX_FILE)
+    if data is None:
+        return None
     try:
         snap = _decoder.decode(data)
     except (msgspec.DecodeError, UnicodeDecodeError) as e:
         raise SnapshotError(f"corrupt {path}: {e}") from None
     if not snap.name or not snap.id:
         raise SnapshotError(f"corrupt {path}: empty name or id")
-    if snap.incarnation < 0:
-        raise SnapshotError(f"corrupt {path}: negative incarnation")
     reason = tags.problem(snap.tags)
     if reason is not None:
         raise SnapshotError(f"corrupt {path}: {reason}")

@@ -105,6 +105,16 @@ class Config:
         needed = math.ceil(math.log(max(cluster_size, 2)) / math.log(max(self.fanout, 2)))
         return min(self.max_hops, needed + self.hop_margin)
 
+    @property
+    def unknown_holder_hold(self) -> float:
+        """How long a claim whose holder we have no record of holds off the election of its
+        role (core/election.py), from when the claim arrived: a real holder's record reaches
+        us by then (push-pull follows a join within ~2 s, and a member we miss is at worst
+        gossiped alive within suspect_after), and a phantom holder's never does. After it the
+        claim is treated as a claim by a member that is gone: a candidate takes over, one epoch
+        above it."""
+        return self.suspect_after + self.role_settle
+
     def replace(self, **changes: object) -> Config:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
@@ -148,8 +158,23 @@ MAX_SUMMARY_STREAMS = 256
 MAX_SUMMARY_GAPS = 64
 MAX_GAPS_KEPT = 1024
 MAX_REPAIR_RUMORS = 256
+# State chunks (datagrams) sent in answer to one join, digest or want: a big cluster's state
+# (thousands of records) goes over several push-pull rounds, a window of chunks each, instead
+# of one request making a node send megabytes.
+MAX_STATE_CHUNKS = 32
 # chatter-inject request ids remembered (for idempotent retries) for seen_ttl seconds.
 MAX_INJECT_IDS = 10_000
+# Integers on the wire (incarnations, epochs, clocks, sequence numbers...) are 0..2^63-1: a
+# signed 64-bit integer, what every JSON implementation of a peer can hold.
+WIRE_INT_MAX = 2**63 - 1
+# News that would raise a known member's incarnation, or a known role's epoch, by more than
+# this is implausible and dropped (counted): an honest node raises its own by one at a
+# refutation or a tags change, and by its down time in ms at a restart (2^32 ms is 50 days;
+# a member down longer is reaped after reap_after and known no more). A first sighting may
+# carry up to FIRST_SIGHT_MAX (2^62: 146 million years of ms), which leaves 2^62 of room
+# above it: a forger needs 2^30 datagrams to exhaust it, one step each (see core/state.py).
+PLAUSIBLE_STEP = 2**32
+FIRST_SIGHT_MAX = 2**62
 # Tries at drawing a random peer other than ourselves before giving up for this round.
 RANDOM_PEER_TRIES = 8
 
@@ -192,6 +217,10 @@ PERSIST_CHECK_INTERVAL = 1.0
 PERSIST_PEERS_INTERVAL = 5.0
 PERSIST_MAX_PEERS = 256
 PERSIST_JOIN_PEERS = 8
+# The state file is read only if it is a regular file (not a symlink, FIFO or device) of at
+# most 64 KiB: what we write is a few KiB (256 peers, 512 bytes of tags), and a bigger file
+# is not ours; reading it must neither block (a FIFO) nor fill the memory (/dev/zero).
+PERSIST_MAX_FILE = 64 * 1024
 
 # --- operator commands (chatterd members, events, leave...) -----------------------------
 CTL_REQUEST_TIMEOUT = 5.0  # one API request: the node answers in milliseconds
@@ -212,6 +241,11 @@ HTTP_MAX_HEADERS = 16 * 1024
 # nesting are held to the node's own defaults (max_datagram, max_payload_depth).
 INJECT_TIMEOUT = 5.0
 INJECT_RETRY = 0.2
+# A request is padded to at least 512 bytes: a node answers an address that is not a member's
+# with at most the bytes it received (no reflection), and its acknowledgement or refusal
+# (with a reason cut to 200 characters) fits in that for node names up to ~100 characters.
+INJECT_MIN_DATAGRAM = 512
+INJECT_NACK_ERROR_MAX = 200
 
 # --- the protocol loop (chatterd/loopguard.py) -----------------------------------------
 # A step of the protocol loop that raises is logged (one traceback per second at most, with

@@ -61,13 +61,28 @@ class Effects:
         self.stats: Counter[str] = Counter()
         self._out: list[tuple[bytes, Addr]] = []
         self._events: list[Event] = []
+        # No reflection: while a datagram from an address no member has is handled, what goes
+        # back to that address may total at most as many bytes as it brought (see guard).
+        self._guard_src: Addr | None = None
+        self._guard_budget = 0
         make = logger or null_logger
         self.log_wire = make("chatterd.wire")
         self.log_members = make("chatterd.membership")
 
+    def guard(self, src: Addr | None, budget: int = 0) -> None:
+        """Hold the answers to ``src`` to ``budget`` bytes in all until the next guard call
+        (None: no guard). A datagram over what is left is withheld and counted."""
+        self._guard_src, self._guard_budget = src, budget
+
     def send(self, data: bytes, dest: Addr) -> None:
         if self.sealer is not None:
             data = self.sealer.seal(data)
+        if dest == self._guard_src:
+            if len(data) > self._guard_budget:
+                self.stats["reflection_withheld"] += 1
+                self.stats["reflection_withheld_bytes"] += len(data)
+                return
+            self._guard_budget -= len(data)
         self.stats["datagrams_out"] += 1
         self.stats["bytes_out"] += len(data)
         self._out.append((data, dest))

@@ -7,7 +7,8 @@ it wins (or, with a lock service, asks the shell for the lock first), and releas
 no longer wins. Claims are gossiped and ride in every push-pull State chunk.
 
 Safety valves: elections start ``role_settle`` after start or join, so that a node learns
-the current claims first; they hold off while a claim's holder is unknown to us; and under
+the current claims first; they hold off while a claim's holder is unknown to us (for at most
+``Config.unknown_holder_hold`` after the claim came: a phantom holder never shows); and under
 ``--expect N`` a node counts as its quorum only the members that answered its leases lately
 (gossip is not evidence), so a holder cut off into a minority steps down before the
 majority can elect another.
@@ -20,6 +21,7 @@ from collections.abc import Callable, Mapping
 import msgspec
 
 from chatterd.core import wire
+from chatterd.core.config import FIRST_SIGHT_MAX, PLAUSIBLE_STEP
 from chatterd.core.context import Context, Part
 from chatterd.core.digest import bucket_of, signature
 from chatterd.core.events import RoleEvent
@@ -53,17 +55,33 @@ class Election(Part):
         self._had_quorum = False
         self.set_tags: Callable[[dict[str, str], float], bool] = lambda tags, now: False
         self.sync_now: Callable[[float], None] = lambda now: None  # start a push-pull at once
+        # role → (its claim's holder we have no record of, when the claim arrived): the
+        # election of the role holds off until unknown_holder_hold after that.
+        self.unknown_holders: dict[str, tuple[str, float]] = {}
         self.note_candidacies(local.name, local.tags)
 
     # ------------------------------------------------------------------ timers
 
     def deadline(self) -> float | None:
-        return self.settle_at
+        d = self.settle_at
+        if self.unknown_holders and self.ready:
+            hold = self.cfg.unknown_holder_hold
+            end = min(since for _, since in self.unknown_holders.values()) + hold
+            d = end if d is None else min(d, end)
+        return d
 
     def tick(self, now: float) -> None:
         if self.settle_at is not None and now >= self.settle_at:
             self.settle_at = None
             self.ready = self.dirty = True
+        if self.unknown_holders and self.ready:
+            hold = self.cfg.unknown_holder_hold
+            expired = [r for r, (_, since) in self.unknown_holders.items() if now >= since + hold]
+            for role, (holder, _) in [(r, self.unknown_holders.pop(r)) for r in expired]:
+                if holder not in self.table.members:
+                    self.fx.stats["unknown_holder_expired"] += 1
+                    self.fx.log_members.warning("unknown_holder_expired", role=role, holder=holder)
+                self.dirty = True
         self.reconcile_if_dirty(now)
 
     def settle(self, now: float) -> None:
@@ -205,9 +223,13 @@ class Election(Part):
                 return
             self._had_quorum = quorum
         # A claim by a member we have no record of: our view is incomplete (a lost state
-        # chunk after joining); wait for its record (alive, or dead) before electing.
+        # chunk after joining); wait for its record (alive, or dead) before electing, but
+        # only for unknown_holder_hold after the claim came (a phantom holder never shows).
         members = self.table.members
-        unknown = frozenset(r for r, c in self.roles.claims.items() if c.holder not in members)
+        waiting = self.unknown_holders
+        unknown = frozenset(
+            r for r, (holder, _) in waiting.items() if holder not in members and self.roles.claims[r].holder == holder
+        )
         take, drop = self.roles.decide(self.candidates(now), alive, unknown)
         for role, reason in drop:
             if self.failing is not None and reason == "no longer a candidate":
@@ -261,12 +283,22 @@ class Election(Part):
         self.on_claim(Claim(role=msg.role, holder=msg.holder, epoch=msg.epoch, ts=msg.ts), now)
 
     def on_claim(self, claim: Claim, now: float) -> None:
+        current = self.roles.claims.get(claim.role)
+        if claim.epoch > (FIRST_SIGHT_MAX if current is None else current.epoch + PLAUSIBLE_STEP):
+            # As for incarnations (core/state.py, MemberNews.plausible): an honest epoch grows
+            # by one per claim, so later elections keep room above any claim we accept.
+            self.fx.drop("implausible_epoch")
+            return
         if self.roles.superseded(claim):
             self._release(claim.role, f"superseded by {claim.holder} at epoch {claim.epoch}", now)
         if self._merge(claim):
             msg = wire.RoleClaim(role=claim.role, holder=claim.holder, epoch=claim.epoch, ts=claim.ts)
             self.gossip.broadcast("role:" + claim.role, msg, now)
             holder = self.table.members.get(claim.holder)
+            if holder is None and claim.holder != self.local.name:
+                self.unknown_holders[claim.role] = (claim.holder, now)
+            else:
+                self.unknown_holders.pop(claim.role, None)
             if claim.holder != self.local.name and (holder is None or holder.state not in LIVE):
                 # A new claim by a member we think is gone: we were cut off from it (a healing
                 # partition) or we are new. Learn its state before electing anyone else.

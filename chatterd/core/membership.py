@@ -18,6 +18,7 @@ incarnation, so these rules order tag changes too.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -73,6 +74,24 @@ class MemberTable:
     def __init__(self, digest: Digest | None = None) -> None:
         self.members: dict[str, Member] = {}
         self.digest = digest or Digest()
+        self._addrs: Counter[tuple[str, int]] | None = None  # records per address, built when first asked
+
+    def has_addr(self, addr: tuple[str, int]) -> bool:
+        """Does any record (any state: a dead member may come back) have this address?"""
+        if self._addrs is None:
+            self._addrs = Counter(m.addr for m in self.members.values())
+        return self._addrs[addr] > 0
+
+    def _addr_moved(self, old: tuple[str, int] | None, new: tuple[str, int] | None) -> None:
+        index = self._addrs
+        if index is None or old == new:
+            return
+        if old is not None:
+            index[old] -= 1
+            if index[old] <= 0:
+                del index[old]
+        if new is not None:
+            index[new] += 1
 
     def adopt(self, members: dict[str, Member], hashes: list[int]) -> None:
         """Start from a converged view shared with other tables (the simulator's bootstrap of
@@ -80,6 +99,7 @@ class MemberTable:
         for m in members.values():
             m.shared = True
         self.members = dict(members)
+        self._addrs = None
         self.digest.hashes[:] = hashes
 
     def _own(self, m: Member) -> Member:
@@ -106,6 +126,7 @@ class MemberTable:
     def _add(self, m: Member) -> Member:
         m.bucket = bucket_of(m.name)
         self.members[m.name] = m
+        self._addr_moved(None, m.addr)
         self.digest.update(m.bucket, 0, m.signature())
         return m
 
@@ -150,6 +171,7 @@ class MemberTable:
         old_sig = m.signature()
         old = m.state
         updated = (m.id, m.addr, m.tags) != (id, addr, tags)
+        self._addr_moved(m.addr, addr)
         m.id, m.addr, m.inc, m.tags = id, addr, inc, tags
         if old != ALIVE:
             m.state, m.since = ALIVE, now
@@ -187,5 +209,6 @@ class MemberTable:
         gone = [n for n, m in self.members.items() if m.state in (DEAD, LEFT) and now - m.since >= after]
         for n in gone:
             m = self.members.pop(n)
+            self._addr_moved(m.addr, None)
             self.digest.update(m.bucket, m.signature(), 0)
         return gone

@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from chatterd.core import tags, wire
+from chatterd.core.bounds import saturate
 from chatterd.core.chatter_rs import ChatterRs
 from chatterd.core.config import SEAL_OVERHEAD, Config
 from chatterd.core.context import Context
@@ -173,15 +174,22 @@ class Node:
             if replay is not None:
                 self._dropped(replay, "replayed", f"boot {opened.boot} seq {opened.seq}", addr)
                 return
+        # No reflection: a sender no member has the address of (judged before its messages
+        # change the table: a Join makes it a member) gets back at most the bytes it sent.
+        # A joiner pads its Join to max_datagram (core/sync.py), room for one State chunk.
+        self.fx.guard(None if self.table.has_addr(addr) else addr, len(data))
         if sender is not None and sender != self.local.name:
             self.news.heard(sender, now)
         handlers = self._handlers
-        for msg in dgram.m:
-            handler = handlers.get(type(msg))
-            if handler is None:
-                stats["unexpected"] += 1
-            else:
-                handler(msg, addr, now)
+        try:
+            for msg in dgram.m:
+                handler = handlers.get(type(msg))
+                if handler is None:
+                    stats["unexpected"] += 1
+                else:
+                    handler(msg, addr, now)
+        finally:
+            self.fx.guard(None)
         self.election.reconcile_if_dirty(now)
 
     def _open(self, data: bytes, addr: Addr) -> tuple[bytes, Opened | None] | None:
@@ -254,7 +262,7 @@ class Node:
         if checked == me.tags:
             return False
         me.tags = checked
-        me.inc += 1
+        me.inc = saturate(me.inc + 1)
         member = self.table.set(self.table.members[me.name], now, inc=me.inc, tags=checked)
         self.gossip.broadcast("m:" + me.name, me.alive_msg(), now)
         self.news.apply(Transition(member, ALIVE, ALIVE, updated=True), now)
@@ -295,7 +303,7 @@ class Node:
         return any(m.addr == addr for m in self.table.members.values())
 
     def join(self, addr: Addr) -> None:
-        self.fx.send_msg(self.local.join_msg(), addr)
+        self.fx.send(self.sync.join_datagram(), addr)
 
     def forget(self, member_id: str, now: float) -> None:
         for m in self.table.members.values():

@@ -24,6 +24,8 @@ from collections.abc import Mapping
 
 import msgspec
 
+from chatterd.core.bounds import U63, Epoch, saturate
+
 TAG_PREFIX = "role:"
 FAILING_TAG = "check"  # tag set to "failing" while the node's --check fails (roles withdrawn)
 
@@ -33,8 +35,8 @@ class Claim(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     role: str
     holder: str
-    epoch: int
-    ts: int
+    epoch: Epoch
+    ts: U63
 
 
 class RoleError(ValueError):
@@ -156,4 +158,4 @@ class RoleBook:
 
     def next_epoch(self, role: str) -> int:
         current = self.claims.get(role)
-        return 1 if current is None else current.epoch + 1
+        return 1 if current is None else saturate(current.epoch + 1)

@@ -16,7 +16,8 @@ from typing import Any
 import msgspec
 
 from chatterd.core import wire
-from chatterd.core.config import MAX_INJECT_IDS
+from chatterd.core.bounds import saturate
+from chatterd.core.config import FIRST_SIGHT_MAX, INJECT_NACK_ERROR_MAX, MAX_INJECT_IDS
 from chatterd.core.context import Context, Part
 from chatterd.core.dedup import SeenSet
 from chatterd.core.delegate import Delegate, PayloadError
@@ -45,11 +46,11 @@ class Rumors(Part):
         self.delegate.validate(payload)
         if wire.depth(payload) > cfg.max_payload_depth:
             raise PayloadError(f"payload nesting deeper than {cfg.max_payload_depth}")
-        self.lt += 1
+        self.lt = saturate(self.lt + 1)
         # Messages for the whole cluster are numbered for repair; a message given a limited
         # hop budget (chatter-rs's scoped sends, hops 0 = this node only) is not repaired.
         if hops is None:
-            self.seq += 1
+            self.seq = saturate(self.seq + 1)
         budget = cfg.hop_budget(len(self.ring)) if hops is None else max(0, min(hops, cfg.max_hops))
         rumor = wire.Rumor(
             id=uuid.UUID(int=self.rng.getrandbits(128), version=4).hex,
@@ -83,7 +84,7 @@ class Rumors(Part):
                 self.fx.drop(reason[0])
                 self.fx.log_wire.debug("rumor_dropped", reason=reason[0], detail=reason[1], id=r.id)
                 return
-        self.lt = max(self.lt, r.lt) + 1
+        self.lt = saturate(max(self.lt, r.lt) + 1)
         kind = self.delegate.kind(r.payload)
         self.fx.stats["delivered"] += 1
         self.fx.stats["delivered_" + kind] += 1
@@ -104,6 +105,10 @@ class Rumors(Part):
             self.delegate.validate(r.payload)
         except PayloadError as e:
             return "payload", str(e)
+        if r.lt > FIRST_SIGHT_MAX:
+            # A Lamport clock grows by one per message: 2^62 is never honest, and refusing it
+            # keeps 2^62 of room for ours (which saturates at the wire's bound regardless).
+            return "implausible_lt", f"Lamport time {r.lt} > {FIRST_SIGHT_MAX}"
         size = len(wire.encode_message(r))
         limit = wire.max_message_size(self.cfg.max_datagram)
         if size > limit:
@@ -121,7 +126,7 @@ class Rumors(Part):
             mid = self.inject(msg.payload, now, msg.hops)
         except PayloadError as e:
             self.fx.stats["injects_rejected"] += 1
-            self.fx.send_msg(wire.InjectNack(rid=msg.rid, error=str(e)), src)
+            self.fx.send_msg(wire.InjectNack(rid=msg.rid, error=str(e)[:INJECT_NACK_ERROR_MAX]), src)
             return
         self.fx.stats["injects"] += 1
         self.injects.add(msg.rid, now, mid)

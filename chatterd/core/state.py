@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from chatterd.core import wire
+from chatterd.core.bounds import saturate
+from chatterd.core.config import FIRST_SIGHT_MAX, PLAUSIBLE_STEP
 from chatterd.core.context import Context, Part
 from chatterd.core.detector import Detector
 from chatterd.core.events import MemberEvent
@@ -47,8 +49,31 @@ class MemberNews(Part):
 
     # ------------------------------------------------------------------ news
 
+    def plausible(self, node: str, inc: int) -> bool:
+        """Is news of ``node`` at incarnation ``inc`` believable? Not if it would raise a
+        known member's incarnation by more than PLAUSIBLE_STEP, or if a member we do not know
+        yet comes in above FIRST_SIGHT_MAX (core/config.py); such news is dropped and counted
+        (malformed_implausible_inc).
+
+        Why this keeps every node able to refute: only a node raises its own incarnation, so
+        what anyone honestly knows of us is at most our own incarnation; news about us that
+        another node accepted is at most its knowledge + PLAUSIBLE_STEP, which we accept too
+        (ourselves being the member we know best), and we refute it at one above, which that
+        node accepts in turn. The forged news we drop, nobody who knows us took either. Each
+        accepted forgery raises an incarnation by PLAUSIBLE_STEP at most, from at most
+        FIRST_SIGHT_MAX, so 2^62 of room is left below the wire's 2^63-1: about 2^30 forged
+        datagrams to exhaust it. Past that the refutation saturates (it still encodes)."""
+        known = self.table.members.get(node)
+        limit = FIRST_SIGHT_MAX if known is None else known.inc + PLAUSIBLE_STEP
+        if inc <= limit:
+            return True
+        self.fx.drop("implausible_inc")
+        return False
+
     def on_alive(self, msg: wire.Alive | wire.Join, now: float, src: Addr | None = None) -> None:
         me = self.local
+        if not self.plausible(msg.node, msg.inc):
+            return
         if msg.node == me.name:
             conflict = msg.id != me.id
             if (msg.inc > me.inc or (conflict and msg.inc == me.inc)) and not me.leaving:
@@ -71,6 +96,8 @@ class MemberNews(Part):
             self.gossip.broadcast("m:" + msg.node, alive, now)
 
     def on_suspect(self, msg: wire.Suspect, now: float, src: Addr | None = None, by: str | None = None) -> None:
+        if not self.plausible(msg.node, msg.inc):
+            return
         if msg.node == self.local.name:
             if not self.local.leaving:
                 self.refute(msg.inc, now, src)
@@ -86,6 +113,8 @@ class MemberNews(Part):
             self.gossip.broadcast(f"s:{msg.node}:{accuser}", msg, now)
 
     def on_dead(self, msg: wire.Dead, now: float, src: Addr | None = None) -> None:
+        if not self.plausible(msg.node, msg.inc):
+            return
         if msg.node == self.local.name:
             if not self.local.leaving:
                 self.refute(msg.inc, now, src)
@@ -96,6 +125,8 @@ class MemberNews(Part):
             self.gossip.broadcast("m:" + msg.node, msg, now)
 
     def on_left(self, msg: wire.Left, now: float, src: Addr | None = None) -> None:
+        if not self.plausible(msg.node, msg.inc):
+            return
         if msg.node == self.local.name:
             if not self.local.leaving and msg.inc >= self.local.inc:
                 self.refute(msg.inc, now, src)  # news of a previous life's leave
@@ -110,6 +141,8 @@ class MemberNews(Part):
         m = self.table.members.get(rec.node)
         if m is not None and (rec.inc < m.inc or (rec.inc == m.inc and rec.state == m.state)):
             return  # old news: the common case, kept cheap
+        if not self.plausible(rec.node, rec.inc):
+            return
         if rec.state == ALIVE:
             self.on_alive(_alive_of(rec), now, src)
             return
@@ -136,7 +169,7 @@ class MemberNews(Part):
 
     def refute(self, inc: int, now: float, src: Addr | None) -> None:
         me = self.local
-        me.inc = max(me.inc, inc) + 1
+        me.inc = saturate(max(me.inc, inc) + 1)
         self.table.set(self.table.members[me.name], now, inc=me.inc)
         self.fx.stats["refutations"] += 1
         alive = me.alive_msg()

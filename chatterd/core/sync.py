@@ -1,7 +1,10 @@
 """State sync: joining through seeds, push-pull anti-entropy by digest, and reconnecting.
 
-* Join: a new node sends Join to its seeds every ``join_retry_interval`` until one answers
-  with its whole state (State chunks).
+* Join: a new node sends Join (padded to max_datagram) to its seeds every
+  ``join_retry_interval`` until one answers with its state (State chunks). A seed that does
+  not know the joiner's address yet answers with at most as many bytes as the Join carried
+  (no reflection, see Node.receive): one chunk; push-pull brings the rest soon after.
+* Every answer (join, digest, want) is at most MAX_STATE_CHUNKS datagrams.
 * Push-pull: every ``pushpull_interval`` a node sends one random live peer its 64 bucket
   hashes (core/digest.py); the peer sends the records of the buckets that differ and asks
   (Want) for ours. Member records, the delegate's records and role claims all take part.
@@ -12,8 +15,10 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from chatterd.core import wire
-from chatterd.core.config import CHUNK_HEADER_ROOM
+from chatterd.core.config import CHUNK_HEADER_ROOM, MAX_STATE_CHUNKS
 from chatterd.core.context import Context, Part
 from chatterd.core.delegate import Delegate
 from chatterd.core.election import Election
@@ -67,11 +72,21 @@ class Sync(Part):
         """Start a push-pull exchange now."""
         self.next_pushpull = now
 
+    def join_datagram(self) -> bytes:
+        """Our Join, padded to max_datagram: a seed that does not know our address yet may
+        answer with as many bytes as we sent (no reflection), room for one State chunk; the
+        rest of its state comes by push-pull once we are a member (on_state)."""
+        data = wire.encode([self.local.join_msg()], self.local.name)
+        room = self.cfg.max_datagram - len(data) - len(',"pad":""')
+        if room <= 0:
+            return data
+        return wire.encode([msgspec.structs.replace(self.local.join_msg(), pad=" " * room)], self.local.name)
+
     def _send_join(self, now: float) -> None:
-        join = self.local.join_msg()
+        data = self.join_datagram()
         for seed in self.seeds:
             if seed != self.local.addr:
-                self.fx.send_msg(join, seed)
+                self.fx.send(data, seed)
         self.next_join = now + self.cfg.join_retry_interval
 
     def _pushpull(self, now: float) -> None:
@@ -92,7 +107,7 @@ class Sync(Part):
         elif not self.joined or len(self.ring) <= 1:
             for seed in self.seeds:  # alone: keep knocking on the seeds
                 if seed != self.local.addr:
-                    self.fx.send_msg(self.local.join_msg(), seed)
+                    self.fx.send(self.join_datagram(), seed)
         for name in self.table.reap(now, self.cfg.reap_after):
             self.news.dead.pop(name, None)
         self.delegate.expire(now)
@@ -111,6 +126,9 @@ class Sync(Part):
             # miss one of them too: an early digest exchange closes the gap in ~2 s, not ~5.
             self.next_pushpull = min(self.next_pushpull, now + 1.0 + self.rng.random())
             self.election.settle(now)
+            joined_now = True
+        else:
+            joined_now = False
         for rec in msg.members:
             self.news.on_record(rec, now, src)
         self.delegate.merge_state(msg.devices, now)
@@ -118,6 +136,10 @@ class Sync(Part):
             self.election.on_claim(claim, now)
         if msg.reply:
             self.send_state(src, reply=False)
+        if joined_now:
+            # The seed answered a stranger with one chunk (no reflection): now that we are
+            # its member, our digest at once fetches the rest of its state.
+            self.fx.send_msg(wire.DigestMsg(h=list(self.digest.hashes)), src)
 
     def on_digest(self, msg: wire.DigestMsg, src: Addr, now: float) -> None:
         """Push-pull by digest: send the records of the buckets that differ, ask for theirs."""
@@ -163,6 +185,11 @@ class Sync(Part):
             chunks += _chunks(head, field, records, budget)
         if not chunks:
             chunks.append(head + b"}")
+        if len(chunks) > MAX_STATE_CHUNKS:
+            # A window at a random place: the records left out now come in a later round.
+            self.fx.stats["state_chunks_withheld"] += len(chunks) - MAX_STATE_CHUNKS
+            start = self.rng.randrange(len(chunks))
+            chunks = (chunks + chunks)[start : start + MAX_STATE_CHUNKS]
         for chunk in chunks:
             self.fx.send(wire.pack([chunk], self.local.name, self.cfg.max_datagram)[0], dest)
         self.fx.stats["pushpull_sent"] += 1

@@ -12,11 +12,12 @@ tagged by ``type``. Anything that does not match these shapes exactly is rejecte
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
 from chatterd.core import tags
+from chatterd.core.bounds import U63, Epoch
 from chatterd.core.config import ENVELOPE_OVERHEAD, MAX_SUMMARY_GAPS, MAX_SUMMARY_STREAMS
 from chatterd.core.digest import BUCKETS
 from chatterd.core.membership import MemberState
@@ -24,8 +25,12 @@ from chatterd.core.roles import Claim
 
 VERSION = 1
 
+# Every integer on the wire is bounded (core/bounds.py: U63, Epoch, and these).
+Bucket = Annotated[int, msgspec.Meta(ge=0, lt=BUCKETS)]
+Hash = Annotated[int, msgspec.Meta(ge=0, le=0xFFFFFFFF)]  # a 32-bit digest signature XOR
+
 # A message version: (Lamport time, message id). Totally ordered, consistent with causality.
-Version = tuple[int, str]
+Version = tuple[U63, str]
 
 
 class _Msg(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, omit_defaults=True):
@@ -35,39 +40,39 @@ class _Msg(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, omit_de
 class Heartbeat(_Msg, tag="hb"):
     """'I am alive at this incarnation', sent to each of the sender's monitors."""
 
-    inc: int
+    inc: U63
 
 
 class Lease(_Msg, tag="lease"):
     """'Answer me': sent every heartbeat interval to every member by a role candidate under
     --expect, which counts the answers (any datagram) as its quorum (core/node.py)."""
 
-    inc: int
+    inc: U63
 
 
 class Alive(_Msg, tag="alive"):
     node: str
     id: str
     addr: str
-    inc: int
+    inc: U63
     tags: dict[str, str] = {}  # omitted when empty (see core/tags.py)
 
 
 class Suspect(_Msg, tag="suspect"):
     node: str
-    inc: int
+    inc: U63
     by: str
 
 
 class Dead(_Msg, tag="dead"):
     node: str
-    inc: int
+    inc: U63
     by: str
 
 
 class Left(_Msg, tag="left"):
     node: str
-    inc: int
+    inc: U63
 
 
 class Rumor(_Msg, tag="rumor"):
@@ -75,30 +80,33 @@ class Rumor(_Msg, tag="rumor"):
 
     id: str
     origin: str  # name of the node that accepted it into the cluster
-    ts: int  # origin's wall clock, Unix milliseconds (chatter-rs's timestamp_millis)
-    lt: int  # origin's Lamport time: orders device updates
-    hops: int  # forwarded while > 0, decremented at each hop
+    ts: U63  # origin's wall clock, Unix milliseconds (chatter-rs's timestamp_millis)
+    lt: U63  # origin's Lamport time: orders device updates
+    hops: U63  # forwarded while > 0, decremented at each hop
     payload: dict[str, Any]
     # Position in the origin's numbered stream (core/repair.py); 0 = not numbered.
-    boot: int = 0  # the origin's start time, Unix ms: a restart opens a new stream
-    seq: int = 0
+    boot: U63 = 0  # the origin's start time, Unix ms: a restart opens a new stream
+    seq: U63 = 0
 
 
 class Join(_Msg, tag="join"):
-    """A node asks a seed to be let in; the seed answers with its whole state."""
+    """A node asks a seed to be let in; the seed answers with its state. ``pad`` (spaces,
+    ignored) makes the datagram as big as the first answer may be: a node answers an address
+    that is not a member's with at most the bytes it received (no reflection)."""
 
     node: str
     id: str
     addr: str
-    inc: int
+    inc: U63
     tags: dict[str, str] = {}
+    pad: str = ""
 
 
 class MemberRecord(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     node: str
     id: str
     addr: str
-    inc: int
+    inc: U63
     state: MemberState
     tags: dict[str, str] = {}
 
@@ -128,13 +136,13 @@ class State(_Msg, tag="state"):
 class DigestMsg(_Msg, tag="digest"):
     """Anti-entropy, step 1: the sender's 64 bucket hashes (see core/digest.py)."""
 
-    h: list[int]
+    h: list[Hash]
 
 
 class Want(_Msg, tag="want"):
     """Anti-entropy, step 2: 'send me your records in these buckets'."""
 
-    buckets: list[int]
+    buckets: list[Bucket]
 
 
 class RoleClaim(_Msg, tag="role"):
@@ -142,8 +150,8 @@ class RoleClaim(_Msg, tag="role"):
 
     role: str
     holder: str
-    epoch: int
-    ts: int
+    epoch: Epoch
+    ts: U63
 
 
 class Have(_Msg, tag="have"):
@@ -151,8 +159,8 @@ class Have(_Msg, tag="have"):
     [origin, boot, low seq, high seq, [missing seqs]]. ``all`` says every stream is listed;
     ``since`` (Unix ms) is when the sender joined; ``reply`` marks an answer to a Have."""
 
-    s: list[tuple[str, int, int, int, list[int]]]
-    since: int
+    s: list[tuple[str, U63, U63, U63, list[U63]]]
+    since: U63
     all: bool = True
     reply: bool = False
 
@@ -162,7 +170,8 @@ class Inject(_Msg, tag="inject"):
 
     rid: str
     payload: Any
-    hops: int | None = None
+    hops: U63 | None = None
+    pad: str = ""  # spaces, ignored: room for the answer (see Join)
 
 
 class InjectAck(_Msg, tag="inject-ack"):
@@ -197,7 +206,7 @@ Message = (
 
 
 class Datagram(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    v: int
+    v: U63
     m: list[Message]
     # "from" is a Python keyword, hence the rename.
     sender: str | None = msgspec.field(default=None, name="from")
@@ -254,26 +263,19 @@ def decode(data: bytes, max_size: int = 65_507, max_depth: int = 32) -> Datagram
 
 
 def _check(msg: Message, max_depth: int | None) -> None:
-    """Semantic checks msgspec's types cannot express (max_depth None: nesting known to be fine)."""
-    if isinstance(msg, Rumor):
-        if msg.hops < 0 or msg.lt < 0 or msg.seq < 0:
-            raise WireError("invalid", "negative hops, lt or seq in rumor")
+    """Semantic checks msgspec's types cannot express (max_depth None: nesting known to be fine).
+    Integer ranges, member states and message types are the types' (see Bucket, U63, Epoch)."""
+    if isinstance(msg, (Rumor, Inject)):
         if max_depth is not None and depth(msg.payload) > max_depth:
             raise WireError("too_deep", f"payload nesting > {max_depth}")
-    elif isinstance(msg, Inject):
-        if max_depth is not None and depth(msg.payload) > max_depth:
-            raise WireError("too_deep", f"payload nesting > {max_depth}")
-    elif isinstance(msg, (Heartbeat, Lease, Suspect, Dead, Left)):
-        if msg.inc < 0:
-            raise WireError("invalid", "negative incarnation")
     elif isinstance(msg, (Alive, Join)):
-        if msg.inc < 0:
-            raise WireError("invalid", "negative incarnation")
+        _check_name(msg.node)
         _check_tags(msg.tags)
+    elif isinstance(msg, (Suspect, Dead, Left)):
+        _check_name(msg.node)
     elif isinstance(msg, State):
         for rec in msg.members:
-            if rec.inc < 0:
-                raise WireError("invalid", "negative incarnation")
+            _check_name(rec.node)
             _check_tags(rec.tags)
         for claim in msg.roles:
             _check_claim(claim.role, claim.holder, claim.epoch)
@@ -286,8 +288,13 @@ def _check(msg: Message, max_depth: int | None) -> None:
         if len(msg.s) > MAX_HAVE_STREAMS or any(len(e[4]) > MAX_HAVE_GAPS for e in msg.s):
             raise WireError("invalid", "too many streams or gaps in have")
     elif isinstance(msg, Want):
-        if len(msg.buckets) > BUCKETS or any(not 0 <= b < BUCKETS for b in msg.buckets):
-            raise WireError("invalid", "bucket out of range")
+        if len(msg.buckets) > BUCKETS:
+            raise WireError("invalid", "too many buckets in want")
+
+
+def _check_name(node: str) -> None:
+    if not node:
+        raise WireError("invalid", "empty member name")
 
 
 def _check_claim(role: str, holder: str, epoch: int) -> None:

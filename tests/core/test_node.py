@@ -64,7 +64,7 @@ def test_a_joining_node_knocks_on_its_seed_until_it_answers() -> None:
 
 def test_a_seed_answers_a_join_with_its_state() -> None:
     n = node()
-    join = wire.Join(node="b", id=BID, addr="10.0.0.2:2", inc=1)
+    join = wire.Join(node="b", id=BID, addr="10.0.0.2:2", inc=1, pad=" " * 1200)  # as sync.join_datagram pads it
     n.receive(wire.encode([join], "b"), B, 0.0)
     states = [m for m in msgs_to(n, B) if isinstance(m, wire.State)]
     assert {r.node for s in states for r in s.members} == {"a", "b"}
@@ -145,13 +145,13 @@ def test_a_rumor_is_delivered_once_and_forwarded_with_one_hop_less() -> None:
 
 def test_chatter_inject_retries_are_idempotent() -> None:
     n = node()
-    req = wire.encode([wire.Inject(rid="r1", payload={"DebugMessage": {"text": "x"}})])
+    req = wire.encode([wire.Inject(rid="r1", payload={"DebugMessage": {"text": "x"}}, pad=" " * 300)])
     n.receive(req, C, 0.0)
     n.receive(req, C, 0.2)  # the ack was lost; chatter-inject sends again
     acks = [m for m in msgs_to(n, C) if isinstance(m, wire.InjectAck)]
     assert len(acks) == 2 and acks[0].id == acks[1].id
     assert [e.id for e in n.take_events() if isinstance(e, Delivery)] == [acks[0].id]
-    bad = wire.encode([wire.Inject(rid="r2", payload={"DebugMessage": {"text": 3}})])
+    bad = wire.encode([wire.Inject(rid="r2", payload={"DebugMessage": {"text": 3}}, pad=" " * 300)])
     n.receive(bad, C, 0.3)
     assert [type(m) for m in msgs_to(n, C)] == [wire.InjectNack]
 

@@ -125,6 +125,6 @@ def test_a_bad_role_claim_is_refused_alone_and_inside_state(role: str, holder: s
         with pytest.raises(wire.WireError) as e:
             wire.decode(wire.encode([msg], "n2"))
         assert e.value.reason == "invalid"
-        assert "role claim" in e.value.detail
+        assert "role claim" in e.value.detail or "epoch" in e.value.detail
     good = wire.State(roles=[Claim(role="db", holder="n1", epoch=1, ts=1)])
     assert wire.decode(wire.encode([good], "n2")).m == [good]

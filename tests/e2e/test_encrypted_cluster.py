@@ -13,6 +13,7 @@ import trio
 from e2e_helpers import FAILURE_TIMEOUT, counters, inject, wait_delivered, wait_until
 
 from chatter_inject.client import inject as inject_call
+from chatter_inject.client import request as inject_request
 from chatter_inject.client import sealer_for
 from chatterd.core import wire
 from chatterd.testing import LocalCluster, local_cluster
@@ -75,7 +76,8 @@ async def test_chatter_inject_without_the_key_fails_clearly_and_a_replay_is_refu
 
         sealer = sealer_for(KEY, label="e2e")
         assert sealer is not None
-        sealed = sealer.seal(wire.encode([wire.Inject(rid="r1", payload={"y": {"b": 2}})]))
+        _, request = inject_request({"y": {"b": 2}})  # padded: a stranger gets back no more than it sent
+        sealed = sealer.seal(request)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.settimeout(2.0)
             host, port = wire.parse_addr(n0.addr)
