@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from chatterd.atomicfile import replace_private
 from chatterd.core import wire
 
 Addr = tuple[str, int]
@@ -96,17 +97,7 @@ def read_token(path: Path) -> str:
 
 def write_token(path: Path, token: str) -> None:
     """Atomically: a new file, mode 0600 from its creation, renamed over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=".http-token-", dir=path.parent)  # mkstemp: mode 0600
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    replace_private(path, (token + "\n").encode())
 
 
 @dataclass

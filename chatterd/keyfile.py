@@ -12,15 +12,14 @@ When the file does not exist yet, ``--encrypt`` seeds it; when it exists it wins
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 import os
 import secrets
 import stat
-import tempfile
 from pathlib import Path
 
+from chatterd.atomicfile import replace_private
 from chatterd.core.config import MAX_LABEL
 from chatterd.core.keyring import Keyring, KeyringError, encode_key, parse_key
 from chatterd.core.seal import Sealer, boot_id
@@ -99,18 +98,7 @@ def _read(path: Path, fd: int) -> Keyring:
 def save_keyring(path: Path, ring: Keyring) -> None:
     """Replace the keyring file atomically, mode 0600. Raises OSError."""
     data = (json.dumps([encode_key(k) for k in ring.keys]) + "\n").encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # mode 0600
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    replace_private(path, data)
 
 
 def make_sealer(ring: Keyring, label: str, start: int) -> Sealer:

@@ -18,11 +18,9 @@ and at exit, and :meth:`Persister.run` in between, which saves as the node chang
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import stat
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,6 +29,7 @@ import msgspec
 import structlog
 import trio
 
+from chatterd.atomicfile import replace_private
 from chatterd.core import tags, wire
 from chatterd.core.bounds import U63
 from chatterd.core.config import (
@@ -140,25 +139,7 @@ def load(data_dir: Path) -> Snapshot | None:
 
 def save(data_dir: Path, snap: Snapshot) -> None:
     """Replace the saved snapshot atomically. Raises OSError."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{FILE_NAME}.", suffix=".tmp", dir=data_dir)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(_encoder.encode(snap) + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path_of(data_dir))
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    # The rename itself is durable once the directory is synced.
-    with contextlib.suppress(OSError):
-        dfd = os.open(data_dir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+    replace_private(path_of(data_dir), _encoder.encode(snap) + b"\n")
 
 
 def join_seeds(snap: Snapshot, rng: random.Random, own: str) -> list[tuple[str, int]]:
