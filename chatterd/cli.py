@@ -18,6 +18,7 @@ import os
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chatterd.cliargs import COMMANDS, Parser, address, arg_type, positive, positive_float, positive_int
 from chatterd.core import tags, wire
@@ -34,6 +35,9 @@ from chatterd.core.config import (
     Config,
 )
 from chatterd.handlers import DEFAULT_QUEUE, DEFAULT_TIMEOUT, HandlerSpecError, parse_spec
+
+if TYPE_CHECKING:
+    from chatterd.runtime import Options
 
 
 def _parse_role(text: str) -> tuple[str, int]:
@@ -304,106 +308,132 @@ def sealed_config(config: Config, ring: object) -> Config:
     return config if ring is None else config.replace(max_datagram=config.max_datagram - SEAL_OVERHEAD)
 
 
-def _token_file_usable(path: Path | None) -> bool:
+def _check_token_file(path: Path | None) -> None:
     """--http-token-file, checked before the node exists (the runtime reads it again)."""
     if path is None:
-        return True
+        return
     from chatterd.httpauth import TokenError, read_token
 
     try:
         read_token(path)
     except TokenError as e:
-        print(f"chatterd: error: --http-token-file: {e}", file=sys.stderr)
-        return False
-    return True
+        raise _Fail(f"--http-token-file: {e}") from None
+
+
+class _Fail(Exception):
+    """One line for stderr and the exit status: the daemon does not start."""
+
+    def __init__(self, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "keygen":
-        if argv[1:]:
-            print("usage: chatterd keygen  (prints a new random key for --encrypt)", file=sys.stderr)
-            return 2
-        from chatterd.keyfile import generate_key
-
-        print(generate_key())
-        return 0
+        return _keygen(argv[1:])
     if argv and argv[0] in COMMANDS:
         from chatterd import ctl  # httpx and the tables: only for the operator commands
 
         return ctl.main(argv)
     args = build_parser().parse_args(argv)
-    import trio  # imported late: --help and the operator commands stay fast
-
     from chatterd import logs
-    from chatterd.core.node import check_tags
-    from chatterd.core.roles import role_tags
-    from chatterd.loopguard import LoopFailed
-    from chatterd.runtime import Options, Runtime, exception_of, os_error_of
-
-    config = PROFILES[args.profile]
-    overrides = {
-        f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if getattr(args, f.name, None) is not None
-    }
-    config = config.replace(**overrides)
-    if args.http is None:
-        http: tuple[str, int] | None = ("127.0.0.1", args.listen[1])
-    elif args.http == "off":
-        http = None
-    else:
-        try:
-            http = wire.parse_addr(args.http)
-        except ValueError as e:
-            print(f"chatterd: error: --http: {e}", file=sys.stderr)
-            return 2
-    name = args.name or f"{socket.gethostname()}:{args.listen[1]}"
-    from chatterd import keyfile  # the cryptography package: only for a daemon
 
     try:
+        opts = _options(args)
+    except _Fail as e:
+        print(f"chatterd: error: {e}", file=sys.stderr)
+        return e.status
+    logs.setup(fmt=args.log_format)
+    return _run(opts)
+
+
+def _keygen(rest: list[str]) -> int:
+    if rest:
+        print("usage: chatterd keygen  (prints a new random key for --encrypt)", file=sys.stderr)
+        return 2
+    from chatterd.keyfile import generate_key
+
+    print(generate_key())
+    return 0
+
+
+def _config(args: argparse.Namespace) -> Config:
+    """The profile, with the knobs given on the command line."""
+    fields = dataclasses.fields(Config)
+    overrides = {f.name: getattr(args, f.name) for f in fields if getattr(args, f.name, None) is not None}
+    return PROFILES[args.profile].replace(**overrides)
+
+
+def _http_addr(args: argparse.Namespace) -> tuple[str, int] | None:
+    if args.http is None:
+        return ("127.0.0.1", args.listen[1])
+    if args.http == "off":
+        return None
+    try:
+        return wire.parse_addr(args.http)
+    except ValueError as e:
+        raise _Fail(f"--http: {e}") from None
+
+
+def _options(args: argparse.Namespace) -> Options:
+    """The daemon's options, every one checked: raises _Fail with the line to print."""
+    from chatterd import keyfile  # the cryptography package: only for a daemon
+    from chatterd.core.node import check_tags
+    from chatterd.core.roles import role_tags
+    from chatterd.runtime import Options
+
+    config = _config(args)
+    http = _http_addr(args)
+    name = args.name or f"{socket.gethostname()}:{args.listen[1]}"
+    try:
         ring = keyfile.from_options(args.encrypt, args.keyring_file, args.label)
-    except (ValueError, OSError) as e:  # KeyringError is a ValueError: bad usage
-        if isinstance(e, ValueError):
-            print(f"chatterd: error: {e}", file=sys.stderr)
-            return 2
-        print(f"chatterd: error: {e.strerror or e}", file=sys.stderr)
-        return 1
+    except ValueError as e:  # KeyringError is a ValueError: bad usage
+        raise _Fail(str(e)) from None
+    except OSError as e:
+        raise _Fail(str(e.strerror or e), 1) from None
     try:
         node_tags = check_tags(sealed_config(config, ring), name, dict(args.tags) | role_tags(dict(args.roles)))
     except tags.TagsError as e:
-        print(f"chatterd: error: --tag: {e}", file=sys.stderr)
-        return 2
-    if http is not None and not _token_file_usable(args.http_token_file):
-        return 2
-    logs.setup(fmt=args.log_format)
-    rt = Runtime(
-        Options(
-            listen=args.listen,
-            name=name,
-            config=config,
-            advertise=args.advertise,
-            seeds=args.join,
-            http=http,
-            http_token_file=args.http_token_file,
-            handlers=args.handlers,
-            handler_queue=args.handler_queue,
-            handler_timeout=args.handler_timeout,
-            tags=node_tags,
-            data_dir=args.data_dir,
-            roles=dict(args.roles),
-            expect=args.expect,
-            lock=args.lock,
-            lock_ttl=args.lock_ttl,
-            check=args.check,
-            check_interval=args.check_interval,
-            check_timeout=args.check_timeout,
-            watchdog=args.watchdog,
-            keyring=ring,
-            keyring_file=args.keyring_file,
-            label=args.label,
-        )
+        raise _Fail(f"--tag: {e}") from None
+    if http is not None:
+        _check_token_file(args.http_token_file)
+    return Options(
+        listen=args.listen,
+        name=name,
+        config=config,
+        advertise=args.advertise,
+        seeds=args.join,
+        http=http,
+        http_token_file=args.http_token_file,
+        handlers=args.handlers,
+        handler_queue=args.handler_queue,
+        handler_timeout=args.handler_timeout,
+        tags=node_tags,
+        data_dir=args.data_dir,
+        roles=dict(args.roles),
+        expect=args.expect,
+        lock=args.lock,
+        lock_ttl=args.lock_ttl,
+        check=args.check,
+        check_interval=args.check_interval,
+        check_timeout=args.check_timeout,
+        watchdog=args.watchdog,
+        keyring=ring,
+        keyring_file=args.keyring_file,
+        label=args.label,
     )
+
+
+def _run(opts: Options) -> int:
+    """Run the daemon until it stops; its exit status."""
+    import trio  # imported late: --help and the operator commands stay fast
+
+    from chatterd.loopguard import LoopFailed
+    from chatterd.runtime import Runtime, exception_of, os_error_of
+
     try:
-        trio.run(rt.run)
+        trio.run(Runtime(opts).run)
     except (OSError, LoopFailed, ExceptionGroup) as e:
         failed = exception_of(e, LoopFailed)
         if failed is not None:
