@@ -1,0 +1,286 @@
+"""The daemon's command line: every option of ``chatterd --listen ...``, in groups (who the
+node is, security, roles and self-supervision, output, event handlers, protocol knobs), with
+the argument types that check each value as it is parsed."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from chatterd.cliargs import Parser, address, arg_type, positive, positive_float, positive_int
+from chatterd.core import tags
+from chatterd.core.config import (
+    CHECK_INTERVAL,
+    CHECK_TIMEOUT,
+    DEFAULT_PORT,
+    ENCRYPT_KEY_ENV,
+    LOCK_TTL,
+    MAX_LABEL,
+    PROFILES,
+    Config,
+)
+from chatterd.handlers import DEFAULT_QUEUE, DEFAULT_TIMEOUT, HandlerSpecError, parse_spec
+
+
+def _parse_role(text: str) -> tuple[str, int]:
+    from chatterd.core.roles import parse_role  # raises RoleError, a ValueError
+
+    return parse_role(text)
+
+
+def _check_lock_url(text: str) -> str:
+    from chatterd.lock import parse_lock_url  # imported late: --help stays fast
+
+    parse_lock_url(text)
+    return text
+
+
+_tag = arg_type(tags.parse_pair, tags.TagsError, name="tag")
+_handler = arg_type(parse_spec, HandlerSpecError, name="handler")
+_role = arg_type(_parse_role, name="role")
+_lock_url = arg_type(_check_lock_url, name="lock URL")
+
+
+# Protocol knobs exposed as options: (option, Config field, type, help).
+TUNABLES = [
+    ("--fanout", "fanout", int, "peers each new message is pushed to per round"),
+    ("--heartbeat-interval", "heartbeat_interval", float, "seconds between heartbeats to each monitor"),
+    ("--monitors", "monitors", int, "how many peers watch each node's heartbeats"),
+    ("--suspect-after", "suspect_after", float, "seconds of heartbeat silence before a monitor suspects a node"),
+    ("--suspicion-min", "suspicion_min", float, "suspicion timeout when every monitor agrees (s)"),
+    ("--suspicion-max", "suspicion_max", float, "suspicion timeout with a single accuser (s)"),
+    ("--gossip-interval", "gossip_interval", float, "seconds between retransmission rounds"),
+    ("--pushpull-interval", "pushpull_interval", float, "seconds between full-state exchanges"),
+    ("--max-datagram", "max_datagram", int, "largest datagram built, in bytes"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(
+        prog="chatterd",
+        description="Run a chatter node: gossip membership, failure detection and JSON messages over UDP.",
+        epilog="Log level: CHATTER_LOG (or RUST_LOG), e.g. CHATTER_LOG=warn,chatterd.membership=debug. "
+        "Ask a running node with: chatterd {members,devices,events,leave,tags} [--http ADDR] "
+        "(chatterd COMMAND --help). A new key for --encrypt: chatterd keygen.",
+    )
+    _node_arguments(p)
+    _security_arguments(p)
+    _role_arguments(p)
+    _output_arguments(p)
+    _handler_arguments(p)
+    _tuning_arguments(p)
+    return p
+
+
+def _node_arguments(p: argparse.ArgumentParser) -> None:
+    """Who the node is and where it listens and joins."""
+    p.add_argument(
+        "--listen",
+        type=address,
+        default=("0.0.0.0", DEFAULT_PORT),
+        metavar="ADDR",
+        help=f"UDP address to listen on (default: 0.0.0.0:{DEFAULT_PORT})",
+    )
+    p.add_argument(
+        "--join",
+        type=address,
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="seed to join through; repeatable; retried until one answers (default: none, a new cluster)",
+    )
+    p.add_argument("--name", help="node name, unique in the cluster (default: HOSTNAME:PORT)")
+    p.add_argument(
+        "--advertise",
+        type=address,
+        metavar="ADDR",
+        help="address given to peers (default: the listen address, or this host's IP if that is 0.0.0.0)",
+    )
+    p.add_argument(
+        "--http",
+        default=None,
+        metavar="ADDR|off",
+        help="TCP address of the HTTP API (default: 127.0.0.1 at the --listen port; 'off' to disable)",
+    )
+    p.add_argument(
+        "--http-token-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="the API's bearer token, needed by PUT/POST (and by every read but /v1/health and /metrics when "
+        "--http is not loopback) (default: a new one, written with mode 0600 to --data-dir or to the user's "
+        "runtime dir, where the operator commands find it)",
+    )
+    p.add_argument(
+        "--tag",
+        type=_tag,
+        action="append",
+        default=[],
+        dest="tags",
+        metavar="KEY=VALUE",
+        help=f"a tag of this node, gossiped with its membership (at most {tags.MAX_TAGS_BYTES} bytes "
+        "in all, as JSON); repeatable; change them later with: chatterd tags set",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep the node's id, incarnation and peers in DIR/node.json, so that a restart comes back as the "
+        "same node and rejoins its peers without --join (default: nothing saved)",
+    )
+
+
+def _security_arguments(p: argparse.ArgumentParser) -> None:
+    """Sealed gossip (chatterd.keyfile, chatterd/core/seal.py)."""
+    sec = p.add_argument_group("encryption", "every datagram sealed with AES-GCM; all nodes need the same key")
+    sec.add_argument(
+        "--encrypt",
+        default=os.environ.get(ENCRYPT_KEY_ENV) or None,
+        metavar="KEY",
+        help=f"encrypt and authenticate gossip with this key (base64 of 16, 24 or 32 bytes, e.g. from "
+        f"chatterd keygen; default: ${ENCRYPT_KEY_ENV}, else plaintext)",
+    )
+    sec.add_argument(
+        "--keyring-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="the keys (JSON list of base64 keys, the first encrypts, all decrypt), mode 0600; created from "
+        "--encrypt if missing, and written back whenever the keyring changes",
+    )
+    sec.add_argument(
+        "--label",
+        default="",
+        metavar="NAME",
+        help=f"the cluster's name, authenticated in every sealed datagram: clusters sharing a key but not a "
+        f"label never merge (at most {MAX_LABEL} bytes; default: none)",
+    )
+
+
+def _role_arguments(p: argparse.ArgumentParser) -> None:
+    roles = p.add_argument_group(
+        "roles and self-supervision",
+        "Every node elects the same holder for each role from the live candidates (highest priority, "
+        "then highest name; a holder keeps its role against equal priorities). The holder gets a "
+        "role-acquired event with an epoch (fencing token) that grows with every change of holder.",
+    )
+    roles.add_argument(
+        "--role",
+        type=_role,
+        action="append",
+        default=[],
+        dest="roles",
+        metavar="NAME[:PRIORITY]",
+        help="this node is a candidate for role NAME (priority: an integer, default 0); repeatable",
+    )
+    roles.add_argument(
+        "--expect",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="hold roles only while a majority of N members is alive here: at most one side of a partition "
+        "has a holder (default: available, both sides may elect one; the higher epoch wins on healing)",
+    )
+    roles.add_argument(
+        "--lock",
+        type=_lock_url,
+        default=None,
+        metavar="etcd://HOST:PORT/PREFIX",
+        help="hold roles only while holding a lease-backed key PREFIX/ROLE in etcd; the epoch is the etcd "
+        "revision; etcd unreachable: the holder steps down when its lease expires",
+    )
+    roles.add_argument(
+        "--lock-ttl",
+        type=positive_float,
+        default=LOCK_TTL,
+        metavar="SECONDS",
+        help=f"TTL of the etcd lease (default: {LOCK_TTL:g})",
+    )
+    roles.add_argument(
+        "--check",
+        default=None,
+        metavar="COMMAND",
+        help="health check run every --check-interval seconds through /bin/sh; while it fails (non-zero exit "
+        "or timeout) this node reports itself failing and gives up its roles",
+    )
+    roles.add_argument(
+        "--check-interval",
+        type=positive_float,
+        default=CHECK_INTERVAL,
+        metavar="SECONDS",
+        help=f"(default: {CHECK_INTERVAL:g})",
+    )
+    roles.add_argument(
+        "--check-timeout",
+        type=positive_float,
+        default=CHECK_TIMEOUT,
+        metavar="SECONDS",
+        help=f"(default: {CHECK_TIMEOUT:g})",
+    )
+    roles.add_argument(
+        "--watchdog",
+        type=positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="exit with status 70 if this node's event loop stalls longer than this, so that a supervisor "
+        "restarts it (default: off)",
+    )
+
+
+def _output_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default="lan",
+        help="timing profile: lan (default) or local (shorter timers, one host)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=["auto", "console", "json"],
+        default="auto",
+        help="console lines on a terminal, JSON lines otherwise (default: auto)",
+    )
+
+
+def _handler_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--event-handler",
+        type=_handler,
+        action="append",
+        default=[],
+        dest="handlers",
+        metavar="[FILTER=]COMMAND",
+        help="run COMMAND (through /bin/sh -c) for each event FILTER matches: an event type (member-join, "
+        "member-leave, member-failed, member-update, member-recover, member-suspect, member-alive, debug, "
+        "device, view, user), user:NAME, * or a comma list; no filter = every event; the event comes as "
+        "JSON on stdin; repeatable",
+    )
+    p.add_argument(
+        "--handler-queue",
+        type=positive_int,
+        default=DEFAULT_QUEUE,
+        metavar="N",
+        help=f"events waiting for handlers beyond which new ones are dropped (default: {DEFAULT_QUEUE})",
+    )
+    p.add_argument(
+        "--handler-timeout",
+        type=positive_float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"a handler still running after this is killed (default: {DEFAULT_TIMEOUT:g})",
+    )
+
+
+def _tuning_arguments(p: argparse.ArgumentParser) -> None:
+    """The protocol knobs: each overrides one field of the chosen profile."""
+    defaults = Config()
+    for opt, fieldname, kind, text in TUNABLES:
+        p.add_argument(
+            opt,
+            type=positive(kind),
+            dest=fieldname,
+            default=None,
+            help=f"{text} (default: {getattr(defaults, fieldname)} in the lan profile)",
+        )
