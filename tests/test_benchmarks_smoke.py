@@ -2,6 +2,7 @@
 
 The full runs (minutes to an hour, figures in docs/benchmarks.md) are not part of the suite;
 these use tiny sizes and check that each command completes and reports its figures.
+``compare`` runs chatter plaintext and sealed (``chatter-sealed``) side by side.
 """
 
 import json
@@ -11,12 +12,19 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.e2e
+from benchmarks.peers import make_cluster
+from benchmarks.peers.chatter_cluster import LABEL, ChatterCluster
+from chatterd.core.config import ENCRYPT_KEY_ENV
+from chatterd.core.keyring import parse_key
+
 ROOT = Path(__file__).resolve().parent.parent
 
 SMOKE = {
     "latency": ("--n 3 --repeat 1 --messages 2 --idle 1 --settle 0.2", "dead after kill -9"),
-    "compare": ("--n 3 --repeat 1 --messages 2 --idle 1 --settle 0.2 --systems chatter --no-bytes", "kill -9"),
+    "compare": (
+        "--n 3 --repeat 1 --messages 2 --idle 1 --settle 0.2 --systems chatter,chatter-sealed --no-bytes",
+        "chatter-sealed",
+    ),
     "sim_scale": ("--sizes 30 --messages 2 --skip loss partition tradeoff", "size"),
     "throughput": (
         "--parts core,process --core-count 500 --rates 1000 --series new-user --step 1 --no-py-spy",
@@ -26,6 +34,7 @@ SMOKE = {
 }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", sorted(SMOKE))
 def test_benchmark_smoke(name: str, tmp_path: Path) -> None:
     args, expect = SMOKE[name]
@@ -41,3 +50,24 @@ def test_benchmark_smoke(name: str, tmp_path: Path) -> None:
     if name == "sim_scale":
         row = data["size"][0]
         assert row["n"] == 30 and row["detection"]["reported"] == 29 and row["false_deaths"] == 0
+    if name == "compare":
+        results = data["sizes"][0]["results"]
+        assert [r["system"] for r in results] == ["chatter", "chatter-sealed"]
+        assert all(r["problems"] == [] and r["dead"]["samples"]["main"]["count"] == 2 for r in results)
+
+
+def test_sealed_chatter_nodes_share_one_key_and_label(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENCRYPT_KEY_ENV, "a key of the caller's")
+    sealed = make_cluster("chatter-sealed", tmp_path)
+    plain = make_cluster("chatter", tmp_path)
+    assert isinstance(sealed, ChatterCluster) and isinstance(plain, ChatterCluster)
+    assert (sealed.system, plain.system) == ("chatter-sealed", "chatter")
+    assert sealed.key is not None and len(parse_key(sealed.key)) == 32 and plain.key is None
+    seed = sealed.new_node("n0", None)
+    other = sealed.new_node("n1", seed)
+    for node in (seed, other):
+        args = node.local.args
+        assert args[args.index("--encrypt") + 1] == sealed.key and args[args.index("--label") + 1] == LABEL
+        assert ENCRYPT_KEY_ENV not in node.local.env
+    bare = plain.new_node("n0", None)
+    assert "--encrypt" not in bare.local.args and ENCRYPT_KEY_ENV not in bare.local.env

@@ -9,6 +9,7 @@ messages at once over one UDP socket: an ``inject`` datagram with a request id, 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -22,18 +23,26 @@ from typing import Any
 import trio
 
 from chatterd.core import wire
+from chatterd.core.config import ENCRYPT_KEY_ENV
 from chatterd.testing import HOST, LocalNode
 
 Rows = Sequence[tuple[str, dict[str, Any]]]  # (observer, event row)
 
 
-async def chatter_inject(addr: str, body: str) -> subprocess.CompletedProcess[bytes]:
-    """``chatter-inject ADDR BODY`` (this Python's), output captured."""
+async def chatter_inject(
+    addr: str, body: str, encrypt: str | None = None, label: str = ""
+) -> subprocess.CompletedProcess[bytes]:
+    """``chatter-inject ADDR BODY`` (this Python's), output captured; sealed with ``encrypt``
+    (a base64 key, given through $CHATTER_ENCRYPT_KEY, not the command line) and ``label``."""
+    env = {k: v for k, v in os.environ.items() if k != ENCRYPT_KEY_ENV}
+    if encrypt is not None:
+        env[ENCRYPT_KEY_ENV] = encrypt
     return await trio.run_process(
-        [sys.executable, "-m", "chatter_inject", addr, body],
+        [sys.executable, "-m", "chatter_inject", addr, body, *(["--label", label] if label else [])],
         capture_stdout=True,
         capture_stderr=True,
         check=False,
+        env=env,
     )
 
 

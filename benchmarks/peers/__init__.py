@@ -1,4 +1,4 @@
-"""Launchers for the systems the benchmarks compare: chatter, HashiCorp Serf and kinship.
+"""Launchers for the systems the benchmarks compare: chatter (plaintext or sealed), HashiCorp Serf and kinship.
 
 Each launcher starts N nodes of one system on 127.0.0.1 (free ports), joins them through the
 first node (the seed), stops one by PID (SIGKILL, or the system's graceful signal), restarts
@@ -254,7 +254,7 @@ class LineTail:
         return [line.decode(errors="replace") for line in lines]
 
 
-SYSTEMS = ("chatter", "chatter-local", "serf", "serf-local", "kinship", "kinship-local")
+SYSTEMS = ("chatter", "chatter-local", "chatter-sealed", "serf", "serf-local", "kinship", "kinship-local")
 DEFAULT_SYSTEMS = ("chatter", "serf", "serf-local", "kinship")
 
 
@@ -262,7 +262,8 @@ def make_cluster(system: str, log_dir: Path) -> PeerCluster:
     if system.startswith("chatter"):
         from benchmarks.peers.chatter_cluster import ChatterCluster
 
-        return ChatterCluster(log_dir, profile="local" if system.endswith("-local") else "lan")
+        profile = "local" if "-local" in system else "lan"
+        return ChatterCluster(log_dir, profile=profile, sealed=system.endswith("-sealed"))
     if system.startswith("serf"):
         from benchmarks.peers.serf_cluster import SerfCluster
 

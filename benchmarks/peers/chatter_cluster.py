@@ -4,6 +4,11 @@ Rows come from each node's ``GET /v1/events`` (read incrementally with
 ``benchmarks._lib.nodeapi.EventLog``), whose ``received_at`` is the node's clock when it recorded
 the change or the delivery. Broadcasts are posted with ``chatter-inject`` as a user message
 ``{"bench": {"id": BID}}``; the origin delivers it to itself too.
+
+``chatter-sealed``: every node started with the same ``--encrypt KEY`` (a new random key,
+as ``chatterd keygen`` makes) and ``--label``, and ``chatter-inject`` given them too, so
+every datagram of the run is sealed; each node's ``GET /v1/health`` must say
+``"encryption": "on"`` (and ``"off"`` for the plaintext systems) before it counts as ready.
 """
 
 from __future__ import annotations
@@ -16,10 +21,13 @@ from typing import Any
 from benchmarks._lib.inject import chatter_inject
 from benchmarks._lib.nodeapi import EventLog, log_record
 from benchmarks.peers import ALIVE, FAILED, HOST, LEFT, SUSPECT, USER, LineTail, PeerCluster, PeerNode, Row, as_node
+from chatterd.core.config import ENCRYPT_KEY_ENV
+from chatterd.keyfile import generate_key
 from chatterd.testing import LocalNode, free_port
 
 KINDS = {"member-failed": FAILED, "member-leave": LEFT, "member-suspect": SUSPECT}
 STATES = {"alive": ALIVE, "suspect": SUSPECT, "dead": FAILED, "left": LEFT}
+LABEL = "chatter-bench"  # --label of the sealed systems: authenticated with every datagram
 
 
 class ChatterNode(PeerNode):
@@ -51,11 +59,13 @@ class ChatterNode(PeerNode):
 
 
 class ChatterCluster(PeerCluster):
-    def __init__(self, log_dir: Path, profile: str = "lan") -> None:
+    def __init__(self, log_dir: Path, profile: str = "lan", sealed: bool = False) -> None:
         super().__init__(log_dir)
         self.profile = profile
-        self.system = "chatter" if profile == "lan" else f"chatter-{profile}"
-        self.env = {**os.environ, "CHATTER_LOG": "info"}
+        self.system = "chatter" + ("" if profile == "lan" else f"-{profile}") + ("-sealed" if sealed else "")
+        self.key = generate_key() if sealed else None  # one key for the whole cluster
+        # $CHATTER_ENCRYPT_KEY of the caller left out: a plaintext system must stay plaintext
+        self.env = {**{k: v for k, v in os.environ.items() if k != ENCRYPT_KEY_ENV}, "CHATTER_LOG": "info"}
         self.log = EventLog()
         self.ready_pids: set[int] = set()  # processes whose API has answered once
 
@@ -64,6 +74,8 @@ class ChatterCluster(PeerCluster):
         argv = ["--listen", f"{HOST}:{port}", "--name", name, "--log-format", "json", "--profile", self.profile]
         if seed is not None:
             argv += ["--join", seed.addr]
+        if self.key is not None:
+            argv += ["--encrypt", self.key, "--label", LABEL]
         local = LocalNode(name, port, argv, self.log_dir / f"{self.system}-{name}.log", self.env)
         return ChatterNode(name, port, local)
 
@@ -71,11 +83,15 @@ class ChatterCluster(PeerCluster):
         return as_node(node, ChatterNode).local
 
     async def ready(self, node: PeerNode) -> bool:
-        if node.running() and await self._local(node).try_get("/v1/health") is not None:
-            assert node.pid is not None
-            self.ready_pids.add(node.pid)
-            return True
-        return False
+        health = await self._local(node).try_get("/v1/health") if node.running() else None
+        if health is None:
+            return False
+        want = "off" if self.key is None else "on"
+        if health.get("encryption") != want:
+            raise RuntimeError(f"{self.system} {node.name}: encryption {health.get('encryption')!r}, not {want!r}")
+        assert node.pid is not None
+        self.ready_pids.add(node.pid)
+        return True
 
     async def poll(self) -> None:
         for node in self.nodes:
@@ -95,7 +111,8 @@ class ChatterCluster(PeerCluster):
                     self.rows.append(row)
 
     async def broadcast(self, node: PeerNode, bid: str) -> str | None:
-        proc = await chatter_inject(node.addr, json.dumps({"bench": {"id": bid}}))
+        body = json.dumps({"bench": {"id": bid}})
+        proc = await chatter_inject(node.addr, body, self.key, LABEL if self.key is not None else "")
         return None if proc.returncode == 0 else proc.stderr.decode().strip() or f"exit status {proc.returncode}"
 
     async def counters(self, node: PeerNode) -> dict[str, int]:
