@@ -1,7 +1,7 @@
 """chatter side by side with HashiCorp Serf and kinship: real processes on 127.0.0.1, same machine, same run.
 
     python -m benchmarks.compare --n 10 [--n 30] [--repeat 5] [--systems chatter,serf,serf-local,kinship]
-                                 [--json out.json] [--log-dir DIR]
+                                 [--json out.json] [--log-dir DIR]   (chatter,chatter-sealed: encryption's cost)
 
 For each N, the systems run one after another (never two at once), each through its launcher
 in ``benchmarks.peers``, and one table per N is printed. Every figure comes from the rows the
