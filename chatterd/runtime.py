@@ -143,6 +143,8 @@ class Runtime:
         )
         if self.security.check_listen(bound[0]):
             log.warning("plaintext_gossip", listen=wire.format_addr(bound), detail=keyfile.PLAINTEXT_WARNING)
+        if keyfile.ACCEPTS_PLAINTEXT_WARNING in self.security.warnings:  # a rolling move: phase 1 or 2
+            log.warning("plaintext_accepted", detail=keyfile.ACCEPTS_PLAINTEXT_WARNING)
         self.persister.save_if_changed(node)
         try:
             async with trio.open_nursery() as nursery:

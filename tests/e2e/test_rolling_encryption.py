@@ -6,6 +6,7 @@ member-failed (nobody is killed); at the end every node refuses plaintext."""
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 from pathlib import Path
@@ -61,6 +62,9 @@ async def restart(
     health = await node.get("/v1/health")
     assert health["encryption_mode"] == mode, health
     assert (health["warnings"] != []) == (phase < 3), health  # a warning while plaintext is accepted
+    lines = [json.loads(line) for line in node.log_path.read_text().splitlines() if line.startswith("{")]
+    warned = [line for line in lines if line.get("event") == "plaintext_accepted"]
+    assert len(warned) == min(phase, 2), warned  # one line at each start in phases 1 and 2 (the log is appended)
 
 
 async def test_a_plaintext_cluster_moves_to_encryption_one_node_at_a_time(tmp_path: Path) -> None:
