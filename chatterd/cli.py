@@ -118,6 +118,7 @@ def _options(args: argparse.Namespace) -> Options:
     name = args.name or f"{socket.gethostname()}:{args.listen[1]}"
     try:
         ring = keyfile.from_options(args.encrypt, args.keyring_file, args.label)
+        keyfile.check_modes(ring, args.encrypt_verify_outgoing, args.encrypt_verify_incoming)
     except ValueError as e:  # KeyringError is a ValueError: bad usage
         raise _Fail(str(e)) from None
     except OSError as e:
@@ -152,6 +153,8 @@ def _options(args: argparse.Namespace) -> Options:
         keyring=ring,
         keyring_file=args.keyring_file,
         label=args.label,
+        encrypt_outgoing=args.encrypt_verify_outgoing,
+        encrypt_incoming=args.encrypt_verify_incoming,
     )
 
 

@@ -151,6 +151,20 @@ def _security_arguments(p: argparse.ArgumentParser) -> None:
         "--encrypt if missing, and written back whenever the keyring changes",
     )
     sec.add_argument(
+        "--encrypt-verify-outgoing",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="seal what this node sends (memberlist's GossipVerifyOutgoing; default: on with a key); "
+        "--no-encrypt-verify-outgoing is phase 1 of turning encryption on in a running plaintext cluster",
+    )
+    sec.add_argument(
+        "--encrypt-verify-incoming",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="refuse plaintext datagrams (memberlist's GossipVerifyIncoming; default: on with a key); "
+        "--no-encrypt-verify-incoming accepts plaintext too, while the cluster moves to encryption",
+    )
+    sec.add_argument(
         "--label",
         default="",
         metavar="NAME",

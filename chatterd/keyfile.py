@@ -26,6 +26,11 @@ from chatterd.core.seal import Sealer, boot_id
 
 MAX_KEYRING_FILE = 64 * 1024  # a few hundred keys; a bigger file is not a keyring
 
+ACCEPTS_PLAINTEXT_WARNING = (
+    "this node accepts plaintext gossip (--no-encrypt-verify-incoming): anyone who can reach the port "
+    "can forge membership until every node seals and is restarted without it"
+)
+
 PLAINTEXT_WARNING = (
     "gossip is not encrypted and this node listens beyond loopback: anyone who can reach the port "
     "can forge membership (start every node with --encrypt KEY or --keyring-file; chatterd keygen)"
@@ -101,7 +106,7 @@ def save_keyring(path: Path, ring: Keyring) -> None:
     replace_private(path, data)
 
 
-def make_sealer(ring: Keyring, label: str, start: int) -> Sealer:
+def make_sealer(ring: Keyring, label: str, start: int, *, outgoing: bool = True, incoming: bool = True) -> Sealer:
     """A sealer with fresh randomness (salt, counter start, boot id); ``start`` is the node's
     first incarnation (it grows from one boot to the next, even across clock steps when
     --data-dir keeps it) or, for a client, the wall clock in ms."""
@@ -111,6 +116,8 @@ def make_sealer(ring: Keyring, label: str, start: int) -> Sealer:
         salt=secrets.token_bytes(4),
         counter=secrets.randbits(62),
         boot=boot_id(start, secrets.randbits(16)),
+        outgoing=outgoing,
+        incoming=incoming,
     )
 
 
@@ -125,11 +132,18 @@ class Security:
     """What the runtime needs of the above: the sealer of its node, the keyring file kept in
     step with the keyring, the plaintext warning, and the health fields."""
 
-    def __init__(self, ring: Keyring | None, path: Path | None, label: str) -> None:
+    def __init__(
+        self, ring: Keyring | None, path: Path | None, label: str, *, outgoing: bool = True, incoming: bool = True
+    ) -> None:
         self.keyring = ring
         self.path = path
         self.label = label
+        # The rolling move from plaintext (memberlist's verify-outgoing / verify-incoming).
+        self.outgoing = outgoing
+        self.incoming = incoming
         self.warnings: list[str] = []
+        if ring is not None and not incoming:
+            self.warnings.append(ACCEPTS_PLAINTEXT_WARNING)
         if ring is not None and path is not None:
             ring.on_change = lambda r: self.save()
 
@@ -139,7 +153,9 @@ class Security:
             save_keyring(self.path, self.keyring)
 
     def sealer(self, start: int) -> Sealer | None:
-        return make_sealer(self.keyring, self.label, start) if self.keyring is not None else None
+        if self.keyring is None:
+            return None
+        return make_sealer(self.keyring, self.label, start, outgoing=self.outgoing, incoming=self.incoming)
 
     def check_listen(self, host: str) -> str | None:
         """The plaintext warning if gossip is not encrypted and ``host`` is beyond loopback."""
@@ -148,9 +164,32 @@ class Security:
             return PLAINTEXT_WARNING
         return None
 
+    def mode(self) -> str:
+        """How gossip goes: ``plaintext`` (no key), ``sealed`` (the default with a key), or a
+        phase of the rolling move: ``send-plaintext`` (phase 1: the key, plaintext sent, both
+        accepted), ``accept-plaintext`` (phase 2: sealed sent, both accepted)."""
+        if self.keyring is None:
+            return "plaintext"
+        if self.incoming:
+            return "sealed"
+        return "accept-plaintext" if self.outgoing else "send-plaintext"
+
     def health(self) -> dict[str, object]:
-        out: dict[str, object] = {"encryption": "on" if self.keyring is not None else "off", "warnings": self.warnings}
+        out: dict[str, object] = {
+            "encryption": "on" if self.keyring is not None else "off",
+            "encryption_mode": self.mode(),
+            "warnings": self.warnings,
+        }
         if self.keyring is not None:
             out["keys"] = len(self.keyring)
             out["label"] = self.label
         return out
+
+
+def check_modes(ring: Keyring | None, outgoing: bool, incoming: bool) -> None:
+    """The verify flags make sense: they need a key, and a node that sends plaintext must
+    accept plaintext (its peers in phase 1 send it too). Raises KeyringError."""
+    if ring is None and not (outgoing and incoming):
+        raise KeyringError("--no-encrypt-verify-outgoing/-incoming need --encrypt or --keyring-file")
+    if incoming and not outgoing:
+        raise KeyringError("--no-encrypt-verify-outgoing needs --no-encrypt-verify-incoming (phase 1 takes both)")

@@ -91,6 +91,8 @@ class Options:
     keyring: Keyring | None = None  # --encrypt / --keyring-file: sealed gossip (chatterd.keyfile)
     keyring_file: Path | None = None  # written back whenever the keyring changes
     label: str = ""  # --label: the cluster's name, authenticated in every sealed datagram
+    encrypt_outgoing: bool = True  # --[no-]encrypt-verify-outgoing: seal what we send (with a key)
+    encrypt_incoming: bool = True  # --[no-]encrypt-verify-incoming: refuse plaintext (with a key)
 
 
 class Runtime:
@@ -108,7 +110,9 @@ class Runtime:
         self.receive_guard = LoopGuard(log, "receive_failed", clock, fatal=None)  # input-driven: no spin
         self.timers_guard = LoopGuard(log, "timers_failed", clock, fatal=opts.loop_failures_fatal)
         self.health_watch = HealthWatch()
-        self.security = keyfile.Security(opts.keyring, opts.keyring_file, opts.label)
+        self.security = keyfile.Security(
+            opts.keyring, opts.keyring_file, opts.label, outgoing=opts.encrypt_outgoing, incoming=opts.encrypt_incoming
+        )
         self.metrics: Metrics | None = None  # GET /metrics: created by the API (chatterd.metrics)
         self._cancel: trio.CancelScope | None = None
         self._sleep: trio.CancelScope | None = None  # the protocol loop's wait, cut short by kick()
@@ -139,6 +143,8 @@ class Runtime:
         )
         if self.security.check_listen(bound[0]):
             log.warning("plaintext_gossip", listen=wire.format_addr(bound), detail=keyfile.PLAINTEXT_WARNING)
+        if keyfile.ACCEPTS_PLAINTEXT_WARNING in self.security.warnings:  # a rolling move: phase 1 or 2
+            log.warning("plaintext_accepted", detail=keyfile.ACCEPTS_PLAINTEXT_WARNING)
         self.persister.save_if_changed(node)
         try:
             async with trio.open_nursery() as nursery:

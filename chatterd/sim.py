@@ -112,6 +112,8 @@ class Simulation:
         role_lock: bool = False,
         keys: list[bytes] | None = None,
         label: str | None = None,
+        outgoing: bool = True,
+        incoming: bool = True,
     ) -> Node:
         if name not in self.addr_of:
             addr = ("sim", len(self.addr_of) + 1)
@@ -130,16 +132,19 @@ class Simulation:
             expect=expect,
             role_lock=role_lock,
             logger=self.logger(name),
-            sealer=self.sealer(keys, label),
+            sealer=self.sealer(keys, label, outgoing=outgoing, incoming=incoming),
         )
         self.nodes[name] = node
         self.down.discard(name)
         self.step(node)
         return node
 
-    def sealer(self, keys: list[bytes] | None = None, label: str | None = None) -> Sealer | None:
+    def sealer(
+        self, keys: list[bytes] | None = None, label: str | None = None, *, outgoing: bool = True, incoming: bool = True
+    ) -> Sealer | None:
         """A sealer with its own keyring of ``keys`` (default: the simulation's), its randomness
-        from the seeded generator; None without keys (plaintext)."""
+        from the seeded generator; None without keys (plaintext). ``outgoing`` / ``incoming``:
+        the rolling move from plaintext (see Sealer)."""
         keys = keys if keys is not None else self.keys
         if not keys:
             return None
@@ -151,6 +156,8 @@ class Simulation:
             salt=rng.randbytes(4),
             counter=rng.getrandbits(62),
             boot=boot,
+            outgoing=outgoing,
+            incoming=incoming,
         )
 
     def send_raw(self, data: bytes, src: Addr, dest: str) -> None:

@@ -37,6 +37,9 @@ def test_keygen_prints_a_new_32_byte_key(capsys: pytest.CaptureFixture[str]) -> 
         (["--encrypt", encode_key(b"x" * 10)], "10 bytes"),
         (["--label", "prod"], "--label needs"),
         (["--encrypt", K1, "--label", "x" * 256], "255"),
+        (["--no-encrypt-verify-incoming"], "need --encrypt"),
+        (["--no-encrypt-verify-outgoing", "--no-encrypt-verify-incoming"], "need --encrypt"),
+        (["--encrypt", K1, "--no-encrypt-verify-outgoing"], "needs --no-encrypt-verify-incoming"),
     ],
 )
 def test_a_bad_key_or_label_is_one_line_and_exit_2(
@@ -106,11 +109,50 @@ def test_the_plaintext_warning_is_for_a_node_without_key_beyond_loopback() -> No
     plain = keyfile.Security(None, None, "")
     assert plain.check_listen("127.0.0.1") is None and plain.health()["warnings"] == []
     assert plain.check_listen("0.0.0.0") == keyfile.PLAINTEXT_WARNING
-    assert plain.health() == {"encryption": "off", "warnings": [keyfile.PLAINTEXT_WARNING]}
+    assert plain.health() == {
+        "encryption": "off",
+        "encryption_mode": "plaintext",
+        "warnings": [keyfile.PLAINTEXT_WARNING],
+    }
     ring = keyfile.from_options(K1, None, "prod")
     sealed = keyfile.Security(ring, None, "prod")
     assert sealed.check_listen("0.0.0.0") is None
-    assert sealed.health() == {"encryption": "on", "warnings": [], "keys": 1, "label": "prod"}
+    assert sealed.health() == {
+        "encryption": "on",
+        "encryption_mode": "sealed",
+        "warnings": [],
+        "keys": 1,
+        "label": "prod",
+    }
+
+
+@pytest.mark.parametrize(
+    ("outgoing", "incoming", "mode_name"),
+    [(False, False, "send-plaintext"), (True, False, "accept-plaintext"), (True, True, "sealed")],
+)
+def test_each_phase_of_the_rolling_move_reaches_the_sealer_and_health(
+    outgoing: bool, incoming: bool, mode_name: str
+) -> None:
+    ring = keyfile.from_options(K1, None, "")
+    sec = keyfile.Security(ring, None, "", outgoing=outgoing, incoming=incoming)
+    sealer = sec.sealer(1000)
+    assert sealer is not None and (sealer.outgoing, sealer.incoming) == (outgoing, incoming)
+    health = sec.health()
+    assert health["encryption"] == "on" and health["encryption_mode"] == mode_name
+    # While plaintext is accepted, a warning says so (also on loopback).
+    assert sec.check_listen("127.0.0.1") is None
+    assert health["warnings"] == ([] if incoming else [keyfile.ACCEPTS_PLAINTEXT_WARNING])
+
+
+def test_the_verify_flags_reach_the_options() -> None:
+    args = cli.build_parser().parse_args(
+        ["--listen", "127.0.0.1:0", "--http", "off", "--encrypt", K1, "--no-encrypt-verify-incoming"]
+    )
+    opts = cli._options(args)
+    assert (opts.encrypt_outgoing, opts.encrypt_incoming) == (True, False)
+    args = cli.build_parser().parse_args(["--listen", "127.0.0.1:0", "--http", "off", "--encrypt", K1])
+    opts = cli._options(args)
+    assert (opts.encrypt_outgoing, opts.encrypt_incoming) == (True, True)
 
 
 def test_each_boot_draws_fresh_randomness() -> None:
