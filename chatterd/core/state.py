@@ -95,12 +95,18 @@ class MemberNews(Part):
             alive = wire.Alive(node=msg.node, id=msg.id, addr=msg.addr, inc=msg.inc, tags=msg.tags)
             self.gossip.broadcast("m:" + msg.node, alive, now)
 
+    def _handled_as_own(self, node: str, inc: int, now: float, src: Addr | None) -> bool:
+        """Implausible news (dropped), or an accusation of ourselves (refuted): nothing more to do."""
+        if not self.plausible(node, inc):
+            return True
+        if node != self.local.name:
+            return False
+        if not self.local.leaving:
+            self.refute(inc, now, src)
+        return True
+
     def on_suspect(self, msg: wire.Suspect, now: float, src: Addr | None = None, by: str | None = None) -> None:
-        if not self.plausible(msg.node, msg.inc):
-            return
-        if msg.node == self.local.name:
-            if not self.local.leaving:
-                self.refute(msg.inc, now, src)
+        if self._handled_as_own(msg.node, msg.inc, now, src):
             return
         accuser = msg.by if by is None else by
         t = self.table.apply_suspect(msg.node, msg.inc, now)
@@ -113,11 +119,7 @@ class MemberNews(Part):
             self.gossip.broadcast(f"s:{msg.node}:{accuser}", msg, now)
 
     def on_dead(self, msg: wire.Dead, now: float, src: Addr | None = None) -> None:
-        if not self.plausible(msg.node, msg.inc):
-            return
-        if msg.node == self.local.name:
-            if not self.local.leaving:
-                self.refute(msg.inc, now, src)
+        if self._handled_as_own(msg.node, msg.inc, now, src):
             return
         t = self.table.apply_dead(msg.node, msg.inc, now)
         if t is not None:
