@@ -214,6 +214,7 @@ def build_app(rt: Runtime) -> Guard:
         rt.http_token = HttpToken.unknown()
     return Guard(Starlette(routes=routes), rt.http_token, stats=rt.stats)  # counts in /v1/health
 
+
 STATES = tuple(s.value for s in MemberState)
 
 

@@ -214,9 +214,7 @@ class Persister:
     def snapshot(node: Node) -> Snapshot:
         """What would be saved of ``node`` now."""
         peers = sorted(
-            wire.format_addr(m.addr)
-            for m in node.table.members.values()
-            if m.name != node.name and m.state in LIVE
+            wire.format_addr(m.addr) for m in node.table.members.values() if m.name != node.name and m.state in LIVE
         )
         peers = peers[:MAX_PEERS]
         return Snapshot(name=node.name, id=node.id, incarnation=node.inc, peers=peers, tags=node.tags)

@@ -32,9 +32,7 @@ WATCHDOG_EXIT = 70  # EX_SOFTWARE
 class Check:
     """Runs the health-check command periodically; reports (failing reason | None)."""
 
-    def __init__(
-        self, command: str, interval: float, timeout: float, report: Callable[[str | None], None]
-    ) -> None:
+    def __init__(self, command: str, interval: float, timeout: float, report: Callable[[str | None], None]) -> None:
         self.command = command
         self.interval = interval
         self.timeout = timeout

@@ -14,7 +14,7 @@ SPY_GROUPS: dict[str, Callable[[str], bool]] = {
     "Runtime._protocol_loop (all protocol work)": lambda f: f.startswith("Runtime._protocol_loop "),
     "  Node.receive": lambda f: f.startswith("Node.receive "),
     "    wire.decode": lambda f: f.startswith("decode (chatterd/core/wire.py"),
-    "      wire.depth": lambda f: f.startswith("depth (chatterd/core/wire.py"),
+    "      wire.depth": lambda f: f.startswith("depth (chatterd/core/bounds.py"),
     "    Rumors.on_rumor": lambda f: f.startswith("Rumors.on_rumor "),
     "  Node.handle_timers": lambda f: f.startswith("Node.handle_timers "),
     "    Gossip.flush": lambda f: f.startswith("Gossip.flush "),

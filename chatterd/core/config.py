@@ -275,8 +275,27 @@ REPLAY_WINDOW = 1024
 # flood of inject clients cannot push the nodes' windows out.
 REPLAY_MAX_NODES = 4096
 REPLAY_MAX_CLIENTS = 1024
+# Keys in one keyring: what a keys answer lists must fit in one datagram (16 base64 keys take
+# ~750 bytes). A rotation needs two; Serf's answers hold about as many (1 KiB answer limit).
+MAX_KEYS = 16
 # The longest --label (memberlist's label limit): it is associated data, never sent.
 MAX_LABEL = 255
 # The environment variable that gives --encrypt's key (chatterd and chatter-inject), so that
 # the key need not appear in the process list.
 ENCRYPT_KEY_ENV = "CHATTER_ENCRYPT_KEY"
+
+# ================================================================================ queries
+# A question put to every member, answered by each to the one who asked (core/query.py: the
+# keyring operations of `chatterd keys`). The asker waits QUERY_TIMEOUT for the answers by
+# default, and asks a member that has not answered again, directly, at each quarter of it
+# (a lost datagram costs a retry, not an answer). A query may ask for QUERY_TIMEOUT_MAX at
+# most: it bounds how long every node remembers its id (to answer once).
+QUERY_TIMEOUT = 3.0
+QUERY_TIMEOUT_MAX = 60.0
+# Queries one node waits on at once, and query ids each node remembers.
+MAX_PENDING_QUERIES = 16
+MAX_QUERY_IDS = 10_000
+# Longest query id and name, and the longest error text in an answer.
+MAX_QUERY_ID = 64
+MAX_QUERY_NAME = 128
+QUERY_ERROR_MAX = 200

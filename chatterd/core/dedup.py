@@ -30,6 +30,12 @@ class SeenSet(Generic[V]):
         entry = self._entries.get(key)
         return entry[1] if entry else None
 
+    def set(self, key: str, value: V) -> None:
+        """Give a remembered key its value (it keeps its place and its time)."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries[key] = (entry[0], value)
+
     def add(self, key: str, now: float, value: V | None = None) -> bool:
         """Remember key. Returns False if it was already there (a duplicate)."""
         if key in self._entries:

@@ -56,8 +56,12 @@ class Effects:
 
     def __init__(self, sender: str, logger: LoggerFactory | None = None, sealer: Sealer | None = None) -> None:
         self.sender = sender
-        # With a keyring every datagram leaves sealed (core/seal.py), here and nowhere else.
-        self.sealer = sealer if sealer is not None and sealer.outgoing else None
+        # With a keyring every datagram leaves sealed (core/seal.py), here and nowhere else:
+        # with the key its destination last used towards us, else the one the member says it
+        # uses (``member_key``, core/keys.py), else our primary. A node still sending plaintext
+        # (the rolling move: not ``outgoing``) seals only its answers to sealed datagrams.
+        self.sealer = sealer
+        self.member_key: Callable[[Addr], bytes | None] = lambda dest: None
         self.stats: Counter[str] = Counter()
         self._out: list[tuple[bytes, Addr]] = []
         self._events: list[Event] = []
@@ -75,8 +79,11 @@ class Effects:
         self._guard_src, self._guard_budget = src, budget
 
     def send(self, data: bytes, dest: Addr) -> None:
-        if self.sealer is not None:
-            data = self.sealer.seal(data)
+        sealer = self.sealer
+        if sealer is not None:
+            kid = sealer.reply_key(dest)
+            if kid is not None or sealer.outgoing:
+                data = sealer.seal(data, kid if kid is not None else self.member_key(dest))
         if dest == self._guard_src:
             if len(data) > self._guard_budget:
                 self.stats["reflection_withheld"] += 1

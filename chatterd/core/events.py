@@ -51,4 +51,29 @@ class RoleEvent:
     reason: str
 
 
-Event = MemberEvent | Delivery | RoleEvent
+@dataclass(frozen=True, slots=True)
+class KeysResult:
+    """The end of a ``chatterd keys`` operation started on this node (core/keys.py).
+
+    ``asked``: the members live when it began; ``answered``: those that answered, with the
+    ``errors`` some gave (member -> text); ``keys`` / ``primary``: how many of them hold each
+    key, and use it as their primary (base64 -> count). ``refused`` says why the operation was
+    not carried out (``remove`` of a key some member still uses); then nothing changed.
+    """
+
+    id: str
+    op: str
+    key: str | None
+    asked: list[str] = field(default_factory=list, hash=False)
+    answered: list[str] = field(default_factory=list, hash=False)
+    errors: dict[str, str] = field(default_factory=dict, hash=False)
+    keys: dict[str, int] = field(default_factory=dict, hash=False)
+    primary: dict[str, int] = field(default_factory=dict, hash=False)
+    refused: str = ""
+
+    @property
+    def missing(self) -> list[str]:
+        return [n for n in self.asked if n not in self.answered]
+
+
+Event = MemberEvent | Delivery | RoleEvent | KeysResult

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from chatterd.core.config import KEY_SIZES
+from chatterd.core.config import KEY_SIZES, MAX_KEYS
 
 KEY_ID_SIZE = 4
 
@@ -69,6 +69,8 @@ class Keyring:
             if key in self._keys:
                 return False
             raise KeyringError("two keys with the same key id")  # 2^-32: in practice never
+        if len(self._keys) >= MAX_KEYS:
+            raise KeyringError(f"the keyring is full ({MAX_KEYS} keys): remove one first")
         self._keys.append(key)
         self._ciphers[kid] = AESGCM(key)
         return True

@@ -75,6 +75,7 @@ class MemberTable:
         self.members: dict[str, Member] = {}
         self.digest = digest or Digest()
         self._addrs: Counter[tuple[str, int]] | None = None  # records per address, built when first asked
+        self._names: dict[tuple[str, int], str] | None = None  # the latest member at each address, likewise
 
     def has_addr(self, addr: tuple[str, int]) -> bool:
         """Does any record (any state: a dead member may come back) have this address?"""
@@ -82,7 +83,19 @@ class MemberTable:
             self._addrs = Counter(m.addr for m in self.members.values())
         return self._addrs[addr] > 0
 
-    def _addr_moved(self, old: tuple[str, int] | None, new: tuple[str, int] | None) -> None:
+    def name_at(self, addr: tuple[str, int]) -> str | None:
+        """The member at this address (the latest to have it), or None."""
+        if self._names is None:
+            self._names = {m.addr: m.name for m in self.members.values()}
+        return self._names.get(addr)
+
+    def _addr_moved(self, old: tuple[str, int] | None, new: tuple[str, int] | None, name: str = "") -> None:
+        names = self._names
+        if names is not None and old != new:
+            if old is not None and names.get(old) == name:
+                del names[old]
+            if new is not None:
+                names[new] = name
         index = self._addrs
         if index is None or old == new:
             return
@@ -99,7 +112,7 @@ class MemberTable:
         for m in members.values():
             m.shared = True
         self.members = dict(members)
-        self._addrs = None
+        self._addrs = self._names = None
         self.digest.hashes[:] = hashes
 
     def _own(self, m: Member) -> Member:
@@ -126,7 +139,7 @@ class MemberTable:
     def _add(self, m: Member) -> Member:
         m.bucket = bucket_of(m.name)
         self.members[m.name] = m
-        self._addr_moved(None, m.addr)
+        self._addr_moved(None, m.addr, m.name)
         self.digest.update(m.bucket, 0, m.signature())
         return m
 
@@ -171,7 +184,7 @@ class MemberTable:
         old_sig = m.signature()
         old = m.state
         updated = (m.id, m.addr, m.tags) != (id, addr, tags)
-        self._addr_moved(m.addr, addr)
+        self._addr_moved(m.addr, addr, name)
         m.id, m.addr, m.inc, m.tags = id, addr, inc, tags
         if old != ALIVE:
             m.state, m.since = ALIVE, now
@@ -209,6 +222,6 @@ class MemberTable:
         gone = [n for n, m in self.members.items() if m.state in (DEAD, LEFT) and now - m.since >= after]
         for n in gone:
             m = self.members.pop(n)
-            self._addr_moved(m.addr, None)
+            self._addr_moved(m.addr, None, n)
             self.digest.update(m.bucket, m.signature(), 0)
         return gone

@@ -23,6 +23,8 @@ them and finds the earliest deadline:
     repair.py     recovery of the rumors mongering missed
     sync.py       join, push-pull anti-entropy, reconnect
     election.py   role elections, claims and epochs, quorum, lock gating
+    query.py      questions to every member, answered to the asker
+    keys.py       the keyring operations over queries (with seal.py, keyring.py)
     delegate.py   what payloads mean (chatter_rs.py: chatter-rs's devices and view gossip)
 """
 
@@ -46,8 +48,10 @@ from chatterd.core.effects import Effects, LoggerFactory
 from chatterd.core.election import Election
 from chatterd.core.events import Event
 from chatterd.core.gossip import Gossip
+from chatterd.core.keys import Keys, own_tags
 from chatterd.core.local import Local, check_tags
 from chatterd.core.membership import ALIVE, DEAD, LEFT, LIVE, SUSPECT, Member, MemberTable, Transition
+from chatterd.core.query import Queries
 from chatterd.core.queue import BroadcastQueue
 from chatterd.core.repair import Repair
 from chatterd.core.ring import Ring
@@ -87,7 +91,8 @@ class Node:
             config = config.replace(max_datagram=config.max_datagram - SEAL_OVERHEAD)
         self.cfg = config
         self.sealer = sealer
-        checked = check_tags(config, name, tags or {})  # raises TagsError
+        self.keyring = sealer.keyring if sealer is not None else None
+        checked = check_tags(config, name, own_tags(tags or {}, self.keyring))  # raises TagsError
         node_id = node_id or str(uuid.UUID(int=rng.getrandbits(128), version=4))
         # A restarted node must come back with a higher incarnation than its previous life:
         # starting from the wall clock in milliseconds gives that without any saved state.
@@ -111,6 +116,10 @@ class Node:
         self.sync = Sync(ctx, self.news, self.election, self.delegate, self.gossip, now=now, seeds=list(seeds or []))
         self.repair = Repair(ctx, self.gossip)
         self.rumors = Rumors(ctx, self.gossip, self.repair, self.delegate)
+        self.queries = Queries(ctx, self.gossip)
+        self.keys = Keys(ctx, self.queries, self.keyring, lambda now: self.set_tags(self.local.tags, now))
+        if sealer is not None:
+            fx.member_key = self.keys.member_key
         # The mechanisms' hooks into each other.
         self.detector.accuse = self.news.on_suspect
         self.detector.declare_dead = self.news.on_dead
@@ -138,6 +147,8 @@ class Node:
             wire.RoleClaim: self.election.on_claim_msg,
             wire.Have: self.repair.on_have,
             wire.Inject: self.rumors.on_inject,
+            wire.Query: self.queries.on_query,
+            wire.Answer: self.queries.on_answer,
         }
 
     # ------------------------------------------------------------------ the shell's interface
@@ -150,7 +161,7 @@ class Node:
 
     def next_deadline(self) -> float:
         d = min(self.detector.deadline(), self.sync.deadline())
-        for t in (self.gossip.next_flush, self.repair.next_round, self.election.deadline()):
+        for t in (self.gossip.next_flush, self.repair.next_round, self.election.deadline(), self.queries.deadline()):
             if t is not None and t < d:
                 d = t
         return d
@@ -174,6 +185,8 @@ class Node:
             if replay is not None:
                 self._dropped(replay, "replayed", f"boot {opened.boot} seq {opened.seq}", addr)
                 return
+            self.sealer.heard(addr, opened.kid)  # answered in the same key (core/seal.py)
+        self.queries.sealed_input = opened is not None
         # No reflection: a sender no member has the address of (judged before its messages
         # change the table: a Join makes it a member) gets back at most the bytes it sent.
         # A joiner pads its Join to max_datagram (core/sync.py), room for one State chunk.
@@ -230,12 +243,22 @@ class Node:
             self.sync.tick(now)
             self.repair.tick(now)
         self.election.tick(now)
+        self.queries.tick(now)
         self.gossip.tick(now)
         self.detector.expected_wake = self.next_deadline()
 
     def inject(self, payload: Any, now: float, hops: int | None = None) -> str:
         """Accept a payload into the cluster from this node. Raises PayloadError."""
         return self.rumors.inject(payload, now, hops)
+
+    def keys_request(
+        self, op: str, key: str | None, now: float, *, force: bool = False, timeout: float | None = None
+    ) -> str:
+        """Start a keyring operation on every member (core/keys.py): a KeysResult event with
+        the returned id ends it. Raises KeyringError or QueryError."""
+        if timeout is None:
+            return self.keys.request(op, key, now, force=force)
+        return self.keys.request(op, key, now, force=force, timeout=timeout)
 
     def leave(self, now: float) -> None:
         """Announce a graceful leave to every live member; the shell exits afterwards."""
@@ -258,7 +281,7 @@ class Node:
         me = self.local
         if me.leaving:
             raise tags.TagsError("the node is leaving")
-        checked = check_tags(self.cfg, me.name, new)
+        checked = check_tags(self.cfg, me.name, own_tags(new, self.keyring))
         if checked == me.tags:
             return False
         me.tags = checked

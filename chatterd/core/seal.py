@@ -63,6 +63,7 @@ class Opened:
     boot: int
     seq: int
     body: bytes  # the JSON datagram
+    kid: bytes = b""  # the id of the key it was sealed with
 
 
 class Sealer:
@@ -96,9 +97,15 @@ class Sealer:
         self.outgoing = outgoing
         self.incoming = incoming
         self.replay = ReplayGuard()
+        # Answer in kind: the key each address last sealed to us with (see reply_key).
+        self._replies: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self.max_replies = REPLAY_MAX_NODES + REPLAY_MAX_CLIENTS
 
-    def seal(self, body: bytes) -> bytes:
-        kid, aead = self.keyring.primary_cipher()
+    def seal(self, body: bytes, kid: bytes | None = None) -> bytes:
+        """Seal with the key ``kid`` if we hold it, else with the primary."""
+        aead = self.keyring.cipher(kid) if kid is not None else None
+        if aead is None or kid is None:
+            kid, aead = self.keyring.primary_cipher()
         seq = self._seq
         self._seq = seq + 1
         header = SEALED_PREFIX + kid
@@ -124,7 +131,24 @@ class Sealer:
         except InvalidTag:
             raise SealError("auth") from None
         boot = int.from_bytes(inner[:BOOT_SIZE], "big")
-        return Opened(boot, int.from_bytes(nonce[SALT_SIZE:], "big"), inner[BOOT_SIZE:])
+        return Opened(boot, int.from_bytes(nonce[SALT_SIZE:], "big"), inner[BOOT_SIZE:], kid)
+
+    def heard(self, addr: tuple[str, int], kid: bytes) -> None:
+        """A datagram from ``addr``, sealed with ``kid``, was accepted."""
+        replies = self._replies
+        if replies.get(addr) != kid:
+            replies[addr] = kid
+            if len(replies) > self.max_replies:
+                replies.popitem(last=False)
+        replies.move_to_end(addr)
+
+    def reply_key(self, addr: tuple[str, int]) -> bytes | None:
+        """The key ``addr`` last sealed to us with, if we still hold it: what it surely opens.
+        A node that rejoins with an older key of the ring (it was down during a rotation), or a
+        client with one, hears back in that key; a node that still sends plaintext (the rolling
+        move) answers a sealed datagram sealed."""
+        kid = self._replies.get(addr)
+        return kid if kid is not None and self.keyring.cipher(kid) is not None else None
 
     def accept(self, sender: str | None, opened: Opened) -> str | None:
         """Record an opened datagram from ``sender`` (the name inside; None for a client such

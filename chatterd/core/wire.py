@@ -17,8 +17,17 @@ from typing import Annotated, Any
 import msgspec
 
 from chatterd.core import tags
-from chatterd.core.bounds import U63, Epoch
-from chatterd.core.config import ENVELOPE_OVERHEAD, MAX_SUMMARY_GAPS, MAX_SUMMARY_STREAMS
+from chatterd.core.addr import format_addr, parse_addr  # noqa: F401  (wire.parse_addr: the shells use it)
+from chatterd.core.bounds import U63, Epoch, depth
+from chatterd.core.config import (
+    ENVELOPE_OVERHEAD,
+    MAX_QUERY_ID,
+    MAX_QUERY_NAME,
+    MAX_SUMMARY_GAPS,
+    MAX_SUMMARY_STREAMS,
+    QUERY_ERROR_MAX,
+    QUERY_TIMEOUT_MAX,
+)
 from chatterd.core.digest import BUCKETS
 from chatterd.core.membership import MemberState
 from chatterd.core.roles import Claim
@@ -185,6 +194,29 @@ class InjectNack(_Msg, tag="inject-nack"):
     error: str
 
 
+class Query(_Msg, tag="query"):
+    """A question for every member (core/query.py), spread like news. Each member answers
+    ``origin`` once, straight to the address it has for it; ``again`` marks the asker's direct
+    second try to a member that has not answered (it gets its answer again)."""
+
+    id: str
+    origin: str
+    name: str
+    ts: U63  # the origin's wall clock when it asked, Unix ms
+    timeout: U63  # ms: answers after ts + timeout are not awaited
+    payload: dict[str, Any] = {}
+    again: bool = False
+
+
+class Answer(_Msg, tag="answer"):
+    """One member's answer to a Query, sent to its origin."""
+
+    id: str
+    node: str
+    payload: dict[str, Any] = {}
+    error: str = ""
+
+
 Message = (
     Heartbeat
     | Lease
@@ -202,6 +234,8 @@ Message = (
     | Inject
     | InjectAck
     | InjectNack
+    | Query
+    | Answer
 )
 
 
@@ -265,9 +299,11 @@ def decode(data: bytes, max_size: int = 65_507, max_depth: int = 32) -> Datagram
 def _check(msg: Message, max_depth: int | None) -> None:
     """Semantic checks msgspec's types cannot express (max_depth None: nesting known to be fine).
     Integer ranges, member states and message types are the types' (see Bucket, U63, Epoch)."""
-    if isinstance(msg, (Rumor, Inject)):
+    if isinstance(msg, (Rumor, Inject, Query, Answer)):
         if max_depth is not None and depth(msg.payload) > max_depth:
             raise WireError("too_deep", f"payload nesting > {max_depth}")
+        if isinstance(msg, (Query, Answer)):
+            _check_query(msg)
     elif isinstance(msg, (Alive, Join)):
         _check_name(msg.node)
         _check_tags(msg.tags)
@@ -292,6 +328,19 @@ def _check(msg: Message, max_depth: int | None) -> None:
             raise WireError("invalid", "too many buckets in want")
 
 
+def _check_query(msg: Query | Answer) -> None:
+    if not 0 < len(msg.id) <= MAX_QUERY_ID:
+        raise WireError("invalid", "query id empty or too long")
+    if isinstance(msg, Query):
+        _check_name(msg.origin)
+        if not 0 < len(msg.name) <= MAX_QUERY_NAME or msg.timeout > QUERY_TIMEOUT_MAX * 1000:
+            raise WireError("invalid", "query name empty or too long, or timeout too long")
+    else:
+        _check_name(msg.node)
+        if len(msg.error) > QUERY_ERROR_MAX:
+            raise WireError("invalid", "answer error too long")
+
+
 def _check_name(node: str) -> None:
     if not node:
         raise WireError("invalid", "empty member name")
@@ -308,23 +357,6 @@ def _check_tags(t: dict[str, str]) -> None:
         reason = tags.problem(t)
         if reason is not None:
             raise WireError("tags", reason)
-
-
-def depth(value: Any, limit: int = 1000) -> int:
-    """Nesting depth of a decoded JSON value (iterative: safe on hostile input)."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        v, d = stack.pop()
-        if isinstance(v, dict):
-            deepest = max(deepest, d)
-            if d < limit:
-                stack.extend((x, d + 1) for x in v.values())
-        elif isinstance(v, list):
-            deepest = max(deepest, d)
-            if d < limit:
-                stack.extend((x, d + 1) for x in v)
-    return deepest
 
 
 def encode_message(msg: msgspec.Struct) -> bytes:
@@ -365,24 +397,3 @@ def pack(encoded: list[bytes], sender: str | None, max_size: int) -> list[bytes]
 def max_message_size(max_datagram: int) -> int:
     """Largest encoded message that still fits in one datagram with its envelope."""
     return max_datagram - ENVELOPE_OVERHEAD
-
-
-def parse_addr(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
-    """'HOST:PORT', ':PORT' or 'PORT' → (host, port). Raises ValueError with a clear text."""
-    host, sep, port_s = text.rpartition(":")
-    if not sep:
-        host, port_s = "", text
-    host = host.strip("[]") or default_host
-    try:
-        port = int(port_s)
-    except ValueError:
-        raise ValueError(f"invalid address {text!r}: expected HOST:PORT") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"invalid address {text!r}: port must be 0-65535")
-    if not host or any(c.isspace() for c in host):
-        raise ValueError(f"invalid address {text!r}: bad host")
-    return host, port
-
-
-def format_addr(addr: tuple[str, int]) -> str:
-    return f"{addr[0]}:{addr[1]}"

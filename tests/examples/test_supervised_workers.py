@@ -94,4 +94,3 @@ def test_leader_restarts_dead_and_hung_workers_and_is_replaced_when_killed(tmp_p
         system.wait_healthy(TIMEOUT)
         assert system.leader() == (successor, new_epoch)
     assert not [p for p in pids - {0} if sw_members.pid_alive(p)], "stray processes after stop()"
-
