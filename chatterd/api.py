@@ -9,6 +9,9 @@ GET  /v1/events/stream  the same rows as server-sent events, live (Last-Event-ID
 GET  /v1/health    whether this node is healthy (503 when not, with the reasons), and its counters
 PUT  /v1/tags      change this node's tags: {"set": {"k": "v"}, "delete": ["k"]} (POST too)
 POST /v1/leave     leave the cluster gracefully, then the daemon exits
+GET  /v1/keys      the keys every member holds, with counts (?timeout=S: how long to wait)
+POST /v1/keys/install, /v1/keys/use, /v1/keys/remove   {"key": "<base64>", "force": false,
+                   "timeout": S}: the keyring operation on every member (409 when refused)
 GET  /metrics      Prometheus text format (chatterd.metrics)
 GET  /             the dashboard: chatterd/static/index.html, fed by the stream and the JSON above
 GET  /static/...   its script and style sheet (files in the package: no CDN, works offline)
@@ -43,16 +46,20 @@ from starlette.staticfiles import StaticFiles
 from chatterd import views
 from chatterd.apiguard import Guard, is_mutating, mutating
 from chatterd.core import tags, wire
-from chatterd.core.config import HTTP_MAX_HEADERS
+from chatterd.core.config import HTTP_MAX_HEADERS, QUERY_TIMEOUT
+from chatterd.core.keyring import KeyringError
 from chatterd.core.membership import MemberState
+from chatterd.core.query import QueryError
 from chatterd.eventlog import EventLog, Row
 from chatterd.httpauth import HttpToken
+from chatterd.keyops import result_json
 from chatterd.metrics import Metrics
 
 if TYPE_CHECKING:
     from chatterd.runtime import Runtime
 
 STATIC_PACKAGE = ("chatterd", "static")
+KEYS_FIELDS = {"key", "force", "timeout"}  # of a POST /v1/keys/OP body
 
 
 # GET /v1/events/stream: a comment line this often keeps proxies and clients from timing out an
@@ -181,6 +188,37 @@ class _Endpoints:
         # After the answer is sent: the leave stops the daemon, this server included.
         return JSONResponse({"name": node.name, "leaving": True}, background=BackgroundTask(self.rt.leave))
 
+    async def keys_list(self, request: Request) -> JSONResponse:
+        try:
+            timeout = float(request.query_params.get("timeout", QUERY_TIMEOUT))
+        except ValueError:
+            return error("timeout must be a number of seconds")
+        return await self._keys("list", None, False, timeout)
+
+    @mutating
+    async def keys_change(self, request: Request) -> JSONResponse:
+        op = request.path_params["op"]
+        try:
+            body = await request.json()
+        except ValueError:
+            return error('the body must be JSON: {"key": "<base64>"}')
+        if not isinstance(body, dict) or set(body) - KEYS_FIELDS or not isinstance(body.get("key"), str):
+            return error('the body must be an object with "key" (base64), and "force" or "timeout" if wanted')
+        force, timeout = body.get("force", False), body.get("timeout", QUERY_TIMEOUT)
+        if not isinstance(force, bool) or isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            return error('"force" must be true or false and "timeout" a number of seconds')
+        return await self._keys(op, body["key"], force, float(timeout))
+
+    async def _keys(self, op: str, key: str | None, force: bool, timeout: float) -> JSONResponse:
+        try:
+            result = await self.rt.keyops.run(self.rt, op, key, force=force, timeout=timeout)
+        except (KeyringError, QueryError) as e:
+            return error(str(e), 409 if str(e).startswith("refused") else 400)
+        body = result_json(result)
+        if result.refused:
+            return JSONResponse(body | {"error": result.refused}, status_code=409)
+        return JSONResponse(body)
+
     async def health(self, request: Request) -> JSONResponse:
         h = self.rt.health()
         return JSONResponse(h, status_code=200 if h["status"] == "ok" else 503)
@@ -205,6 +243,8 @@ def build_app(rt: Runtime) -> Guard:
         Route("/v1/health", e.health),
         Route("/v1/tags", e.set_tags, methods=["PUT", "POST"]),
         Route("/v1/leave", e.leave, methods=["POST"]),
+        Route("/v1/keys", e.keys_list),
+        Route("/v1/keys/{op:str}", e.keys_change, methods=["POST"]),
         Route("/metrics", e.prometheus),
         Route("/", e.dashboard),
         Mount("/static", StaticFiles(packages=[STATIC_PACKAGE]), name="static"),

@@ -124,10 +124,14 @@ class Client:
         body: Any = None,
         params: Sequence[tuple[str, str]] = (),
         accept: Collection[int] = (),
+        timeout: float | None = None,
     ) -> Any:
-        """The JSON answer; ``accept``: error statuses whose JSON is an answer all the same."""
+        """The JSON answer; ``accept``: error statuses whose JSON is an answer all the same;
+        ``timeout``: for a request that takes longer than most (default: the client's)."""
         try:
-            resp = self._http.request(method, path, json=body, params=list(params) or None)
+            resp = self._http.request(
+                method, path, json=body, params=list(params) or None, timeout=timeout or self.timeout
+            )
         except httpx.TransportError as e:
             raise self._failure(e) from None
         if resp.is_error and resp.status_code not in accept:
@@ -137,8 +141,14 @@ class Client:
         except ValueError:
             raise CtlError(f"{self.base} did not answer like a chatter node (not JSON)") from None
 
-    def get(self, path: str, params: Sequence[tuple[str, str]] = (), accept: Collection[int] = ()) -> Any:
-        return self.request("GET", path, params=params, accept=accept)
+    def get(
+        self,
+        path: str,
+        params: Sequence[tuple[str, str]] = (),
+        accept: Collection[int] = (),
+        timeout: float | None = None,
+    ) -> Any:
+        return self.request("GET", path, params=params, accept=accept, timeout=timeout)
 
     def stream_events(self, since: int = 0) -> Iterator[Row]:
         """The node's events after ``since`` (0: every buffered one), then each new one as it

@@ -5,6 +5,7 @@
   nothing. The check runs before the route, so a new mutating route is covered too; routes
   that change something are also marked with :func:`mutating` (chatterd.api checks that
   every non-GET route is).
+- The keyring (``/v1/keys``: it shows keys, and asks every member) needs the token always.
 - On a loopback API reads are open, under a local Host (an IP address or localhost): a
   DNS-rebinding page (Host: evil.example) needs the token too.
 - When the API listens beyond loopback, reads need the token too, except ``/v1/health``,
@@ -41,6 +42,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 ALWAYS_OPEN = frozenset({"/v1/health", "/metrics"})  # for load balancers and Prometheus
 SHELL = ("/", "/static/")  # the dashboard's files: no node data in them
+SECRET = "/v1/keys"  # and below it: the token for every method
 
 
 def mutating(endpoint: F) -> F:
@@ -101,7 +103,7 @@ class Guard:
 
     def _needs_token(self, scope: Scope) -> bool:
         method, path = scope["method"], scope["path"]
-        if method not in SAFE_METHODS:
+        if method not in SAFE_METHODS or path == SECRET or path.startswith(SECRET + "/"):
             return True
         if path in ALWAYS_OPEN:
             return False

@@ -6,7 +6,8 @@ chatterd keygen
 
 ``keygen`` prints a new random key for --encrypt (like ``serf keygen``).
 
-A first argument that names an operator command (members, devices, events, leave, tags)
+A first argument that names an operator command (members, devices, events, leave, tags,
+roles, keys)
 selects the client; anything else is the daemon's command line, as it always was.
 """
 
@@ -109,6 +110,7 @@ def _http_addr(args: argparse.Namespace) -> tuple[str, int] | None:
 def _options(args: argparse.Namespace) -> Options:
     """The daemon's options, every one checked: raises _Fail with the line to print."""
     from chatterd import keyfile  # the cryptography package: only for a daemon
+    from chatterd.core.keys import own_tags
     from chatterd.core.node import check_tags
     from chatterd.core.roles import role_tags
     from chatterd.runtime import Options
@@ -124,7 +126,9 @@ def _options(args: argparse.Namespace) -> Options:
     except OSError as e:
         raise _Fail(str(e.strerror or e), 1) from None
     try:
-        node_tags = check_tags(sealed_config(config, ring), name, dict(args.tags) | role_tags(dict(args.roles)))
+        tags.check_settable(dict(args.tags))
+        given = own_tags(dict(args.tags) | role_tags(dict(args.roles)), ring)  # with the node's chatter:key
+        node_tags = check_tags(sealed_config(config, ring), name, given)
     except tags.TagsError as e:
         raise _Fail(f"--tag: {e}") from None
     if http is not None:

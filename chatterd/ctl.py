@@ -5,6 +5,7 @@
     chatterd events [--follow] [--json]
     chatterd leave
     chatterd tags [show | set KEY=VALUE... | delete KEY...] [--json]
+    chatterd keys [list | install KEY | use KEY | remove KEY [--force]] [--timeout S] [--json]
 
 Each talks to the node at ``--http ADDR`` (default: ``$CHATTER_HTTP_ADDR``, else
 127.0.0.1:2428, where ``chatterd`` with its default ``--listen`` serves its API), with the
@@ -35,6 +36,7 @@ from typing import Any
 from chatterd.apiclient import (  # noqa: F401  (some re-exported: tests use them as ctl.NAME)
     EXIT_FAILED,
     RECONNECT_TRIES,
+    REQUEST_TIMEOUT,
     STREAM_PATH,
     Client,
     CtlError,
@@ -43,11 +45,20 @@ from chatterd.apiclient import (  # noqa: F401  (some re-exported: tests use the
     SSEvent,
     sse_events,
 )
-from chatterd.cliargs import EXIT_USAGE, Parser, http_address
+from chatterd.cliargs import EXIT_USAGE, Parser, http_address, positive_float
 from chatterd.core import tags
-from chatterd.core.config import CTL_LEAVE_TIMEOUT, DEFAULT_PORT
+from chatterd.core.config import CTL_LEAVE_TIMEOUT, DEFAULT_PORT, QUERY_TIMEOUT
 from chatterd.httpauth import ENV_TOKEN, TokenError, find_token
-from chatterd.tables import EventPrinter, compact, devices_table, format_tags, members_table, roles_table, table
+from chatterd.tables import (
+    EventPrinter,
+    compact,
+    devices_table,
+    format_tags,
+    keys_report,
+    members_table,
+    roles_table,
+    table,
+)
 
 ENV_HTTP = "CHATTER_HTTP_ADDR"
 DEFAULT_HTTP = f"127.0.0.1:{DEFAULT_PORT}"
@@ -142,6 +153,18 @@ def cmd_tags(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_keys(client: Client, args: argparse.Namespace) -> int:
+    """Serf's `keys`: the operation goes to every member; exit 1 unless every one did it."""
+    wait = args.timeout * 2 + REQUEST_TIMEOUT  # a removal asks twice
+    if args.action == "list":
+        result = client.get("/v1/keys", params=[("timeout", str(args.timeout))], timeout=wait)
+    else:
+        body = {"key": args.key, "force": args.force, "timeout": args.timeout}
+        result = client.request("POST", f"/v1/keys/{args.action}", body, timeout=wait)
+    _print(json.dumps(result, indent=2) if args.json else keys_report(result))
+    return EXIT_FAILED if result["errors"] or result["missing"] else EXIT_OK
+
+
 # ---------------------------------------------------------------------- parsing
 
 
@@ -225,7 +248,41 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("items", nargs="+", metavar="KEY")
     td.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON for scripts")
     t.set_defaults(run=cmd_tags)
+    _keys_parser(sub, common)
     return p
+
+
+def _keys_parser(sub: Any, common: Parser) -> None:
+    k = sub.add_parser(
+        "keys",
+        parents=[common],
+        help="the gossip keyring of every member: list, install, use, remove",
+        description="Keyring operations on every live member, like serf keys: each reports how many members "
+        "answered and how many hold each key. A rotation: keys install NEW, keys use NEW, keys remove OLD. "
+        "remove refuses a key that a member (a failed one included) still uses, unless --force.",
+    )
+    actions = k.add_subparsers(dest="action", parser_class=Parser)
+    k.set_defaults(action="list", key=None, force=False, run=cmd_keys)
+    for name, what in (
+        ("list", "the keys every member holds (the default)"),
+        ("install", "add KEY to every keyring (it opens, it does not seal yet)"),
+        ("use", "make the installed KEY the primary everywhere (it seals)"),
+        ("remove", "remove KEY from every keyring (never a primary)"),
+    ):
+        a = actions.add_parser(name, parents=[common], help=what)
+        if name != "list":
+            a.add_argument("key", metavar="KEY", help="base64, e.g. from chatterd keygen")
+        if name == "remove":
+            a.add_argument("--force", action="store_true", help="even if a member, a failed one included, uses KEY")
+    for parser in (k, *actions.choices.values()):
+        parser.add_argument(
+            "--timeout",
+            type=positive_float,
+            default=argparse.SUPPRESS if parser is not k else QUERY_TIMEOUT,
+            metavar="S",
+            help=f"how long to wait for the members' answers (default {QUERY_TIMEOUT:g} s)",
+        )
+        parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON for scripts")
 
 
 def main(argv: list[str]) -> int:

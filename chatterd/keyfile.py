@@ -148,9 +148,13 @@ class Security:
             ring.on_change = lambda r: self.save()
 
     def save(self) -> None:
-        """Write the keyring file (the keyring changed). Raises OSError."""
+        """Write the keyring file (the keyring changed). Raises KeyringError: the change is
+        made in memory, and the keyring operation reports that the file was not written."""
         if self.keyring is not None and self.path is not None:
-            save_keyring(self.path, self.keyring)
+            try:
+                save_keyring(self.path, self.keyring)
+            except OSError as e:
+                raise KeyringError(f"changed, but the keyring file {self.path} could not be written: {e}") from None
 
     def sealer(self, start: int) -> Sealer | None:
         if self.keyring is None:

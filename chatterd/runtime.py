@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import structlog
 import trio
 
-from chatterd import keyfile, persistence
+from chatterd import keyfile, persistence, udp
 from chatterd.core import tags, wire
 from chatterd.core.config import (
     CHECK_INTERVAL,
@@ -38,7 +38,7 @@ from chatterd.core.config import (
     LOOP_FAILURES_FATAL,
     Config,
 )
-from chatterd.core.events import Event, MemberEvent
+from chatterd.core.events import Event, KeysResult, MemberEvent
 from chatterd.core.keyring import Keyring
 from chatterd.core.node import Node
 from chatterd.core.roles import FAILING_TAG, TAG_PREFIX, role_tags
@@ -46,6 +46,7 @@ from chatterd.eventlog import EventLog, Row
 from chatterd.handlers import DEFAULT_QUEUE, DEFAULT_TIMEOUT, Handlers, HandlerSpec
 from chatterd.health import HealthWatch, member_counts
 from chatterd.httpauth import HttpToken
+from chatterd.keyops import KeyOps
 from chatterd.loopguard import LoopGuard
 from chatterd.supervision import Check, Watchdog
 
@@ -114,6 +115,7 @@ class Runtime:
             opts.keyring, opts.keyring_file, opts.label, outgoing=opts.encrypt_outgoing, incoming=opts.encrypt_incoming
         )
         self.metrics: Metrics | None = None  # GET /metrics: created by the API (chatterd.metrics)
+        self.keyops = KeyOps()  # `chatterd keys` through the API: operations waiting for their end
         self._cancel: trio.CancelScope | None = None
         self._sleep: trio.CancelScope | None = None  # the protocol loop's wait, cut short by kick()
         self.check: Check | None = None
@@ -127,9 +129,9 @@ class Runtime:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         opts = self.opts
-        self.sock = sock = _bind(opts.listen)
+        self.sock = sock = udp.bind(opts.listen)
         bound = sock.getsockname()[:2]
-        advertise = opts.advertise or (bound if bound[0] != "0.0.0.0" else (_local_ip(), bound[1]))
+        advertise = opts.advertise or (bound if bound[0] != "0.0.0.0" else (udp.local_ip(), bound[1]))
         node = self.node = self._make_node(advertise)
         log.info(
             "started",
@@ -247,6 +249,8 @@ class Runtime:
         """Change this node's tags (raises TagsError); the loop sends the news at once."""
         node = self.node
         assert node is not None
+        delete = list(delete)
+        tags.check_settable([*set_, *delete])
         changed = node.set_tags(tags.update(node.tags, set_, delete), trio.current_time())
         if changed:
             self.kick()
@@ -347,7 +351,10 @@ class Runtime:
 
     def _record(self, ev: Event) -> None:
         """One event of the core: into the event log (and its streams), the detection histogram
-        and the event handlers' queue."""
+        and the event handlers' queue; the end of a keyring operation to whoever waits for it."""
+        if isinstance(ev, KeysResult):
+            self.keyops.resolve(ev)
+            return
         if self.metrics is not None and isinstance(ev, MemberEvent):
             self.metrics.observe(ev)  # detection latency histogram
         self.handlers.submit(self.eventlog.record(ev))
@@ -396,27 +403,3 @@ def exception_of(e: BaseException, kind: type[_E]) -> _E | None:
             if found is not None:
                 return found
     return None
-
-
-def _bind(listen: Addr) -> socket.socket:
-    """The node's UDP socket, bound, non-blocking, with roomy buffers."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.bind(listen)
-    except OSError as e:
-        sock.close()
-        raise OSError(e.errno, f"cannot listen on {wire.format_addr(listen)}: {e.strerror}") from None
-    sock.setblocking(False)
-    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, opt, 4 * 1024 * 1024)
-        except OSError:
-            pass
-    return sock
-
-
-def _local_ip() -> str:
-    try:
-        return socket.gethostbyname(socket.gethostname())
-    except OSError:
-        return "127.0.0.1"

@@ -101,3 +101,22 @@ def roles_table(rows: Sequence[dict[str, Any]]) -> str:
             holder += f" ({r['holder_state']})"
         out.append([r["role"], holder, str(r["epoch"]), since, cands, here])
     return table(["ROLE", "HOLDER", "EPOCH", "SINCE", "CANDIDATES", "HERE"], out)
+
+
+def keys_report(r: dict[str, Any]) -> str:
+    """``chatterd keys``: who answered, each key with how many hold it and use it, the errors."""
+    members, answered = r["members"], r["answered"]
+    lines = [f"{r['op']}: {answered} of {members} members answered"]
+    if r["keys"]:
+        lines += [
+            "",
+            table(
+                ["KEY", "HELD BY", "PRIMARY ON"],
+                [[k, f"{n}/{answered}", str(r["primary"].get(k, 0))] for k, n in r["keys"].items()],
+            ),
+        ]
+    if r["errors"]:
+        lines += ["", "errors:"] + [f"  {node}: {text}" for node, text in r["errors"].items()]
+    if r["missing"]:
+        lines += ["", "no answer from: " + ", ".join(r["missing"])]
+    return "\n".join(lines)

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping
 import msgspec
 
 MAX_TAGS_BYTES = 512
+# Tags under this prefix are the node's own (core/keys.py's chatter:key): no one else sets them.
+RESERVED_PREFIX = "chatter:"
 
 Tags = dict[str, str]
 
@@ -81,6 +83,13 @@ def parse_pairs(items: Iterable[str]) -> Tags:
         k, v = parse_pair(item)
         out[k] = v
     return validate(out)
+
+
+def check_settable(keys: Iterable[str]) -> None:
+    """Raise TagsError if a user may not set or delete one of these tag keys."""
+    for key in keys:
+        if key.startswith(RESERVED_PREFIX):
+            raise TagsError(f"tag key {key!r}: keys starting with {RESERVED_PREFIX!r} are set by the node itself")
 
 
 def update(tags: Mapping[str, str], set_: Mapping[str, str], delete: Iterable[str]) -> Tags:

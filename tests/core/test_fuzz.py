@@ -56,6 +56,9 @@ SAMPLES: list[list[wire.Message]] = [
     [wire.RoleClaim(role="db", holder="zz", epoch=3, ts=TS)],
     [wire.Inject(rid="q1", payload={"DebugMessage": {"text": "hi"}})],
     [wire.InjectAck(rid="q1", id="m", node="b"), wire.InjectNack(rid="q2", error="no")],
+    [wire.Query(id="qq", origin="b", name="_keys", ts=TS, timeout=3000, payload={"op": "list"})],
+    [wire.Query(id="qr", origin="c", name="who", ts=TS, timeout=60_000, payload={"x": [1]}, again=True)],
+    [wire.Answer(id="qq", node="c", payload={"keys": ["k"], "primary": "k"}, error="")],
 ]
 ENCODED = [wire.encode(m, "b") for m in SAMPLES]
 

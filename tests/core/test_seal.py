@@ -167,3 +167,25 @@ def test_window_bitmap_bounds_and_jumps() -> None:
 def test_boot_ids_grow_with_their_start_and_stay_in_63_bits() -> None:
     assert boot_id(2_000, 0) > boot_id(1_999, 0xFFFF)
     assert boot_id(2**63, 0xFFFF) < 2**63
+
+
+def test_an_answer_goes_in_the_key_its_destination_used_while_we_hold_it() -> None:
+    old, new = sealer([K1]), sealer([K2, K1], seed=2)  # new seals with K2, still holds K1
+    addr = ("198.18.0.9", 2428)
+    assert new.reply_key(addr) is None
+    opened = new.open(old.seal(b'{"v":1}'))
+    assert opened.kid == key_id(K1)
+    new.heard(addr, opened.kid)
+    assert new.reply_key(addr) == key_id(K1)
+    assert old.open(new.seal(b"{}", new.reply_key(addr))).body == b"{}"  # the old node reads it
+    assert new.open(new.seal(b"{}", key_id(K3))).kid == key_id(K2)  # a key we lack: the primary
+    new.keyring.remove(K1)
+    assert new.reply_key(addr) is None  # once removed, never used again
+
+
+def test_the_keyring_holds_at_most_max_keys() -> None:
+    from chatterd.core.config import MAX_KEYS
+
+    ring = Keyring([bytes([i]) * 16 for i in range(MAX_KEYS)])
+    with pytest.raises(KeyringError, match="full"):
+        ring.install(bytes([200]) * 16)

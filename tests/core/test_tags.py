@@ -142,3 +142,9 @@ def test_set_tags_bumps_incarnation_and_gossips_alive_with_tags() -> None:
     node.leave(2)
     with pytest.raises(tags.TagsError, match="leaving"):
         node.set_tags({"role": "web"}, 3)
+
+
+def test_the_nodes_own_tags_are_not_for_users() -> None:
+    tags.check_settable(["dc", "role:db"])
+    with pytest.raises(tags.TagsError, match="set by the node itself"):
+        tags.check_settable(["dc", "chatter:key"])

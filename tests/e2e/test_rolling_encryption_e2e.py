@@ -80,8 +80,8 @@ async def test_a_plaintext_cluster_moves_to_encryption_one_node_at_a_time(tmp_pa
                 await restart(cluster, node, tmp_path, phase, seen)
                 phase_of[node.name] = phase
                 other = cluster.nodes[(cluster.nodes.index(node) + 1) % 5]
-                # A phase-1 node answers in plaintext: a sealed chatter-inject would not take it.
-                await inject_everywhere(cluster, other, sealed=phase_of[other.name] >= 2)
+                # From phase 1 on a node has the key: it answers a sealed chatter-inject sealed.
+                await inject_everywhere(cluster, other, sealed=phase_of[other.name] >= 1)
         seen += await failures(cluster.nodes)
         assert seen == [], f"member-failed reported for nodes never killed: {seen}"
 
