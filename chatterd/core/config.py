@@ -175,6 +175,11 @@ WIRE_INT_MAX = 2**63 - 1
 # above it: a forger needs 2^30 datagrams to exhaust it, one step each (see core/state.py).
 PLAUSIBLE_STEP = 2**32
 FIRST_SIGHT_MAX = 2**62
+# A node's Lamport clock (core/rumors.py) follows the clocks of the rumors it receives up to
+# 2^61 only: a rumor forged at FIRST_SIGHT_MAX (the most a rumor may carry) cannot push the
+# cluster's clocks to where the next honest rumors would be refused; 2^61 messages would be
+# needed to climb from here to there, one at a time.
+LAMPORT_ADOPT_MAX = 2**61
 # Tries at drawing a random peer other than ourselves before giving up for this round.
 RANDOM_PEER_TRIES = 8
 

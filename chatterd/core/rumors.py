@@ -17,7 +17,7 @@ import msgspec
 
 from chatterd.core import wire
 from chatterd.core.bounds import saturate
-from chatterd.core.config import FIRST_SIGHT_MAX, INJECT_NACK_ERROR_MAX, MAX_INJECT_IDS
+from chatterd.core.config import FIRST_SIGHT_MAX, INJECT_NACK_ERROR_MAX, LAMPORT_ADOPT_MAX, MAX_INJECT_IDS
 from chatterd.core.context import Context, Part
 from chatterd.core.dedup import SeenSet
 from chatterd.core.delegate import Delegate, PayloadError
@@ -84,7 +84,7 @@ class Rumors(Part):
                 self.fx.drop(reason[0])
                 self.fx.log_wire.debug("rumor_dropped", reason=reason[0], detail=reason[1], id=r.id)
                 return
-        self.lt = saturate(max(self.lt, r.lt) + 1)
+        self.lt = saturate(max(self.lt, min(r.lt, LAMPORT_ADOPT_MAX)) + 1)
         kind = self.delegate.kind(r.payload)
         self.fx.stats["delivered"] += 1
         self.fx.stats["delivered_" + kind] += 1

@@ -89,11 +89,17 @@ class MemberNews(Part):
         except ValueError:
             self.fx.drop("addr")
             return
+        old_addr = known.addr if known is not None else None
         t = self.table.apply_alive(msg.node, msg.id, addr, msg.inc, now, msg.tags)
         if t is not None:
             self.apply(t, now)
             alive = wire.Alive(node=msg.node, id=msg.id, addr=msg.addr, inc=msg.inc, tags=msg.tags)
             self.gossip.broadcast("m:" + msg.node, alive, now)
+            if old_addr is not None and old_addr != addr:
+                # A member moved (DHCP, a rescheduled pod) or someone claims its name from
+                # elsewhere: tell the old address, where a member still there refutes at once.
+                self.fx.stats["addr_changes"] += 1
+                self.fx.send_msg(alive, old_addr)
 
     def _handled_as_own(self, node: str, inc: int, now: float, src: Addr | None) -> bool:
         """Implausible news (dropped), or an accusation of ourselves (refuted): nothing more to do."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from chatterd.core import wire
-from chatterd.core.config import FIRST_SIGHT_MAX, LAN, PLAUSIBLE_STEP, WIRE_INT_MAX
+from chatterd.core.config import FIRST_SIGHT_MAX, LAMPORT_ADOPT_MAX, LAN, PLAUSIBLE_STEP, WIRE_INT_MAX
 from chatterd.core.membership import ALIVE, DEAD
 from chatterd.core.roles import Claim, role_tags
 from tests.core.test_node import BID, B, C, node, sent, with_peer
@@ -177,4 +177,4 @@ def test_a_rumor_at_an_implausible_lamport_time_is_dropped_and_our_next_rumor_en
     n.inject({"y": 1}, 1.1)
     n.handle_timers(1.1)
     rumors = [m for _, m in sent(n.take_outgoing()) if isinstance(m, wire.Rumor) and m.origin == "a"]
-    assert rumors and rumors[0].lt == FIRST_SIGHT_MAX + 2
+    assert rumors and rumors[0].lt == LAMPORT_ADOPT_MAX + 2  # the clock followed up to 2^61 only
