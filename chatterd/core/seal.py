@@ -134,13 +134,15 @@ class Sealer:
         return Opened(boot, int.from_bytes(nonce[SALT_SIZE:], "big"), inner[BOOT_SIZE:], kid)
 
     def heard(self, addr: tuple[str, int], kid: bytes) -> None:
-        """A datagram from ``addr``, sealed with ``kid``, was accepted."""
+        """A datagram from ``addr``, sealed with ``kid``, was accepted. (The common case, the
+        same key again, costs one lookup; the oldest entries go first, and come back with
+        their sender's next datagram.)"""
         replies = self._replies
         if replies.get(addr) != kid:
+            replies.pop(addr, None)
             replies[addr] = kid
             if len(replies) > self.max_replies:
                 replies.popitem(last=False)
-        replies.move_to_end(addr)
 
     def reply_key(self, addr: tuple[str, int]) -> bytes | None:
         """The key ``addr`` last sealed to us with, if we still hold it: what it surely opens.
