@@ -103,12 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     if len(data) > limit:
         fail(EXIT_USAGE, f"message too large: {len(data)} bytes encoded, limit {limit}")
     try:
-        infos = socket.getaddrinfo(addr[0], addr[1], socket.AF_INET, socket.SOCK_DGRAM)
+        infos = socket.getaddrinfo(addr[0], addr[1], 0, socket.SOCK_DGRAM)  # IPv4 or IPv6
     except OSError as e:
         fail(EXIT_USAGE, f"cannot resolve {args.addr}: {e.strerror or e}")
-    sockaddr = infos[0][4]
+    family, sockaddr = infos[0][0], infos[0][4]
     target = (str(sockaddr[0]), int(sockaddr[1]))
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
         if args.no_wait:
             sock.sendto(data if sealer is None else sealer.seal(data), target)
             return 0

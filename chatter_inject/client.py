@@ -121,5 +121,5 @@ def inject(
     rid, data = request(payload, hops)
     if sock is not None:
         return send_until_acked(sock, data, target, rid, timeout, retry, sealer)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as own:
+    with socket.socket(socket.AF_INET6 if ":" in target[0] else socket.AF_INET, socket.SOCK_DGRAM) as own:
         return send_until_acked(own, data, target, rid, timeout, retry, sealer)

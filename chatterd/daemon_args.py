@@ -80,7 +80,7 @@ def _node_arguments(p: argparse.ArgumentParser) -> None:
         type=address,
         default=("0.0.0.0", DEFAULT_PORT),
         metavar="ADDR",
-        help=f"UDP address to listen on (default: 0.0.0.0:{DEFAULT_PORT})",
+        help=f"UDP address to listen on, HOST:PORT or [IPV6]:PORT (default: 0.0.0.0:{DEFAULT_PORT})",
     )
     p.add_argument(
         "--join",
@@ -95,7 +95,8 @@ def _node_arguments(p: argparse.ArgumentParser) -> None:
         "--advertise",
         type=address,
         metavar="ADDR",
-        help="address given to peers (default: the listen address, or this host's IP if that is 0.0.0.0)",
+        help="address given to peers (default: the --listen address; on 0.0.0.0 or [::], the address of the "
+        "interface that routes to the first seed, else this host's address; the start log says which and why)",
     )
     p.add_argument(
         "--http",

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import structlog
 import trio
 
-from chatterd import keyfile, persistence, udp
+from chatterd import advertise, keyfile, persistence, udp
 from chatterd.core import tags, wire
 from chatterd.core.config import (
     CHECK_INTERVAL,
@@ -130,19 +130,20 @@ class Runtime:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         opts = self.opts
         self.sock = sock = udp.bind(opts.listen)
-        bound = sock.getsockname()[:2]
-        advertise = opts.advertise or (bound if bound[0] != "0.0.0.0" else (udp.local_ip(), bound[1]))
-        node = self.node = self._make_node(advertise)
+        bound = udp.from_socket(sock.getsockname())
+        choice = advertise.choose(bound, opts.seeds, opts.advertise)
+        node = self.node = self._make_node(choice.addr)
         log.info(
             "started",
             node=opts.name,
             id=node.id,
             listen=wire.format_addr(bound),
-            advertise=wire.format_addr(advertise),
+            advertise=wire.format_addr(choice.addr),
             seeds=[wire.format_addr(s) for s in node.seeds],
             incarnation=node.inc,
             tags=node.tags,
         )
+        advertise.log_choice(log, choice, opts.seeds)
         if self.security.check_listen(bound[0]):
             log.warning("plaintext_gossip", listen=wire.format_addr(bound), detail=keyfile.PLAINTEXT_WARNING)
         if keyfile.ACCEPTS_PLAINTEXT_WARNING in self.security.warnings:  # a rolling move: phase 1 or 2
@@ -312,11 +313,12 @@ class Runtime:
                     log.debug("recv_error", error=str(e))
                     continue
                 now = trio.current_time()
+                src = udp.from_socket(addr)
                 try:
-                    node.receive(data, addr[:2], now)
+                    node.receive(data, src, now)
                 except Exception:
                     self.stats["internal_errors"] += 1
-                    self.receive_guard.failed(src=wire.format_addr(addr[:2]))
+                    self.receive_guard.failed(src=wire.format_addr(src))
             try:
                 node.handle_timers(now)
             except Exception:
@@ -336,7 +338,7 @@ class Runtime:
         assert node is not None and sock is not None
         for data, addr in node.take_outgoing():
             try:
-                sock.sendto(data, addr)
+                sock.sendto(data, udp.to_socket(sock, addr))
             except OSError as e:
                 self.stats["send_errors"] += 1
                 log.debug("send_failed", dest=wire.format_addr(addr), error=str(e))

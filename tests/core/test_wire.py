@@ -101,13 +101,18 @@ def test_pack_respects_the_size_limit_and_keeps_every_message() -> None:
         (":9", ("127.0.0.1", 9)),
         ("7", ("127.0.0.1", 7)),
         ("[::1]:5", ("::1", 5)),
+        ("[::]:2428", ("::", 2428)),
+        ("[2001:2::7]:2428", ("2001:2::7", 2428)),
+        ("node-1.example:2428", ("node-1.example", 2428)),
     ],
 )
 def test_parse_addr(text: str, addr: tuple[str, int]) -> None:
     assert wire.parse_addr(text) == addr
+    if text[0] not in ":7":
+        assert wire.format_addr(addr) == text  # and back
 
 
-@pytest.mark.parametrize("text", ["host:port", "1.2.3.4:99999", "a b:1", "x:-1"])
+@pytest.mark.parametrize("text", ["host:port", "1.2.3.4:99999", "a b:1", "x:-1", "::1:5", "[::1]", "[]:5", "[::1]5"])
 def test_parse_addr_errors(text: str) -> None:
     with pytest.raises(ValueError, match="invalid address"):
         wire.parse_addr(text)
