@@ -18,6 +18,7 @@ from chatterd.core.config import (
     LOCK_TTL,
     MAX_LABEL,
     PROFILES,
+    RESOLVE_INTERVAL,
     Config,
 )
 from chatterd.handlers import DEFAULT_QUEUE, DEFAULT_TIMEOUT, HandlerSpecError, parse_spec
@@ -36,6 +37,13 @@ def _check_lock_url(text: str) -> str:
     return text
 
 
+def _parse_seed(text: str) -> object:
+    from chatterd.seeds import parse_seed
+
+    return parse_seed(text)
+
+
+_seed = arg_type(_parse_seed, name="seed")
 _tag = arg_type(tags.parse_pair, tags.TagsError, name="tag")
 _handler = arg_type(parse_spec, HandlerSpecError, name="handler")
 _role = arg_type(_parse_role, name="role")
@@ -84,11 +92,22 @@ def _node_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--join",
-        type=address,
+        "--retry-join",  # Serf's name: --join already retries until a seed answers
+        dest="join",
+        type=_seed,
         action="append",
         default=[],
-        metavar="HOST:PORT",
-        help="seed to join through; repeatable; retried until one answers (default: none, a new cluster)",
+        metavar="SEED",
+        help="seed to join through: HOST:PORT, a NAME:PORT whose every A/AAAA record is a seed, "
+        "dns+NAME:PORT, or dnssrv+_chatter._udp.NAME (SRV); repeatable; retried (and names resolved "
+        "again) until one answers, and again when the node finds itself alone (default: none, a new cluster)",
+    )
+    p.add_argument(
+        "--retry-interval",
+        type=positive_float,
+        default=RESOLVE_INTERVAL,
+        metavar="SECONDS",
+        help=f"how often DNS seeds are resolved again while not joined or alone (default: {RESOLVE_INTERVAL:g})",
     )
     p.add_argument("--name", help="node name, unique in the cluster (default: HOSTNAME:PORT)")
     p.add_argument(

@@ -16,6 +16,9 @@ This module imports nothing heavy: the runtime imports it before its first datag
 
 from __future__ import annotations
 
+from typing import Any
+
+from chatterd.core import wire
 from chatterd.core.membership import LIVE, MemberState
 from chatterd.core.node import Node
 
@@ -57,7 +60,7 @@ class HealthWatch:
         reasons = []
         if node.leaving:
             reasons.append("leaving")
-        if not node.joined and node.seeds:
+        if not node.joined:  # seeds given (addresses, or names not resolved yet) and none answered
             reasons.append("not yet joined: no seed has answered")
         if node.starved_at is not None and now - node.starved_at < RECENT_S:
             reasons.append(
@@ -75,3 +78,24 @@ class HealthWatch:
                 f"internal errors: {internal_errors} since start, new ones seen in the last {RECENT_S:.0f} s"
             )
         return reasons
+
+    def report(
+        self, node: Node, counters: dict[str, int], internal_errors: int, uptime: float, now: float
+    ) -> dict[str, Any]:
+        """GET /v1/health's body (without the security fields): status, reasons, identity."""
+        counts = member_counts(node)
+        reasons = self.reasons(node, counts, internal_errors, now)
+        return {
+            "status": "degraded" if reasons else "ok",
+            "reasons": reasons,
+            "name": node.name,
+            "id": node.id,
+            "addr": wire.format_addr(node.addr),
+            "incarnation": node.inc,
+            "tags": node.tags,
+            "roles_held": {role: c.epoch for role, c in sorted(node.roles.held.items())},
+            "members": counts,
+            "uptime_s": round(uptime, 3),
+            "counters": counters,
+            "now": now,
+        }

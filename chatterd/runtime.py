@@ -20,8 +20,6 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
@@ -29,25 +27,17 @@ import trio
 
 from chatterd import advertise, keyfile, persistence, udp
 from chatterd.core import tags, wire
-from chatterd.core.config import (
-    CHECK_INTERVAL,
-    CHECK_TIMEOUT,
-    EVENT_BUFFER,
-    LEAVE_LINGER,
-    LOCK_TTL,
-    LOOP_FAILURES_FATAL,
-    Config,
-)
 from chatterd.core.events import Event, KeysResult, MemberEvent
-from chatterd.core.keyring import Keyring
 from chatterd.core.node import Node
 from chatterd.core.roles import FAILING_TAG, TAG_PREFIX, role_tags
 from chatterd.eventlog import EventLog, Row
-from chatterd.handlers import DEFAULT_QUEUE, DEFAULT_TIMEOUT, Handlers, HandlerSpec
-from chatterd.health import HealthWatch, member_counts
+from chatterd.handlers import Handlers
+from chatterd.health import HealthWatch
 from chatterd.httpauth import HttpToken
 from chatterd.keyops import KeyOps
 from chatterd.loopguard import LoopGuard
+from chatterd.options import Options
+from chatterd.seeds import LOOKUP_TIMEOUT, Discovery
 from chatterd.supervision import Check, Watchdog
 
 if TYPE_CHECKING:
@@ -62,38 +52,6 @@ _E = TypeVar("_E", bound=BaseException)
 # Datagrams read per turn of the loop before the timers run. Under overload an unbounded drain
 # would never reach them: no heartbeats, no forwarding, and the node would count itself starved.
 DRAIN_BATCH = 64
-
-
-@dataclass
-class Options:
-    listen: Addr
-    name: str
-    config: Config
-    advertise: Addr | None = None
-    seeds: list[Addr] = field(default_factory=list)
-    http: Addr | None = None
-    http_token_file: Path | None = None  # --http-token-file (else the node makes one: chatterd.httpauth)
-    event_buffer: int = EVENT_BUFFER
-    leave_linger: float = LEAVE_LINGER  # let the leave datagrams go out before the socket closes
-    handlers: list[HandlerSpec] = field(default_factory=list)  # --event-handler
-    handler_queue: int = DEFAULT_QUEUE
-    handler_timeout: float = DEFAULT_TIMEOUT
-    tags: dict[str, str] = field(default_factory=dict)  # --tag
-    data_dir: Path | None = None  # --data-dir: identity saved here (chatterd.persistence)
-    roles: dict[str, int] = field(default_factory=dict)  # --role NAME:PRIORITY (as role: tags)
-    expect: int | None = None  # --expect N: hold roles only while a majority of N is alive
-    lock: str | None = None  # --lock etcd://HOST:PORT/PREFIX: roles also need an etcd lease
-    lock_ttl: float = LOCK_TTL
-    check: str | None = None  # --check COMMAND
-    check_interval: float = CHECK_INTERVAL
-    check_timeout: float = CHECK_TIMEOUT
-    watchdog: float | None = None  # --watchdog SECONDS
-    loop_failures_fatal: int = LOOP_FAILURES_FATAL  # timer failures in a row before the node exits
-    keyring: Keyring | None = None  # --encrypt / --keyring-file: sealed gossip (chatterd.keyfile)
-    keyring_file: Path | None = None  # written back whenever the keyring changes
-    label: str = ""  # --label: the cluster's name, authenticated in every sealed datagram
-    encrypt_outgoing: bool = True  # --[no-]encrypt-verify-outgoing: seal what we send (with a key)
-    encrypt_incoming: bool = True  # --[no-]encrypt-verify-incoming: refuse plaintext (with a key)
 
 
 class Runtime:
@@ -116,6 +74,8 @@ class Runtime:
         )
         self.metrics: Metrics | None = None  # GET /metrics: created by the API (chatterd.metrics)
         self.keyops = KeyOps()  # `chatterd keys` through the API: operations waiting for their end
+        self.discovery: Discovery | None = None  # --join names (chatterd.seeds)
+        self._saved_seeds: list[Addr] = []  # the peers --data-dir kept: seeds too
         self._cancel: trio.CancelScope | None = None
         self._sleep: trio.CancelScope | None = None  # the protocol loop's wait, cut short by kick()
         self.check: Check | None = None
@@ -131,8 +91,9 @@ class Runtime:
         opts = self.opts
         self.sock = sock = udp.bind(opts.listen)
         bound = udp.from_socket(sock.getsockname())
-        choice = advertise.choose(bound, opts.seeds, opts.advertise)
-        node = self.node = self._make_node(choice.addr)
+        found = await self._resolve_seeds(sock)  # DNS seeds, once, before choosing our address
+        choice = advertise.choose(bound, opts.seeds + found, opts.advertise)
+        node = self.node = self._make_node(choice.addr, found)
         log.info(
             "started",
             node=opts.name,
@@ -163,16 +124,31 @@ class Runtime:
             self.persister.save_if_changed(node)
             log.info("stopped", node=opts.name)
 
-    def _make_node(self, advertise: Addr) -> Node:
-        """The protocol core, from the options and what --data-dir saved."""
+    async def _resolve_seeds(self, sock: socket.socket) -> list[Addr]:
+        """The addresses of the --join names, as DNS gives them within LOOKUP_TIMEOUT."""
+        opts = self.opts
+        if not opts.discover:
+            return []
+        self.discovery = Discovery(opts.discover, v6=sock.family == socket.AF_INET6, interval=opts.retry_interval)
+        with trio.move_on_after(LOOKUP_TIMEOUT + 0.5):
+            await self.discovery.refresh()
+        return list(self.discovery.current or [])
+
+    def _seeds_changed(self, found: list[Addr]) -> None:
+        assert self.node is not None
+        self.node.set_seeds(list(dict.fromkeys(self.opts.seeds + found + self._saved_seeds)), trio.current_time())
+        self.kick()
+
+    def _make_node(self, advertise: Addr, found: list[Addr]) -> Node:
+        """The protocol core, from the options, the seeds DNS gave and what --data-dir saved."""
         opts = self.opts
         now = trio.current_time()
         wall_offset = time.time() - now
         rng = random.Random()
         snap = self.persister.load()
-        seeds = list(opts.seeds)
         if snap is not None:
-            seeds += [s for s in persistence.join_seeds(snap, rng, wire.format_addr(advertise)) if s not in seeds]
+            self._saved_seeds = persistence.join_seeds(snap, rng, wire.format_addr(advertise))
+        seeds = list(dict.fromkeys(opts.seeds + found + self._saved_seeds))
         inc = persistence.next_incarnation(snap, int((now + wall_offset) * 1000))
         return Node(
             opts.config,
@@ -182,6 +158,7 @@ class Runtime:
             wall_offset=wall_offset,
             rng=rng,
             seeds=seeds,
+            discover=bool(opts.discover),
             node_id=snap.id if snap is not None else str(uuid.uuid4()),
             incarnation=inc,
             tags=self._initial_tags(snap),
@@ -199,6 +176,8 @@ class Runtime:
         nursery.start_soon(self.handlers.run, wire.format_addr(node.addr))
         if opts.data_dir is not None:
             nursery.start_soon(self.persister.run, node)
+        if self.discovery is not None:  # names again while not joined, or alone
+            nursery.start_soon(self.discovery.run, lambda: not node.joined or len(node.ring) <= 1, self._seeds_changed)
         if opts.check is not None:
             self.check = Check(opts.check, opts.check_interval, opts.check_timeout, self._check_report)
             nursery.start_soon(self.check.run)
@@ -371,23 +350,10 @@ class Runtime:
     def health(self) -> dict[str, Any]:
         node = self.node
         assert node is not None
-        now = trio.current_time()
-        counts = member_counts(node)
-        reasons = self.health_watch.reasons(node, counts, self.stats["internal_errors"], now)
-        return {
-            "status": "degraded" if reasons else "ok",
-            "reasons": reasons,
-            "name": node.name,
-            "id": node.id,
-            "addr": wire.format_addr(node.addr),
-            "incarnation": node.inc,
-            "tags": node.tags,
-            "roles_held": {role: c.epoch for role, c in sorted(node.roles.held.items())},
-            "members": counts,
-            "uptime_s": round(time.time() - self.started_at, 3),
-            "counters": dict(node.stats) | self.stats | self.handlers.stats | self.eventlog.stats,
-            "now": now,
-        } | self.security.health()
+        counters = dict(node.stats) | self.stats | self.handlers.stats | self.eventlog.stats
+        uptime = time.time() - self.started_at
+        report = self.health_watch.report(node, counters, self.stats["internal_errors"], uptime, trio.current_time())
+        return report | self.security.health()
 
 
 def os_error_of(e: BaseException) -> OSError | None:

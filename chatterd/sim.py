@@ -114,6 +114,7 @@ class Simulation:
         label: str | None = None,
         outgoing: bool = True,
         incoming: bool = True,
+        discover: bool = False,
     ) -> Node:
         if name not in self.addr_of:
             addr = ("sim", len(self.addr_of) + 1)
@@ -128,6 +129,7 @@ class Simulation:
             wall_offset=WALL_OFFSET,
             rng=random.Random(self.rng.getrandbits(64)),
             seeds=seeds,
+            discover=discover,
             tags=tags,
             expect=expect,
             role_lock=role_lock,

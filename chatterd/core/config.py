@@ -227,6 +227,11 @@ PERSIST_JOIN_PEERS = 8
 # is not ours; reading it must neither block (a FIFO) nor fill the memory (/dev/zero).
 PERSIST_MAX_FILE = 64 * 1024
 
+# --- seeds from DNS (--join NAME:PORT, dns+, dnssrv+; chatterd/seeds.py) ----------------
+# Resolved again every 5 s while the node has not joined or is alone (a cluster restarted at
+# new addresses is found within a few seconds); a joined node does not ask DNS at all.
+RESOLVE_INTERVAL = 5.0
+
 # --- operator commands (chatterd members, events, leave...) -----------------------------
 CTL_REQUEST_TIMEOUT = 5.0  # one API request: the node answers in milliseconds
 CTL_LEAVE_TIMEOUT = 10.0  # how long `leave` waits for the daemon to exit (it takes ~0.1 s)

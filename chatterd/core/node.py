@@ -23,8 +23,7 @@ them and finds the earliest deadline:
     repair.py     recovery of the rumors mongering missed
     sync.py       join, push-pull anti-entropy, reconnect
     election.py   role elections, claims and epochs, quorum, lock gating
-    query.py      questions to every member, answered to the asker
-    keys.py       the keyring operations over queries (with seal.py, keyring.py)
+    query.py      questions to every member, answered to the asker; keys.py: keyring ops
     delegate.py   what payloads mean (chatter_rs.py: chatter-rs's devices and view gossip)
 """
 
@@ -36,10 +35,9 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from chatterd.core import tags, wire
-from chatterd.core.bounds import saturate
+from chatterd.core import wire
 from chatterd.core.chatter_rs import ChatterRs
-from chatterd.core.config import SEAL_OVERHEAD, Config
+from chatterd.core.config import QUERY_TIMEOUT, SEAL_OVERHEAD, Config
 from chatterd.core.context import Context
 from chatterd.core.delegate import Delegate
 from chatterd.core.detector import Detector
@@ -50,7 +48,7 @@ from chatterd.core.events import Event
 from chatterd.core.gossip import Gossip
 from chatterd.core.keys import Keys, own_tags
 from chatterd.core.local import Local, check_tags
-from chatterd.core.membership import ALIVE, DEAD, LEFT, LIVE, SUSPECT, Member, MemberTable, Transition
+from chatterd.core.membership import DEAD, LEFT, LIVE, SUSPECT, Member, MemberTable
 from chatterd.core.query import Queries
 from chatterd.core.queue import BroadcastQueue
 from chatterd.core.repair import Repair
@@ -77,6 +75,7 @@ class Node:
         wall_offset: float,
         rng: random.Random,
         seeds: list[Addr] | None = None,
+        discover: bool = False,
         node_id: str | None = None,
         incarnation: int | None = None,
         tags: Mapping[str, str] | None = None,
@@ -111,9 +110,19 @@ class Node:
         self.gossip = Gossip(ctx)
         self.detector = Detector(ctx, now)
         self.news = MemberNews(ctx, self.detector, self.gossip)
-        self.election = Election(ctx, self.gossip, now=now, seeded=bool(seeds), expect=expect, gated=role_lock)
+        seeded = bool(seeds) or discover
+        self.election = Election(ctx, self.gossip, now=now, seeded=seeded, expect=expect, gated=role_lock)
         self.delegate = (delegate or ChatterRs)(config, self.digest, self)
-        self.sync = Sync(ctx, self.news, self.election, self.delegate, self.gossip, now=now, seeds=list(seeds or []))
+        self.sync = Sync(
+            ctx,
+            self.news,
+            self.election,
+            self.delegate,
+            self.gossip,
+            now=now,
+            seeds=list(seeds or []),
+            discover=discover,
+        )
         self.repair = Repair(ctx, self.gossip)
         self.rumors = Rumors(ctx, self.gossip, self.repair, self.delegate)
         self.queries = Queries(ctx, self.gossip)
@@ -252,13 +261,15 @@ class Node:
         return self.rumors.inject(payload, now, hops)
 
     def keys_request(
-        self, op: str, key: str | None, now: float, *, force: bool = False, timeout: float | None = None
+        self, op: str, key: str | None, now: float, *, force: bool = False, timeout: float = QUERY_TIMEOUT
     ) -> str:
         """Start a keyring operation on every member (core/keys.py): a KeysResult event with
         the returned id ends it. Raises KeyringError or QueryError."""
-        if timeout is None:
-            return self.keys.request(op, key, now, force=force)
         return self.keys.request(op, key, now, force=force, timeout=timeout)
+
+    def set_seeds(self, seeds: list[Addr], now: float) -> None:
+        """The seeds' addresses changed (the shell resolves names): joined through these now."""
+        self.sync.set_seeds(seeds, now)
 
     def leave(self, now: float) -> None:
         """Announce a graceful leave to every live member; the shell exits afterwards."""
@@ -275,23 +286,11 @@ class Node:
         self.gossip.clear()
 
     def set_tags(self, new: Mapping[str, str], now: float) -> bool:
-        """Replace this node's tags (raises TagsError). Like a refutation, the change goes out
-        as Alive at a higher incarnation; every node, this one included, reports member-update.
-        Returns False when the tags were already these."""
-        me = self.local
-        if me.leaving:
-            raise tags.TagsError("the node is leaving")
-        checked = check_tags(self.cfg, me.name, own_tags(new, self.keyring))
-        if checked == me.tags:
-            return False
-        me.tags = checked
-        me.inc = saturate(me.inc + 1)
-        member = self.table.set(self.table.members[me.name], now, inc=me.inc, tags=checked)
-        self.gossip.broadcast("m:" + me.name, me.alive_msg(), now)
-        self.news.apply(Transition(member, ALIVE, ALIVE, updated=True), now)
-        self.fx.log_members.info("tags_changed", inc=me.inc, tags=checked)
+        """Replace this node's tags (raises TagsError): see MemberNews.set_own_tags. False
+        when the tags were already these."""
+        changed = self.news.set_own_tags(own_tags(new, self.keyring), now)
         self.election.reconcile_if_dirty(now)
-        return True
+        return changed
 
     def set_failing(self, reason: str | None, now: float) -> None:
         """Our health check failed (reason) or passes again (None): see Election.set_failing."""
@@ -323,7 +322,7 @@ class Node:
     # ------------------------------------------------------------------ the delegate's Cluster
 
     def knows_addr(self, addr: Addr) -> bool:
-        return any(m.addr == addr for m in self.table.members.values())
+        return self.table.has_addr(addr)
 
     def join(self, addr: Addr) -> None:
         self.fx.send(self.sync.join_datagram(), addr)

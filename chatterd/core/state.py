@@ -9,15 +9,16 @@ candidates may have changed, and becomes a :class:`MemberEvent` for the shell.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from chatterd.core import wire
+from chatterd.core import tags, wire
 from chatterd.core.bounds import saturate
 from chatterd.core.config import FIRST_SIGHT_MAX, PLAUSIBLE_STEP
 from chatterd.core.context import Context, Part
 from chatterd.core.detector import Detector
 from chatterd.core.events import MemberEvent
 from chatterd.core.gossip import Gossip
+from chatterd.core.local import check_tags
 from chatterd.core.membership import ALIVE, DEAD, LEFT, LIVE, SUSPECT, Member, MemberState, Transition
 
 Addr = tuple[str, int]
@@ -100,6 +101,23 @@ class MemberNews(Part):
                 # elsewhere: tell the old address, where a member still there refutes at once.
                 self.fx.stats["addr_changes"] += 1
                 self.fx.send_msg(alive, old_addr)
+
+    def set_own_tags(self, new: Mapping[str, str], now: float) -> bool:
+        """Our tags change (raises TagsError). Like a refutation, the change goes out as Alive
+        at a higher incarnation; every node, this one included, reports member-update."""
+        me = self.local
+        if me.leaving:
+            raise tags.TagsError("the node is leaving")
+        checked = check_tags(self.cfg, me.name, new)
+        if checked == me.tags:
+            return False
+        me.tags = checked
+        me.inc = saturate(me.inc + 1)
+        member = self.table.set(self.table.members[me.name], now, inc=me.inc, tags=checked)
+        self.gossip.broadcast("m:" + me.name, me.alive_msg(), now)
+        self.apply(Transition(member, ALIVE, ALIVE, updated=True), now)
+        self.fx.log_members.info("tags_changed", inc=me.inc, tags=checked)
+        return True
 
     def _handled_as_own(self, node: str, inc: int, now: float, src: Addr | None) -> bool:
         """Implausible news (dropped), or an accusation of ourselves (refuted): nothing more to do."""

@@ -40,6 +40,7 @@ class Sync(Part):
         *,
         now: float,
         seeds: list[Addr],
+        discover: bool = False,
     ) -> None:
         super().__init__(ctx)
         cfg, rng = ctx.cfg, ctx.rng
@@ -48,7 +49,8 @@ class Sync(Part):
         self.delegate = delegate
         self.gossip = gossip
         self.seeds = list(seeds)
-        self.joined = not self.seeds
+        # Seeds from DNS (the shell's discovery) come later, by set_seeds: joined only then.
+        self.joined = not self.seeds and not discover
         phase = rng.random()
         self.next_pushpull = now + (0.5 + phase) * cfg.pushpull_interval
         self.next_reconnect = now + (0.5 + phase) * cfg.reconnect_interval
@@ -67,6 +69,22 @@ class Sync(Part):
             self._pushpull(now)
         if now >= self.next_reconnect:
             self._reconnect(now)
+
+    def set_seeds(self, seeds: list[Addr], now: float) -> None:
+        """New seed addresses (DNS changed): knocked on at once while we have not joined, or
+        are alone. Names that stand for no one but us start a new cluster, as no seed would."""
+        self.seeds = list(seeds)
+        others = [s for s in self.seeds if s != self.local.addr]
+        if self.joined:
+            if others and len(self.ring) <= 1:
+                for seed in others:
+                    self.fx.send(self.join_datagram(), seed)
+        elif others:
+            self.next_join = now
+        else:
+            self.joined = True
+            self.next_join = None
+            self.election.settle(now)
 
     def soon(self, now: float) -> None:
         """Start a push-pull exchange now."""
