@@ -86,6 +86,15 @@ async def members(client: httpx.AsyncClient, url: str) -> dict[str, dict[str, An
     return {m["name"]: m for m in rows}
 
 
+async def formed(client: httpx.AsyncClient, urls: list[str], names: list[str]) -> bool:
+    """Every node at ``urls`` sees exactly ``names``, all alive."""
+    for url in urls:
+        view = await members(client, url)
+        if sorted(view) != names or {m["state"] for m in view.values()} != {"alive"}:
+            return False
+    return True
+
+
 @pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback (::1) on this machine")
 async def test_a_cluster_on_ipv6_loopback(tmp_path: Path) -> None:
     ports = [free_port(socket.AF_INET6, "::1") for _ in range(3)]
@@ -95,14 +104,7 @@ async def test_a_cluster_on_ipv6_loopback(tmp_path: Path) -> None:
         for i, addr in enumerate(addrs):
             n.start(f"v{i}", addr, addr, *(["--join", addrs[0]] if i else []))
 
-        async def formed() -> bool:
-            for url in urls:
-                view = await members(client, url)
-                if sorted(view) != ["v0", "v1", "v2"] or {m["state"] for m in view.values()} != {"alive"}:
-                    return False
-            return True
-
-        await wait_until(formed, 20, "the IPv6 cluster to form")
+        await wait_until(lambda: formed(client, urls, ["v0", "v1", "v2"]), 20, "the IPv6 cluster to form")
         view = await members(client, urls[0])
         assert {m["addr"] for m in view.values()} == set(addrs)
         res = await inject(addrs[1], {"over": {"ipv6": True}})
@@ -129,14 +131,7 @@ async def test_a_dual_stack_node_among_ipv4_nodes(tmp_path: Path) -> None:
         n.start("dual", f"[::]:{p6}", f"[::1]:{p6}", "--join", seed)
         urls = [f"http://{seed}", f"http://127.0.0.1:{p4[1]}", f"http://[::1]:{p6}"]
 
-        async def formed() -> bool:
-            for url in urls:
-                view = await members(client, url)
-                if sorted(view) != ["a", "b", "dual"] or {m["state"] for m in view.values()} != {"alive"}:
-                    return False
-            return True
-
-        await wait_until(formed, 20, "the mixed cluster to form")
+        await wait_until(lambda: formed(client, urls, ["a", "b", "dual"]), 20, "the mixed cluster to form")
         view = await members(client, urls[2])
         # The wildcard node advertises the address that routes to its IPv4 seed, and knows the
         # others by plain IPv4 addresses (not ::ffff:127.0.0.1).
