@@ -22,41 +22,14 @@ namespace), after a plain counting rule, so that the loss actually applied can b
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import Self
 
+from chatterd.testing.iptables import IptablesError, iptables, iptables_problem, statistic_drop
 
-class IptablesError(RuntimeError):
-    pass
-
-
-def iptables(*args: str, check: bool = True) -> str:
-    """Run ``iptables -w 5 ARGS``; its output. Raises IptablesError on failure when ``check``."""
-    proc = subprocess.run(["iptables", "-w", "5", *args], capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise IptablesError(f"iptables {' '.join(args)}: {proc.stderr.strip() or proc.returncode}")
-    return proc.stdout
-
-
-def iptables_problem() -> str | None:
-    """Why iptables cannot be used here, or None."""
-    if shutil.which("iptables") is None:
-        return "iptables not found: apt-get update && apt-get install -y iptables"
-    if os.geteuid() != 0:
-        return "iptables needs root"
-    try:
-        iptables("-S", "OUTPUT")
-    except IptablesError as e:
-        return str(e)
-    return None
-
-
-def statistic_drop(chain: str, p: float) -> list[str]:
-    """A rule of ``chain`` dropping each UDP datagram with probability ``p``."""
-    return [chain, "-p", "udp", "-m", "statistic", "--mode", "random", "--probability", f"{p}", "-j", "DROP"]
+__all__ = ["IptablesError", "Loss", "PortAccounting", "Rules", "iptables", "iptables_problem", "statistic_drop"]
 
 
 def counted(listing: str) -> Iterator[tuple[list[str], int, int]]:

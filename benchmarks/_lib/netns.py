@@ -17,22 +17,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from chatterd.testing.netns import NamespaceError, add_namespace, current_netns, delete_namespace, ip, kill_leftovers
 
-class NamespaceError(RuntimeError):
-    pass
-
-
-def ip(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *argv], capture_output=True, text=True)
-
-
-def current_netns() -> str:
-    """The name of the network namespace this process is in ("" for the initial one)."""
-    return ip("netns", "identify", str(os.getpid())).stdout.strip()
+__all__ = ["Namespace", "NamespaceError", "current_netns", "network_namespace"]
 
 
 class Namespace:
@@ -64,26 +54,19 @@ class Namespace:
                 child.wait()
 
     def kill_leftovers(self) -> None:
-        left = [int(x) for x in ip("netns", "pids", self.name).stdout.split()]
-        for pid in left:
-            print(f"{self.prog}: process {pid} still in {self.name}; SIGKILL", file=sys.stderr)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while left and time.monotonic() < deadline and ip("netns", "pids", self.name).stdout.split():
-            time.sleep(0.1)
+        kill_leftovers(self.name, self.prog)
 
 
 @contextlib.contextmanager
 def network_namespace(name: str, prog: str, grace: float = 60.0) -> Iterator[Namespace]:
     """Create namespace ``name`` with lo up; clean everything up on the way out (see above).
     Raises NamespaceError if it cannot be created."""
-    p = ip("netns", "add", name)
-    if p.returncode != 0:
-        raise NamespaceError(f"cannot create network namespace {name}: {p.stderr.strip()}")
+    try:
+        add_namespace(name)
+    except NamespaceError as e:
+        raise NamespaceError(f"cannot create network namespace {name}: {e}") from None
     ns = Namespace(name, prog, grace)
     try:
-        ip("-n", name, "link", "set", "lo", "up")
         yield ns
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; cleaning up", file=sys.stderr)
@@ -93,6 +76,6 @@ def network_namespace(name: str, prog: str, grace: float = 60.0) -> Iterator[Nam
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         ns.stop_children()
         ns.kill_leftovers()
-        p = ip("netns", "del", name)
-        if p.returncode != 0:
-            print(f"{prog}: could not delete {name}: {p.stderr.strip()}", file=sys.stderr)
+        err = delete_namespace(name)
+        if err:
+            print(f"{prog}: could not delete {name}: {err}", file=sys.stderr)
