@@ -226,23 +226,26 @@ async def host_cluster(
     args: Sequence[str] = (),
     base_dir: Path | str | None = None,
     advertise: bool = False,
+    start: bool = True,
     converge: bool = True,
     timeout: float | None = None,
     grace: float = 5.0,
 ) -> AsyncIterator[HostCluster]:
-    """A network of ``n`` hosts with chatterd started on each (h0 first, the others joining
-    through it) and, with ``converge``, formed: every node sees all ``n`` alive (the seconds it
-    took are in ``cluster.formed_in``). On the way out the processes are stopped by PID and the
-    namespaces deleted (:func:`~chatterd.testing.hosts.host_network`), whatever happened."""
+    """A network of ``n`` hosts with, if ``start``, chatterd started on each (h0 first, the others
+    joining through it) and, with ``converge``, formed: every node sees all ``n`` alive (the
+    seconds it took are in ``cluster.formed_in``). Without ``start`` the test starts the nodes
+    (``cluster.start(name, args=...)``). On the way out the processes are stopped by PID and
+    the namespaces deleted (:func:`~chatterd.testing.hosts.host_network`), whatever happened."""
     with contextlib.ExitStack() as stack:
         if base_dir is None:
             base_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="chatter-hosts-"))
         network = stack.enter_context(host_network(n, grace))
         cluster = HostCluster(network, Path(base_dir), args, advertise)
         try:
-            for node in cluster.nodes:
+            for node in cluster.nodes if start else ():
                 cluster.start(node.name)
-            cluster.formed_in = await cluster.wait_converged(timeout or 20.0 + n) if converge else None
+            if start and converge:
+                cluster.formed_in = await cluster.wait_converged(timeout or 20.0 + n)
             yield cluster
         finally:
             with trio.CancelScope(shield=True):

@@ -77,13 +77,22 @@ def add_namespace(name: str, ipv6: bool = True) -> None:
     solicitations, no duplicate-address probes). Raises NamespaceError."""
     ip_check("netns", "add", name)
     try:
-        if not ipv6:  # best effort: a kernel without IPv6 has nothing to turn off
-            off = [f"net.ipv6.conf.{conf}.disable_ipv6=1" for conf in ("all", "default")]
-            ip("netns", "exec", name, "sysctl", "-qw", *off)
+        if not ipv6:
+            _disable_ipv6(name)
         ip_check("-n", name, "link", "set", "lo", "up")
     except BaseException:
         ip("netns", "del", name)
         raise
+
+
+def _disable_ipv6(name: str) -> None:
+    """IPv6 off in namespace ``name``, for its interfaces now and to come. /proc/sys/net is the
+    namespace of the thread that opens it: written from inside, no ``sysctl`` binary needed.
+    A kernel without IPv6 has nothing to turn off."""
+    with _entered(name):
+        for conf in ("all", "default"):
+            with contextlib.suppress(FileNotFoundError):
+                Path(f"/proc/sys/net/ipv6/conf/{conf}/disable_ipv6").write_text("1\n")
 
 
 def namespace_pids(name: str) -> list[int]:
