@@ -15,6 +15,10 @@ Tests that start processes are marked ``@pytest.mark.e2e``; the real-process fix
 the harness refuse to run in a test that is not. This package itself imports no pytest: the
 harness (:func:`local_cluster`, :class:`LocalCluster`, ...) and the factories work from plain
 trio code too (the demo and the benchmarks use them).
+
+Hosts made of Linux network namespaces (root only, imported on their own):
+:mod:`chatterd.testing.hosts` (the bridge, the hosts, cuts and loss by iptables) and
+:mod:`chatterd.testing.hostcluster` (chatterd on every host with one command).
 """
 
 from chatterd.testing.factories import DEFAULT_SEED, ClusterFactory, SimFactory
