@@ -158,12 +158,22 @@ class HostCluster:
     def running(self) -> list[HostNode]:
         return [n for n in self.nodes if n.running()]
 
-    async def wait_for(self, check: Callable[[], Awaitable[bool]], timeout: float, interval: float = 0.1) -> float:
-        """Poll ``check`` until it is true; the seconds it took. Raises trio.TooSlowError."""
+    async def wait_for(
+        self,
+        check: Callable[[], Awaitable[bool]],
+        timeout: float,
+        interval: float = 0.1,
+        what: str | Callable[[], str] = "the condition",
+    ) -> float:
+        """Poll ``check`` until it is true; the seconds it took. Raises TimeoutError saying ``what``
+        was awaited (a callable: called then, to tell what was last seen)."""
         start = trio.current_time()
-        with trio.fail_after(timeout):
-            while not await check():
-                await trio.sleep(interval)
+        try:
+            with trio.fail_after(timeout):
+                while not await check():
+                    await trio.sleep(interval)
+        except trio.TooSlowError:
+            raise TimeoutError(f"not within {timeout:g} s: {what() if callable(what) else what}") from None
         return trio.current_time() - start
 
     async def states(self, observer: HostNode) -> dict[str, str]:
@@ -172,36 +182,43 @@ class HostCluster:
         return {m["name"]: m["state"] for m in ms} if ms else {}
 
     async def wait_converged(self, timeout: float = 20.0, nodes: Iterable[HostNode] | None = None) -> float:
-        """Until each of ``nodes`` (default: every running node) sees exactly these alive."""
+        """Until each of ``nodes`` (default: every running node) sees exactly these alive.
+        Raises TimeoutError with what each reported last."""
         group = list(nodes) if nodes is not None else None
+        last: dict[str, dict[str, str]] = {}
 
         async def check() -> bool:
             live = group if group is not None else self.running()
             want = {n.name for n in live}
             for n in live:
-                st = await self.states(n)
+                last[n.name] = st = await self.states(n)
                 if {k for k, v in st.items() if v == "alive"} != want:
                     return False
             return True
 
-        return await self.wait_for(check, timeout)
+        return await self.wait_for(check, timeout, what=lambda: f"all alive everywhere; last seen {last}")
 
     async def wait_state(
         self, name: str, state: str, timeout: float = 20.0, observers: Iterable[HostNode] | None = None
     ) -> float:
-        """Until every one of ``observers`` (default: every other running node) shows ``name`` in ``state``."""
+        """Until every one of ``observers`` (default: every other running node) shows ``name`` in
+        ``state``. Raises TimeoutError with what each reported last."""
         group = list(observers) if observers is not None else None
+        last: dict[str, str | None] = {}
 
         async def check() -> bool:
             for n in group if group is not None else self.running():
-                if n.name != name and (await self.states(n)).get(name) != state:
-                    return False
+                if n.name != name:
+                    last[n.name] = (await self.states(n)).get(name)
+                    if last[n.name] != state:
+                        return False
             return True
 
-        return await self.wait_for(check, timeout)
+        return await self.wait_for(check, timeout, what=lambda: f"{name} {state} everywhere; last seen {last}")
 
     async def holders(self, role: str, observers: Iterable[HostNode] | None = None) -> dict[str, tuple[Any, Any]]:
-        """Observer name -> (holder, epoch) of ``role`` as it reports them ((None, None) if unknown)."""
+        """Observer name -> (holder, epoch) of ``role`` as it reports them ((None, None) if unknown;
+        the epoch is 0 while no claim is known)."""
         out: dict[str, tuple[Any, Any]] = {}
         for n in list(observers) if observers is not None else self.running():
             roles = await n.try_get("/v1/roles")

@@ -14,7 +14,8 @@ other address (IPv6 is off in every namespace, so not even router solicitations 
 
 Names are ``chatter-hosts-<pid>-<run>-<role>``, unique per process and per network, so parallel
 runs cannot collide; addresses can repeat across runs, each run's hosts only see their own
-bridge. Whatever happens in the block (an error, Ctrl-C), on the way out every process started
+bridge. Whatever happens in the block (an error, Ctrl-C, SIGTERM: taken as Ctrl-C), on the way
+out every process started
 through a host is sent SIGTERM by PID, then SIGKILL after ``grace``; anything still in the
 namespaces (``ip netns pids``) is SIGKILLed by PID; every namespace is deleted, and the veth
 pairs and the bridge with it. A network whose creating process died without that (SIGKILL)
@@ -40,10 +41,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import IO
 
 from chatterd.testing.iptables import iptables, iptables_problem, iptables_restore, statistic_drop
 from chatterd.testing.netns import (
@@ -302,18 +303,36 @@ def _no_interrupts() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    saved: list[tuple[signal.Signals, Any]] = [
-        (sig, signal.signal(sig, signal.SIG_IGN)) for sig in (signal.SIGINT, signal.SIGTERM)
-    ]
+    saved = [(sig, signal.signal(sig, signal.SIG_IGN)) for sig in (signal.SIGINT, signal.SIGTERM)]
     try:
         yield
     finally:
         for sig, handler in saved:
-            signal.signal(sig, handler)
+            if handler is not None:  # None: set from C, cannot be put back
+                signal.signal(sig, handler)
 
 
 def _on_term(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # so that a SIGTERM to the test runner also cleans up
+    """SIGTERM taken as Ctrl-C: SIGINT raised in its place, so the SIGINT handler in force acts on
+    it (trio's, inside ``trio.run``, raises KeyboardInterrupt only where that is safe; Python's
+    default raises it at once) and the block cleans up as it would on Ctrl-C."""
+    signal.raise_signal(signal.SIGINT)
+
+
+def _term_as_interrupt() -> Callable[[], None]:
+    """Install :func:`_on_term` while SIGTERM has its default action and SIGINT a handler of
+    Python code (a runner in the background, with SIGINT ignored, keeps the default: a network
+    it leaves behind is removed by the next run, see :func:`remove_stale`). Returns the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL or not callable(signal.getsignal(signal.SIGINT)):
+        return lambda: None
+    signal.signal(signal.SIGTERM, _on_term)
+
+    def undo() -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    return undo
 
 
 @contextlib.contextmanager
@@ -321,17 +340,14 @@ def host_network(n: int, grace: float = 5.0) -> Iterator[HostNetwork]:
     """A network of ``n`` hosts ``h0``... for the block; everything removed on the way out (see the
     module's docstring). Raises NamespaceError (or IptablesError) if it cannot be made."""
     net = HostNetwork(n, grace)
-    previous = None
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        previous = signal.signal(signal.SIGTERM, _on_term)
+    undo = _term_as_interrupt()
     try:
         net.create()
         yield net
     finally:
         with _no_interrupts():
             net.close()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        undo()
 
 
 __all__ = [

@@ -42,7 +42,7 @@ async def dead_on_both_sides(cluster: HostCluster, cut: HostNode, timeout: float
                 seen["cut"] = trio.current_time() - start
         return len(seen) == 2
 
-    await cluster.wait_for(check, timeout)
+    await cluster.wait_for(check, timeout, what=lambda: f"{cut.name} and the rest dead to each other; so far {seen}")
     return seen["rest"], seen["cut"]
 
 
@@ -52,14 +52,17 @@ async def one_holder(
     """Wait until every one of ``nodes`` reports the same holder of ``role`` (not ``other_than``),
     with the same epoch; that (holder, epoch)."""
     found: list[tuple[str, int]] = []
+    last: list[object] = []
 
     async def check() -> bool:
-        views = set((await cluster.holders(role, nodes)).values())
-        holder, epoch = views.pop() if len(views) == 1 else (None, None)
-        found[:] = [(holder, epoch)] if holder is not None and holder != other_than else []
+        views = await cluster.holders(role, nodes)
+        last[:] = [views]
+        distinct = set(views.values())
+        holder, epoch = distinct.pop() if len(distinct) == 1 else (None, 0)
+        found[:] = [(str(holder), int(epoch))] if holder is not None and holder != other_than else []
         return bool(found)
 
-    await cluster.wait_for(check, timeout=DEAD_TIMEOUT)
+    await cluster.wait_for(check, timeout=DEAD_TIMEOUT, what=lambda: f"one holder of {role}, not {other_than}: {last}")
     return found[0]
 
 
@@ -73,7 +76,9 @@ async def test_five_hosts_form_from_one_seed_with_one_command(hosts_dir: Path) -
             assert {k: m["state"] for k, m in members.items()} == dict.fromkeys(want, "alive"), node.name
             assert {k: m["addr"] for k, m in members.items()} == want, f"as {node.name} sees them"
         # One command for every host: only the name and the data dir differ; no --advertise.
-        commands = {tuple(a for a in cluster.command(h) if h.name not in a) for h in cluster.network}
+        commands = {
+            tuple(a for a in cluster.command(n.host) if a not in (n.name, str(n.data_dir))) for n in cluster.nodes
+        }
         assert len(commands) == 1
         assert "--advertise" not in next(iter(commands))
         assert "198.18.0.1:2428" in next(iter(commands))

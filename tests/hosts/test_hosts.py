@@ -1,10 +1,12 @@
 """The hosts harness itself (chatterd.testing.hosts), without chatterd: the topology and its
 addresses, cuts and loss as datagrams see them, and the clean-up whatever happens (an error,
-Ctrl-C, a process that ignores SIGTERM or escaped its parent, a run killed before it could)."""
+Ctrl-C, SIGTERM to the runner, a process that ignores SIGTERM or escaped its parent, a run
+killed before it could)."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import chatterd
 from chatterd.testing.hosts import PREFIX, HostNetwork, host_network, remove_stale
 from chatterd.testing.netns import add_namespace, delete_namespace, list_namespaces, namespace_pids, pid_alive
 
@@ -136,3 +139,32 @@ def test_stale_namespaces_of_a_dead_run_are_removed_and_live_ones_kept() -> None
             assert net[0].netns in list_namespaces()
     finally:
         delete_namespace(stale)  # if the test failed before the harness did it
+
+
+SIGTERMED = """
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a foreground runner
+from chatterd.testing.hosts import host_network
+with host_network(1) as net:
+    proc = net[0].popen(["sleep", "600"])
+    print(net[0].netns, proc.pid, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_runner_stopped_by_sigterm_cleans_up_as_on_ctrl_c() -> None:
+    repo = Path(chatterd.__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    runner = subprocess.Popen([sys.executable, "-c", SIGTERMED], stdout=subprocess.PIPE, env=env, text=True)
+    try:
+        assert runner.stdout is not None
+        netns, pid = runner.stdout.readline().split()
+        assert netns in list_namespaces() and pid_alive(int(pid))
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(30) == -signal.SIGINT  # KeyboardInterrupt, after the clean-up (Python exits so)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+    assert netns not in list_namespaces()
+    assert not pid_alive(int(pid)) or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
