@@ -50,12 +50,12 @@ from chatterd.testing.iptables import iptables, iptables_problem, iptables_resto
 from chatterd.testing.netns import (
     NamespaceError,
     add_namespace,
+    creator_alive,
     delete_namespace,
     ip_check,
     kill_leftovers,
     list_namespaces,
     netns_problem,
-    pid_alive,
     socket_in,
 )
 from chatterd.testing.processes import check_start
@@ -90,12 +90,13 @@ def hosts_problem() -> str | None:
 
 def remove_stale() -> list[str]:
     """Best effort: delete the namespaces of this harness (``chatter-hosts-<pid>-...``) whose creating
-    process is gone (a run killed before it could clean up), after killing what is left in them.
-    Namespaces of a live process, this one's included, are left alone. Returns those removed."""
+    process is gone (a run killed before it could clean up; a PID reused since by a younger
+    process counts as gone), after killing what is left in them. Namespaces of a live run, this
+    one's included, are left alone. Returns those removed."""
     removed = []
     for name in list_namespaces():
         m = _STALE.match(name)
-        if m is None or pid_alive(int(m.group(1))):
+        if m is None or creator_alive(int(m.group(1)), name):
             continue
         kill_leftovers(name, PROG)
         if delete_namespace(name) is None:

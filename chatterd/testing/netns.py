@@ -24,6 +24,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
+
 NETNS_DIR = Path("/run/netns")  # where `ip netns add` keeps a handle on each named namespace
 CLONE_NEWNET = 0x40000000
 
@@ -118,6 +120,19 @@ def delete_namespace(name: str) -> str | None:
     """``ip netns del NAME`` (its interfaces go with it); ip's error, or None once deleted."""
     p = ip("netns", "del", name)
     return None if p.returncode == 0 else (p.stderr.strip() or f"status {p.returncode}")
+
+
+def creator_alive(pid: int, name: str) -> bool:
+    """Whether process ``pid``, alive, can have made namespace ``name``: it started before the
+    namespace did (its handle's mtime), so a PID reused since by another process does not count."""
+    try:
+        started = psutil.Process(pid).create_time()
+        made = (NETNS_DIR / name).stat().st_mtime
+    except psutil.NoSuchProcess:
+        return False
+    except (OSError, psutil.Error):
+        return pid_alive(pid)  # cannot tell: keep it
+    return started <= made + 1.0  # create_time counts in clock ticks: a little slack
 
 
 def pid_alive(pid: int) -> bool:

@@ -130,15 +130,19 @@ def test_stale_namespaces_of_a_dead_run_are_removed_and_live_ones_kept() -> None
     gone = subprocess.Popen(["true"])
     gone.wait()  # a pid that no longer runs: the "crashed earlier run"
     stale = f"{PREFIX}{gone.pid}-0-h0"
+    live = f"{PREFIX}1-0-h0"  # as if made by PID 1, which runs and started before it
     add_namespace(stale)
+    add_namespace(live)
     try:
         with host_network(1) as net:  # making a network removes the stale ones first
             assert stale not in list_namespaces()
+            assert live in list_namespaces()
             assert net[0].netns in list_namespaces()
             assert remove_stale() == []  # this run's own namespaces stay: its pid is alive
             assert net[0].netns in list_namespaces()
     finally:
         delete_namespace(stale)  # if the test failed before the harness did it
+        delete_namespace(live)
 
 
 SIGTERMED = """
