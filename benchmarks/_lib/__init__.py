@@ -10,7 +10,9 @@ nodeapi   chatterd nodes through their HTTP API: event rows (EventLog), health c
 inject    messages into chatterd: the chatter-inject command, its protocol for many at once
 tables    the side-by-side tables of systems (one column per system and row source)
 iptables  iptables rules that count (PortAccounting) or drop (Loss), removed on the way out
-netns     a network namespace of our own, and a child process inside it, cleaned up
+          (running iptables itself: chatterd.testing.iptables)
+netns     a network namespace of our own, and a child process inside it, cleaned up (on
+          chatterd.testing.netns; hosts on a bridge: chatterd.testing.hosts)
 feeds     pre-encoded datagrams (rumors, heartbeats, fake peers) and a core Node fed with them
 blast     the sender process of the ingest benchmark, and the fake peers it speaks for
 pyspy     sampling a node with py-spy and summing the samples per function and code path

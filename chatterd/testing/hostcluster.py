@@ -3,7 +3,7 @@
     async with host_cluster(5) as cluster:        # h0..h4, formed from the seed h0
         cluster.node("h2").kill()                 # SIGKILL, by PID
         await cluster.wait_state("h2", "dead", timeout=15)
-        cluster.network["h3"].cut_off()            # or cluster.network[3]
+        cluster.network.host("h3").cut_off()      # or cluster.network[3], or cluster.node("h3").host
 
 Every node runs, inside its host, the command a real host would (:meth:`HostCluster.command`)::
 

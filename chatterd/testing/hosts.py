@@ -10,16 +10,17 @@ The topology: a namespace holding the Linux bridge ``br0`` (a namespace of its o
 root one), and one namespace per host with ``lo`` up and a veth pair: ``eth0`` in the host,
 its peer (named after the host) enslaved to the bridge. Host ``i`` is ``198.18.0.(i+1)/24``,
 in 198.18.0.0/15, the range RFC 2544 sets aside for benchmarks: nothing here sends to any
-other address (IPv6 is off in every namespace, so not even router solicitations leave).
+other address. The bridge has no uplink and the hosts no default route, so nothing can leave
+the network, and IPv6 is off in every namespace (no router solicitations, no probes).
 
 Names are ``chatter-hosts-<pid>-<run>-<role>``, unique per process and per network, so parallel
 runs cannot collide; addresses can repeat across runs, each run's hosts only see their own
 bridge. Whatever happens in the block (an error, Ctrl-C, SIGTERM: taken as Ctrl-C), on the way
-out every process started
-through a host is sent SIGTERM by PID, then SIGKILL after ``grace``; anything still in the
-namespaces (``ip netns pids``) is SIGKILLed by PID; every namespace is deleted, and the veth
-pairs and the bridge with it. A network whose creating process died without that (SIGKILL)
-is removed the next time a network is made (:func:`remove_stale`).
+out every process started through a host is sent SIGTERM by PID, then SIGKILL after
+``grace``; anything still in the namespaces (``ip netns pids``) is SIGKILLed by PID; every
+namespace is deleted, and the veth pairs and the bridge with it. A network whose creating
+process died without that (SIGKILL) is removed the next time a network is made
+(:func:`remove_stale`).
 
 The test process stays in the root namespace, which has no route to the hosts: to talk to a
 host, open a socket created inside its namespace (:meth:`Host.socket`;
