@@ -163,6 +163,14 @@ def test_the_example_config_parses_with_the_keys_it_sets() -> None:
     }  # fmt: skip
 
 
+def test_the_container_images_config_parses_with_the_keys_it_sets() -> None:
+    path = ROOT / "deploy" / "container.toml"
+    ns = load(path)
+    assert ns.listen == ("0.0.0.0", 2428) and ns.http == "0.0.0.0:2428"
+    assert ns.data_dir == Path("/var/lib/chatterd") and ns.log_format == "json"
+    assert set(configfile.read_table(path)) == {"listen", "http", "data_dir", "log_format"}
+
+
 BAD_FILES = [
     ('lisen = "127.0.0.1:1"', "key 'lisen': unknown key (did you mean 'listen'?)"),
     ('data-dir = "/x"', "key 'data-dir': unknown key (write option names with underscores: 'data_dir')"),
