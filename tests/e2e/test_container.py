@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,10 +28,16 @@ from e2e_helpers import Completed, wait_until
 from chatterd.core.keyring import encode_key
 from chatterd.testing import HOST, free_port
 
+
+def tool(name: str) -> str | None:
+    """A program's path, in the sbin directories too (debootstrap lives in /usr/sbin)."""
+    return shutil.which(name) or shutil.which(name, path="/usr/local/sbin:/usr/sbin:/sbin")
+
+
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(
-        not all(shutil.which(tool) for tool in ("podman", "runc", "debootstrap")),
+        not all(tool(name) for name in ("podman", "runc", "debootstrap")),
         reason="needs podman, runc and debootstrap (apt-get install podman runc debootstrap)",
     ),
 ]
@@ -45,6 +52,8 @@ LIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1000:1000"]
 # The build trusts the host's CA bundle (a TLS-intercepting proxy, if any, included) through a
 # pip config mounted for the build only: nothing of it lands in the image.
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
+# podman's network plugins and debootstrap call programs in sbin (iptables, chroot).
+SBIN_ENV = {**os.environ, "PATH": os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/local/sbin:/usr/sbin:/sbin"}
 BUILD_TIMEOUT = 900.0
 RUN_TIMEOUT = 60.0
 CLUSTER_TIMEOUT = 30.0
@@ -53,7 +62,9 @@ CLUSTER_TIMEOUT = 30.0
 async def podman(*args: str, timeout: float = RUN_TIMEOUT, check: bool = True) -> Completed:
     argv = ["podman", *args]
     with trio.fail_after(timeout):
-        proc = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False, stdin=b"")
+        proc = await trio.run_process(
+            argv, capture_stdout=True, capture_stderr=True, check=False, stdin=b"", env=SBIN_ENV
+        )
     res = Completed(argv, proc.returncode, proc.stdout.decode(), proc.stderr.decode())
     if check:
         assert res.returncode == 0, str(res)
@@ -66,9 +77,17 @@ async def ensure_base_image() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="chatter-rootfs-") as tmp:
         rootfs = Path(tmp) / "rootfs"
-        argv = ["debootstrap", "--variant=minbase", "--include=python3,python3-venv", "bookworm", str(rootfs)]
+        argv = [
+            str(tool("debootstrap")),
+            "--variant=minbase",
+            "--include=python3,python3-venv",
+            "bookworm",
+            str(rootfs),
+        ]
         with trio.fail_after(BUILD_TIMEOUT):
-            done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False, stdin=b"")
+            done = await trio.run_process(
+                argv, capture_stdout=True, capture_stderr=True, check=False, stdin=b"", env=SBIN_ENV
+            )
         assert done.returncode == 0, done.stderr.decode()[-2000:]
         tar = Path(tmp) / "rootfs.tar"
         with trio.fail_after(BUILD_TIMEOUT):
