@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chatterd.cliargs import COMMANDS
+from chatterd.configfile import parse_daemon_args
 from chatterd.core import tags, wire
 from chatterd.core.config import (
     LOOP_FAILURE_EXIT,
@@ -28,7 +29,7 @@ from chatterd.core.config import (
     SEAL_OVERHEAD,
     Config,
 )
-from chatterd.daemon_args import build_parser
+from chatterd.daemon_args import build_parser  # noqa: F401  (re-exported: tests use cli.build_parser)
 
 if TYPE_CHECKING:
     from chatterd.runtime import Options
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         from chatterd import ctl  # httpx and the tables: only for the operator commands
 
         return ctl.main(argv)
-    args = build_parser().parse_args(argv)
+    args = parse_daemon_args(argv)  # the command line, over the --config file's options
     from chatterd import logs
 
     try:

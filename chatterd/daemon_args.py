@@ -64,13 +64,23 @@ TUNABLES = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = Parser(
+def build_parser(parser_class: type[Parser] = Parser) -> argparse.ArgumentParser:
+    """The daemon's parser (``parser_class``: chatterd.configfile's raises instead of exiting)."""
+    p = parser_class(
         prog="chatterd",
         description="Run a chatter node: gossip membership, failure detection and JSON messages over UDP.",
         epilog="Log level: CHATTER_LOG (or RUST_LOG), e.g. CHATTER_LOG=warn,chatterd.membership=debug. "
         "Ask a running node with: chatterd {members,devices,events,leave,tags} [--http ADDR] "
         "(chatterd COMMAND --help). A new key for --encrypt: chatterd keygen.",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="read options from this TOML file (chatterd/configfile.py): keys are the long option names with "
+        '\'_\' for \'-\', e.g. listen = "0.0.0.0:2428", join = ["10.0.0.1:2428"], tag = {dc = "east"}; '
+        "options on the command line win, a repeatable one replacing the file's list",
     )
     _node_arguments(p)
     _security_arguments(p)
