@@ -47,6 +47,8 @@ SAME_AS_CLI = [
     ('listen = ":7000"', ["--listen", ":7000"]),
     ('join = ["127.0.0.1:1", "127.0.0.1:2"]', ["--join", "127.0.0.1:1", "--join", "127.0.0.1:2"]),
     ("join = []", []),
+    ('retry_join = ["dns+chatter.svc:2428"]', ["--retry-join", "dns+chatter.svc:2428"]),  # Serf's key
+    ("retry_interval = 2.5", ["--retry-interval", "2.5"]),
     ('name = "-n1"', ["--name=-n1"]),  # a value starting with a dash stays a value
     ('advertise = "10.1.2.3:2428"', ["--advertise", "10.1.2.3:2428"]),
     ('http = "off"', ["--http", "off"]),
@@ -127,7 +129,7 @@ def test_a_whole_file_gives_the_whole_command_line(tmp_path: Path) -> None:
 def test_the_command_line_wins_and_a_repeatable_option_there_replaces_the_files_list(tmp_path: Path) -> None:
     toml = 'listen = "127.0.0.1:7000"\njoin = ["127.0.0.1:1", "127.0.0.1:2"]\ntag = {dc = "east"}\nfanout = 4'
     got = from_file(tmp_path, toml, ("--join", "127.0.0.1:3", "--fanout", "6"))
-    assert got["join"] == [("127.0.0.1", 3)]  # replaced, not appended
+    assert [s.literal for s in got["join"]] == [("127.0.0.1", 3)]  # replaced, not appended
     assert got["fanout"] == 6
     assert got["listen"] == ("127.0.0.1", 7000) and got["tags"] == [("dc", "east")]  # kept from the file
 
@@ -152,7 +154,7 @@ def test_the_env_key_is_the_default_a_files_encrypt_and_the_command_line_win_ove
 def test_the_example_config_parses_with_the_keys_it_sets() -> None:
     ns = load(EXAMPLE)
     assert ns.listen == ("0.0.0.0", 2428)
-    assert ns.join == [("192.0.2.11", 2428), ("192.0.2.12", 2428), ("192.0.2.13", 2428)]
+    assert [s.literal for s in ns.join] == [("192.0.2.11", 2428), ("192.0.2.12", 2428), ("192.0.2.13", 2428)]
     assert ns.data_dir == Path("/var/lib/chatterd") and ns.http == "127.0.0.1:2428"
     assert ns.keyring_file == Path("/var/lib/chatterd/keyring.json") and ns.label == "prod"
     assert ns.tags == [("dc", "east"), ("rack", "r12")]
