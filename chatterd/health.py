@@ -72,7 +72,7 @@ class HealthWatch:
         if not node.leaving and others_live == 0 and counts["dead"] > 0:
             reasons.append(f"isolated: no other live member, {counts['dead']} dead")
         if node.failing is not None:
-            reasons.append(f"check failing: {node.failing}")
+            reasons.append(node.failing)
         if self.internal_errors.update(internal_errors, now):
             reasons.append(
                 f"internal errors: {internal_errors} since start, new ones seen in the last {RECENT_S:.0f} s"

@@ -46,8 +46,11 @@ class Election(Part):
         self.role_members: dict[str, dict[str, int]] = {}  # member → its candidacies
         self.dirty = False
         self.lock_requests: list[tuple[str, str]] = []  # ("want" | "unwant", role) for the shell
-        self.failing: str | None = None  # why our --check fails (our candidacies are withdrawn)
-        self._withdrawn: dict[str, str] = {}
+        # Why our candidacies are withheld: a source ("check": --check, "app": --run...) → its
+        # reason withholds them all (tag check=failing instead); "role:NAME" → reason, that
+        # role's alone (an application's lease on it ran out).
+        self.holds: dict[str, str] = {}
+        self._withheld: dict[str, str] = {}  # the role tags taken out of ours meanwhile
         # Elections start role_settle after we started (no seeds) or joined: time to learn
         # the other candidates and the current claims first.
         self.settle_at: float | None = None if seeded else now + cfg.role_settle
@@ -105,23 +108,38 @@ class Election(Part):
 
     # ------------------------------------------------------------------ the shell's requests
 
-    def set_failing(self, reason: str | None, now: float) -> None:
-        """Our health check failed (reason) or passes again (None). While it fails, our
-        candidacies are withdrawn from our tags (tag check=failing instead), so every node
-        elects someone else and we give up the roles we hold."""
+    @property
+    def failing(self) -> str | None:
+        """Why all our candidacies are withheld ("check failing: ..."), or None."""
+        return next((f"{k} failing: {r}" for k, r in self.holds.items() if not k.startswith(TAG_PREFIX)), None)
+
+    def set_failing(self, reason: str | None, now: float, source: str = "check") -> None:
+        """Our health check (or our application: source "app") fails (reason) or passes
+        again (None). While any source fails, our candidacies are withdrawn from our tags (tag
+        check=failing instead), so every node elects someone else and we give up the roles
+        we hold; they come back when every source passes."""
+        self._hold(source, reason, now)
+
+    def hold_role(self, role: str, reason: str | None, now: float) -> None:
+        """Withhold our candidacy for ``role`` alone (reason), or offer it again (None)."""
+        self._hold(TAG_PREFIX + role, reason, now)
+
+    def _hold(self, key: str, reason: str | None, now: float) -> None:
+        if reason is None:
+            self.holds.pop(key, None)
+        else:
+            self.holds[key] = reason
         tags = self.local.tags
-        if reason is not None and self.failing is None:
-            self.failing = reason
-            self._withdrawn = {k: v for k, v in tags.items() if k.startswith(TAG_PREFIX)}
-            kept = {k: v for k, v in tags.items() if k not in self._withdrawn}
-            self.set_tags(kept | {FAILING_TAG: "failing"}, now)
-        elif reason is None and self.failing is not None:
-            self.failing = None
-            kept = {k: v for k, v in tags.items() if k != FAILING_TAG}
-            self.set_tags(kept | self._withdrawn, now)
-            self._withdrawn = {}
-        elif reason is not None:
-            self.failing = reason
+        offered = {k: v for k, v in tags.items() if k.startswith(TAG_PREFIX)} | self._withheld
+        every = self.failing is not None
+        held = {k: v for k, v in offered.items() if every or k in self.holds}
+        new = {k: v for k, v in tags.items() if not k.startswith(TAG_PREFIX) and k != FAILING_TAG}
+        new |= {k: v for k, v in offered.items() if k not in held}
+        if every:
+            new[FAILING_TAG] = "failing"
+        self._withheld = held
+        if new != tags:
+            self.set_tags(new, now)
 
     def take_lock_requests(self) -> list[tuple[str, str]]:
         out, self.lock_requests = self.lock_requests, []
@@ -233,7 +251,7 @@ class Election(Part):
         take, drop = self.roles.decide(self.candidates(now), alive, unknown)
         for role, reason in drop:
             if self.failing is not None and reason == "no longer a candidate":
-                reason = f"check failing: {self.failing}"
+                reason = self.failing
             self._release(role, reason, now)
         for role in take:
             if self.roles.gated:

@@ -292,9 +292,13 @@ class Node:
         self.election.reconcile_if_dirty(now)
         return changed
 
-    def set_failing(self, reason: str | None, now: float) -> None:
-        """Our health check failed (reason) or passes again (None): see Election.set_failing."""
-        self.election.set_failing(reason, now)
+    def set_failing(self, reason: str | None, now: float, source: str = "check") -> None:
+        """Our check (or application) failed (reason) or passes again (None): see
+        Election.set_failing; hold_role withholds one role (an application's lease)."""
+        self.election.set_failing(reason, now, source)
+
+    def hold_role(self, role: str, reason: str | None, now: float) -> None:
+        self.election.hold_role(role, reason, now)
 
     def take_lock_requests(self) -> list[tuple[str, str]]:
         """("want", role): we won the election, get the lock and call grant_role;

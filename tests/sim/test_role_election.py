@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -253,3 +254,30 @@ def test_expect_with_members_a_minority_does_not_monitor(seed: int) -> None:
         assert len(sim.holders(ROLE)) <= 1
     (new,) = sim.holders(ROLE)
     assert new not in minority
+
+
+def test_holds_from_several_sources_and_for_one_role() -> None:
+    """--check and --run (node-wide) and an application's lease (one role) each withhold
+    candidacies; a role comes back only when nothing holds it any more."""
+    sim = Simulation(seed=12)
+    sim.add_node("a", tags=role_tags({"db": 1, "web": 1}))
+    sim.add_node("c", join=["a"], tags=role_tags({"db": 2, "web": 2}))
+    sim.run_for(5)
+    assert sim.holders("db") == {"c": 1} and sim.holders("web") == {"c": 1}
+    c = sim.nodes["c"]
+
+    def step(action: Callable[[], None]) -> None:
+        action()
+        sim.step(c)
+        sim.run_for(3)
+
+    step(lambda: c.hold_role("db", "lease expired", sim.now))
+    assert set(sim.holders("db")) == {"a"} and set(sim.holders("web")) == {"c"}
+    step(lambda: c.set_failing("application exited", sim.now, source="app"))
+    assert set(sim.holders("web")) == {"a"} and c.failing == "app failing: application exited"
+    step(lambda: c.set_failing(None, sim.now, source="check"))  # another source passing changes nothing
+    assert set(sim.holders("web")) == {"a"}
+    step(lambda: c.set_failing(None, sim.now, source="app"))
+    assert set(sim.holders("web")) == {"c"} and set(sim.holders("db")) == {"a"} and c.failing is None
+    step(lambda: c.hold_role("db", None, sim.now))
+    assert set(sim.holders("db")) == {"c"}
