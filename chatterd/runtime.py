@@ -20,7 +20,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
@@ -30,6 +30,7 @@ from chatterd.core import tags, wire
 from chatterd.core.events import Event, KeysResult, MemberEvent
 from chatterd.core.node import Node
 from chatterd.core.roles import FAILING_TAG, TAG_PREFIX, role_tags
+from chatterd.errors import exception_of, os_error_of  # noqa: F401  (re-exported: cli, api, tests)
 from chatterd.eventlog import EventLog, Row
 from chatterd.handlers import Handlers
 from chatterd.health import HealthWatch
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("chatterd.runtime")
 
 Addr = tuple[str, int]
-_E = TypeVar("_E", bound=BaseException)
 
 # Datagrams read per turn of the loop before the timers run. Under overload an unbounded drain
 # would never reach them: no heartbeats, no forwarding, and the node would count itself starved.
@@ -354,20 +354,3 @@ class Runtime:
         uptime = time.time() - self.started_at
         report = self.health_watch.report(node, counters, self.stats["internal_errors"], uptime, trio.current_time())
         return report | self.security.health()
-
-
-def os_error_of(e: BaseException) -> OSError | None:
-    """The OSError behind a start-up failure, also when a nursery wrapped it in a group."""
-    return exception_of(e, OSError)
-
-
-def exception_of(e: BaseException, kind: type[_E]) -> _E | None:
-    """The first exception of type ``kind`` in ``e``, looking inside exception groups."""
-    if isinstance(e, kind):
-        return e
-    if isinstance(e, BaseExceptionGroup):
-        for inner in e.exceptions:
-            found = exception_of(inner, kind)
-            if found is not None:
-                return found
-    return None
