@@ -59,6 +59,8 @@ def _check_app_options(args: argparse.Namespace) -> None:
         raise _Fail("--restart needs --run COMMAND (it says when to start the application again)")
     if args.lease_ttl is not None and not args.roles:
         raise _Fail("--lease-ttl needs at least one --role NAME (a lease keeps a role on offer)")
+    if args.lease_ttl is not None and args.http == "off":
+        raise _Fail("--lease-ttl needs the HTTP API (the application renews through it): not --http off")
 
 
 class _Fail(Exception):

@@ -198,6 +198,7 @@ async def test_a_command_that_cannot_start_counts_as_exit_127(autojump_clock: Mo
     [
         (["--restart", "always"], "--restart needs --run"),
         (["--lease-ttl", "2"], "--lease-ttl needs at least one --role"),
+        (["--lease-ttl", "2", "--role", "x"], "--lease-ttl needs the HTTP API"),
     ],
 )
 def test_options_that_need_another_are_one_line_and_status_2(
@@ -205,6 +206,6 @@ def test_options_that_need_another_are_one_line_and_status_2(
 ) -> None:
     from chatterd import cli
 
-    assert cli.main(["--listen", "127.0.0.1:0", "--http", "off", *argv]) == 2
+    assert cli.main(["--listen", "127.0.0.1:0", "--http", "off", *argv]) == 2  # before the node starts
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("chatterd: error: ") and mentions in err
