@@ -7,6 +7,8 @@ GET  /v1/events    recent deliveries and membership changes (?since=SEQ for newe
 GET  /v1/events/stream  the same rows as server-sent events, live (Last-Event-ID or ?since=SEQ
                    replays the buffered rows after SEQ first); a comment every KEEPALIVE_S
 GET  /v1/health    whether this node is healthy (503 when not, with the reasons), and its counters
+POST /v1/roles/NAME/lease  the application renews its lease on role NAME (--lease-ttl);
+                   POST /v1/roles/lease renews every role of this node
 PUT  /v1/tags      change this node's tags: {"set": {"k": "v"}, "delete": ["k"]} (POST too)
 POST /v1/leave     leave the cluster gracefully, then the daemon exits
 GET  /v1/keys      the keys every member holds, with counts (?timeout=S: how long to wait)
@@ -53,6 +55,7 @@ from chatterd.core.query import QueryError
 from chatterd.eventlog import EventLog, Row
 from chatterd.httpauth import HttpToken
 from chatterd.keyops import result_json
+from chatterd.leases import UnknownRole, lease_answer
 from chatterd.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -188,6 +191,26 @@ class _Endpoints:
         # After the answer is sent: the leave stops the daemon, this server included.
         return JSONResponse({"name": node.name, "leaving": True}, background=BackgroundTask(self.rt.leave))
 
+    @mutating
+    async def lease(self, request: Request) -> JSONResponse:
+        """Renew the application's lease on one role of this node (its path names it) or on
+        all of them (chatterd.leases): the role stays on offer for --lease-ttl seconds more."""
+        node, leases = self.rt.node, self.rt.leases
+        assert node is not None
+        if leases is None:
+            return error("this node takes no leases: start it with --lease-ttl SECONDS", 409)
+        if node.leaving:
+            return error("the node is leaving", 409)
+        now = trio.current_time()
+        role = request.path_params.get("role")
+        try:
+            renewed = leases.renew_all(now) if role is None else leases.renew(role, now)
+        except UnknownRole:
+            return error(f"this node is not a candidate for role {role!r} (its roles: {sorted(leases.expires)})", 404)
+        held = {r: c.epoch for r, c in node.roles.held.items()}
+        answers = [lease_answer(leases, r, held, now) for r in renewed]
+        return JSONResponse(answers[0] if role is not None else {"roles": answers})
+
     async def keys_list(self, request: Request) -> JSONResponse:
         try:
             timeout = float(request.query_params.get("timeout", QUERY_TIMEOUT))
@@ -238,6 +261,8 @@ def build_app(rt: Runtime) -> Guard:
         Route("/v1/members", e.members),
         Route("/v1/devices", e.devices),
         Route("/v1/roles", e.roles),
+        Route("/v1/roles/lease", e.lease, methods=["POST"]),
+        Route("/v1/roles/{role:str}/lease", e.lease, methods=["POST"]),
         Route("/v1/events", e.events),
         Route("/v1/events/stream", e.events_stream),
         Route("/v1/health", e.health),

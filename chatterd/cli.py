@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import socket
 import sys
 from pathlib import Path
@@ -52,12 +53,27 @@ def _check_token_file(path: Path | None) -> None:
         raise _Fail(f"--http-token-file: {e}") from None
 
 
+def _check_app_options(args: argparse.Namespace) -> None:
+    """The options that bind roles to the application, checked together."""
+    if args.restart is not None and args.run is None:
+        raise _Fail("--restart needs --run COMMAND (it says when to start the application again)")
+    if args.lease_ttl is not None and not args.roles:
+        raise _Fail("--lease-ttl needs at least one --role NAME (a lease keeps a role on offer)")
+    if args.lease_ttl is not None and args.http == "off":
+        raise _Fail("--lease-ttl needs the HTTP API (the application renews through it): not --http off")
+
+
 class _Fail(Exception):
     """One line for stderr and the exit status: the daemon does not start."""
 
     def __init__(self, message: str, status: int = 2) -> None:
         super().__init__(message)
         self.status = status
+
+
+# Our parent when the process started, before anything slow: --exit-with-parent compares with it
+# (a parent that died before chatterd armed PR_SET_PDEATHSIG is seen by the pid change).
+PARENT_AT_START = os.getppid()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,6 +150,7 @@ def _options(args: argparse.Namespace) -> Options:
         raise _Fail(f"--tag: {e}") from None
     if http is not None:
         _check_token_file(args.http_token_file)
+    _check_app_options(args)
     return Options(
         listen=args.listen,
         name=name,
@@ -157,6 +174,10 @@ def _options(args: argparse.Namespace) -> Options:
         check_interval=args.check_interval,
         check_timeout=args.check_timeout,
         watchdog=args.watchdog,
+        run=args.run,
+        restart=args.restart or "no",
+        lease_ttl=args.lease_ttl,
+        parent_pid=PARENT_AT_START if args.exit_with_parent else None,
         keyring=ring,
         keyring_file=args.keyring_file,
         label=args.label,
@@ -172,8 +193,9 @@ def _run(opts: Options) -> int:
     from chatterd.loopguard import LoopFailed
     from chatterd.runtime import Runtime, exception_of, os_error_of
 
+    rt = Runtime(opts)
     try:
-        trio.run(Runtime(opts).run)
+        trio.run(rt.run)
     except (OSError, LoopFailed, ExceptionGroup) as e:
         failed = exception_of(e, LoopFailed)
         if failed is not None:
@@ -187,7 +209,7 @@ def _run(opts: Options) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    return 0
+    return rt.exit_status  # --run: the application's status when it ended chatterd
 
 
 if __name__ == "__main__":

@@ -85,6 +85,7 @@ def build_parser(parser_class: type[Parser] = Parser) -> argparse.ArgumentParser
     _node_arguments(p)
     _security_arguments(p)
     _role_arguments(p)
+    _app_arguments(p)
     _output_arguments(p)
     _handler_arguments(p)
     _tuning_arguments(p)
@@ -270,6 +271,42 @@ def _role_arguments(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="exit with status 70 if this node's event loop stalls longer than this, so that a supervisor "
         "restarts it (default: off)",
+    )
+
+
+def _app_arguments(p: argparse.ArgumentParser) -> None:
+    """A role held by the application, not only by the daemon (chatterd.app, .leases, .parent)."""
+    app = p.add_argument_group(
+        "binding roles to the application",
+        "the node gives its roles up when the application it serves dies, not only when chatterd does",
+    )
+    app.add_argument(
+        "--run",
+        default=None,
+        metavar="COMMAND",
+        help="run the application as chatterd's child (through /bin/sh -c; env CHATTER_NODE, CHATTER_HTTP_ADDR, "
+        "CHATTER_HTTP_TOKEN); the node is a candidate only while it runs; SIGTERM/SIGINT go to it first",
+    )
+    app.add_argument(
+        "--restart",
+        choices=["no", "on-failure", "always"],
+        default=None,
+        help="when the --run application exits: no (default: chatterd leaves and exits with its status), "
+        "on-failure (start it again after a non-zero exit or a signal, with a back-off), always",
+    )
+    app.add_argument(
+        "--lease-ttl",
+        type=positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="offer each --role only while the application renews its lease (POST /v1/roles/NAME/lease, "
+        "every TTL/3) within this many seconds; withheld until the first renewal (default: no lease)",
+    )
+    app.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        default=False,
+        help="a sidecar: leave gracefully and exit when the process that started chatterd dies",
     )
 
 

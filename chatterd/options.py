@@ -48,6 +48,10 @@ class Options:
     check_interval: float = CHECK_INTERVAL
     check_timeout: float = CHECK_TIMEOUT
     watchdog: float | None = None  # --watchdog SECONDS
+    run: str | None = None  # --run COMMAND: the application, our child (chatterd.app)
+    restart: str = "no"  # --restart no|on-failure|always
+    lease_ttl: float | None = None  # --lease-ttl SECONDS: roles offered while leased (chatterd.leases)
+    parent_pid: int | None = None  # --exit-with-parent: our parent's pid at start (chatterd.parent)
     loop_failures_fatal: int = LOOP_FAILURES_FATAL  # timer failures in a row before the node exits
     keyring: Keyring | None = None  # --encrypt / --keyring-file: sealed gossip (chatterd.keyfile)
     keyring_file: Path | None = None  # written back whenever the keyring changes

@@ -20,23 +20,27 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
 
 from chatterd import advertise, keyfile, persistence, udp
+from chatterd.app import App, app_env
 from chatterd.core import tags, wire
 from chatterd.core.events import Event, KeysResult, MemberEvent
 from chatterd.core.node import Node
 from chatterd.core.roles import FAILING_TAG, TAG_PREFIX, role_tags
+from chatterd.errors import exception_of, os_error_of  # noqa: F401  (re-exported: cli, api, tests)
 from chatterd.eventlog import EventLog, Row
 from chatterd.handlers import Handlers
 from chatterd.health import HealthWatch
 from chatterd.httpauth import HttpToken
 from chatterd.keyops import KeyOps
+from chatterd.leases import Leases
 from chatterd.loopguard import LoopGuard
 from chatterd.options import Options
+from chatterd.parent import ParentWatch
 from chatterd.seeds import LOOKUP_TIMEOUT, Discovery
 from chatterd.supervision import Check, Watchdog
 
@@ -47,7 +51,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("chatterd.runtime")
 
 Addr = tuple[str, int]
-_E = TypeVar("_E", bound=BaseException)
 
 # Datagrams read per turn of the loop before the timers run. Under overload an unbounded drain
 # would never reach them: no heartbeats, no forwarding, and the node would count itself starved.
@@ -81,6 +84,9 @@ class Runtime:
         self.check: Check | None = None
         self.watchdog: Watchdog | None = None
         self.lock: RoleLock | None = None  # with --lock
+        self.app: App | None = None  # --run: the application, our child (chatterd.app)
+        self.leases: Leases | None = None  # --lease-ttl (chatterd.leases)
+        self.exit_status = 0  # --run: the application's, when its end ended chatterd
         self.handlers = Handlers(
             opts.handlers, name=opts.name, queue_size=opts.handler_queue, timeout=opts.handler_timeout
         )
@@ -171,6 +177,7 @@ class Runtime:
     async def _start_tasks(self, nursery: trio.Nursery, node: Node) -> None:
         """Every task of the node, in the nursery that ends with it."""
         opts = self.opts
+        self._hold_for_app()  # before any election: the roles wait for the application
         nursery.start_soon(self._protocol_loop)
         nursery.start_soon(self._signals)
         nursery.start_soon(self.handlers.run, wire.format_addr(node.addr))
@@ -203,14 +210,18 @@ class Runtime:
             self.http_bound = await nursery.start(serve_api, self, opts.http)
             self.http_token.publish(self.http_bound)
             log.info("http_listening", addr=self.http_bound)
+        self._start_app_tasks(nursery)
 
     def stop(self) -> None:
         if self._cancel is not None:
             self._cancel.cancel()
 
-    async def leave(self) -> None:
-        """Announce a graceful leave, give the datagrams a moment, then stop."""
+    async def leave(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the --run application (``sig`` first), announce a graceful leave, give the
+        datagrams a moment, then stop."""
         assert self.node is not None
+        if self.app is not None:
+            await self.app.stop(sig)  # it stops acting before its roles move to another node
         log.info("leaving", node=self.opts.name)
         self.node.leave(trio.current_time())
         self._pump()
@@ -246,10 +257,42 @@ class Runtime:
             user = {k: v for k, v in snap.tags.items() if not k.startswith(TAG_PREFIX) and k != FAILING_TAG}
         return user | role_tags(opts.roles) | {k: v for k, v in opts.tags.items() if k.startswith(TAG_PREFIX)}
 
-    def _check_report(self, reason: str | None) -> None:
+    def _check_report(self, reason: str | None, source: str = "check") -> None:
+        """--check (or --run's application: source "app") failing withholds every candidacy."""
         assert self.node is not None
-        self.node.set_failing(reason, trio.current_time())
+        self.node.set_failing(reason, trio.current_time(), source)
         self._pump()
+        self.kick()
+
+    def _lease_hold(self, role: str, reason: str | None) -> None:
+        assert self.node is not None
+        self.node.hold_role(role, reason, trio.current_time())
+        self._pump()
+        self.kick()
+
+    def _hold_for_app(self) -> None:
+        """--run, --lease-ttl: the candidacies withheld until the application runs or renews."""
+        opts = self.opts
+        if opts.run is not None:
+            self.app = App(opts.run, opts.restart, {}, lambda r: self._check_report(r, "app"), self._app_ended)
+            self.app.hold_until_started()
+        if opts.lease_ttl is not None:
+            self.leases = Leases(opts.roles, opts.lease_ttl, self._lease_hold)
+            self.leases.hold_all()
+
+    def _start_app_tasks(self, nursery: trio.Nursery) -> None:
+        """The lease timer, the parent watch, then the application (the API is up for it)."""
+        if self.leases is not None:
+            nursery.start_soon(self.leases.run)
+        if self.opts.parent_pid is not None:
+            nursery.start_soon(ParentWatch(self.opts.parent_pid, self.leave).run)
+        if self.app is not None:
+            self.app.env = app_env(self.opts.name, self.http_bound, self.http_token)
+            nursery.start_soon(self.app.run)
+
+    async def _app_ended(self, status: int) -> None:
+        self.exit_status = status
+        await self.leave()
 
     def _lock_acquired(self, role: str, epoch: int) -> None:
         assert self.node is not None and self.lock is not None
@@ -267,7 +310,7 @@ class Runtime:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
                 log.info("signal", signal=signal.Signals(signum).name)
-                await self.leave()
+                await self.leave(signum)
                 return
 
     # ------------------------------------------------------------------ protocol loop
@@ -354,20 +397,3 @@ class Runtime:
         uptime = time.time() - self.started_at
         report = self.health_watch.report(node, counters, self.stats["internal_errors"], uptime, trio.current_time())
         return report | self.security.health()
-
-
-def os_error_of(e: BaseException) -> OSError | None:
-    """The OSError behind a start-up failure, also when a nursery wrapped it in a group."""
-    return exception_of(e, OSError)
-
-
-def exception_of(e: BaseException, kind: type[_E]) -> _E | None:
-    """The first exception of type ``kind`` in ``e``, looking inside exception groups."""
-    if isinstance(e, kind):
-        return e
-    if isinstance(e, BaseExceptionGroup):
-        for inner in e.exceptions:
-            found = exception_of(inner, kind)
-            if found is not None:
-                return found
-    return None

@@ -70,6 +70,10 @@ SAME_AS_CLI = [
     ("check_interval = 0.5", ["--check-interval", "0.5"]),
     ("check_timeout = 4", ["--check-timeout", "4"]),
     ("watchdog = 10.0", ["--watchdog", "10.0"]),
+    ('run = "exec ./app --serve"', ["--run", "exec ./app --serve"]),
+    ('restart = "on-failure"', ["--restart", "on-failure"]),
+    ("lease_ttl = 3", ["--lease-ttl", "3"]),
+    ("exit_with_parent = true", ["--exit-with-parent"]),
     ('profile = "local"', ["--profile", "local"]),
     ('log_format = "json"', ["--log-format", "json"]),
     (
