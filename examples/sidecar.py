@@ -13,7 +13,10 @@ child, talks to it over its HTTP API (``/v1/roles``, ``/v1/events``, ``/v1/membe
         node.stop()          # SIGTERM: a graceful leave (its roles move at once)
 
 The child runs in the app's process group, so killing the group (``kill -9 -PGID``, what a
-machine crash looks like) takes the app and its chatterd down together.
+machine crash looks like) takes the app and its chatterd down together. It is started with
+``--exit-with-parent``: when only the app dies (kill -9 of its PID, a segfault, the OOM
+killer), its chatterd leaves gracefully and exits instead of living on as an orphan that
+keeps the app's roles (README, "Binding a role to the application").
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ class Sidecar:
         roles: Mapping[str, int] | None = None,
         tags: Mapping[str, str] | None = None,
         log_path: Path | None = None,
+        exit_with_parent: bool = True,
     ) -> None:
         self.name = name
         self.port = port
@@ -77,6 +81,7 @@ class Sidecar:
         self.roles = dict(roles or {})
         self.tags = dict(tags or {})
         self.log_path = log_path
+        self.exit_with_parent = exit_with_parent  # the roles live only as long as this process
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._since = 0
@@ -93,6 +98,8 @@ class Sidecar:
     def start(self) -> None:
         argv = [sys.executable, "-m", "chatterd", "--listen", self.addr, "--name", self.name, "--profile", "local"]
         argv += ["--log-format", "json"]
+        if self.exit_with_parent:
+            argv.append("--exit-with-parent")
         for role, prio in self.roles.items():
             argv += ["--role", f"{role}:{prio}"]
         for k, v in self.tags.items():
@@ -204,6 +211,27 @@ class App:
             self._interrupted = True
             os.kill(self.proc.pid, signal.SIGINT)
 
+    def kill_app(self) -> None:
+        """kill -9 of the app's PID alone (a segfault, the OOM killer): its chatterd is not
+        signalled and must notice by itself (``--exit-with-parent``)."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def group_alive(self) -> bool:
+        """Whether any process of the app's process group (its chatterd, say) still runs."""
+        if self.proc is None:
+            return False
+        self.proc.poll()  # reap the app if it has exited: a zombie still counts in its group
+        try:
+            os.killpg(self.proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # a process of that group exists (not ours: cannot happen here)
+            return True
+        return True
+
     def crash(self) -> None:
         """kill -9 of the app and its chatterd together (its process group)."""
         if self.proc is not None:
@@ -219,5 +247,11 @@ class App:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.crash()  # did not stop in time: the whole group, by PGID
+        deadline = time.monotonic() + timeout
+        while self.group_alive() and time.monotonic() < deadline:  # e.g. a chatterd still leaving
+            time.sleep(0.05)
+        if self.group_alive():  # left behind by the app (its PID killed alone): by PGID too
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
         if self._reader is not None:
             self._reader.join(2)

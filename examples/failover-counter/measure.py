@@ -1,11 +1,12 @@
-"""Measure failover-counter's takeovers: repeat the kill -9 and the Ctrl-C scenario.
+"""Measure failover-counter's takeovers: repeat the kill -9 (group, PID alone) and Ctrl-C scenarios.
 
     flock /tmp/chatter-heavy.lock python3 examples/failover-counter/measure.py --runs 10
 
-Each run starts a fresh system (receiver, master, slave), lets the master count, stops it
-at a random point of its one-second rhythm (kill -9 of the master and its chatterd, or
-Ctrl-C), and reads the receiver's record. Prints median and max of the takeover times and
-the total duplicates and gaps, and writes every run to docs/results/failover-counter.json.
+Each run starts a fresh system (receiver, master, slave), lets the master count, stops it at
+a random point of its one-second rhythm (kill -9 of the master and its chatterd, kill -9 of
+the master's PID alone, whose chatterd then leaves by itself, or Ctrl-C), and reads the
+receiver's record. Prints median and max of the takeover times and the total duplicates and
+gaps, and writes every run to docs/results/failover-counter.json.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from scenario import failover_run  # noqa: E402
+from scenario import MODES, failover_run  # noqa: E402
 
 FIGURES = ("role_takeover_s", "takeover_s", "receiver_interval_s")
 
@@ -43,10 +44,13 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=10, help="runs per scenario (default 10)")
-    ap.add_argument("--modes", default="kill9,ctrlc", help="scenarios, comma-separated: kill9, ctrlc")
+    ap.add_argument("--modes", default=",".join(MODES), help="scenarios, comma-separated: " + ", ".join(MODES))
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", type=Path, default=HERE.parent.parent / "docs" / "results" / "failover-counter.json")
     args = ap.parse_args()
+    bad = set(args.modes.split(",")) - set(MODES)
+    if bad:
+        ap.error(f"unknown scenario(s): {', '.join(sorted(bad))}")
     rng = random.Random(args.seed)
     result: dict[str, Any] = {
         "what": "failover-counter: master stopped at a random phase of its 1 s rhythm; slave continues",
@@ -54,6 +58,8 @@ def main() -> int:
             "role_takeover_s": "stop of the master -> the slave holds the role (its role-acquired, seen by polling)",
             "takeover_s": "stop of the master -> the receiver gets the slave's first count",
             "receiver_interval_s": "receiver: master's last count -> slave's first count (1.0 = no pause)",
+            "modes": "kill9: SIGKILL to the master's process group (app and chatterd); pid: SIGKILL to the "
+            "master app's PID alone (its chatterd runs --exit-with-parent); ctrlc: SIGINT to the app",
         },
         "profile": "local",
         "machine": f"{platform.node()} {platform.machine()} python {platform.python_version()}",

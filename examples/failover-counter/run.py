@@ -3,11 +3,13 @@
     python3 examples/failover-counter/run.py
 
 Starts the receiver and two senders ("master", priority 2, and "slave", priority 1), each
-with its own chatterd on 127.0.0.1 (free ports), and shows their output. Then:
-Ctrl-C of the master (the slave continues at once), a restart of the master (it takes the
-role back: higher priority), kill -9 of the master and its chatterd (the slave continues
-within ~2 s). The receiver checks every count: no number skipped or repeated. Everything is
-stopped by PID at the end; logs are kept in a temporary directory shown at the start.
+with its own chatterd on 127.0.0.1 (free ports), and shows their output. Then: Ctrl-C of the
+master (the slave continues at once), a restart of the master (it takes the role back:
+higher priority), kill -9 of the master and its chatterd (the slave continues within ~2 s),
+another restart of the master, and kill -9 of the master's PID alone (its chatterd, started
+with --exit-with-parent, leaves by itself: the slave continues at once). The receiver checks
+every count: no number skipped or repeated. Everything is stopped by PID at the end; logs
+are kept in a temporary directory shown at the start.
 """
 
 from __future__ import annotations
@@ -45,11 +47,23 @@ def main() -> int:
         first = next(c for c in system.counts() if c["sender"] == "slave" and c["received_at"] > t_kill)
         took = first["received_at"] - t_kill
         system.wait_counts("slave", 3, timeout=20, after=t_kill)
+        say("restarting the master: it takes the role back")
+        t_start = time.time()
+        system.start("master")
+        system.wait_counts("master", 3, timeout=30, after=t_start)
+        say("kill -9 of the master's PID alone: its chatterd sees its parent die and leaves, the slave continues")
+        t_pid = time.time()
+        system.apps["master"].kill_app()
+        system.wait_counts("slave", 1, timeout=20, after=t_pid)
+        first_pid = next(c for c in system.counts() if c["sender"] == "slave" and c["received_at"] > t_pid)
+        took_pid = first_pid["received_at"] - t_pid
+        system.wait_counts("slave", 3, timeout=20, after=t_pid)
         say("stopping everything")
     result = summarize(system.counts())
     say(
         f"receiver got {result['received']} counts: gaps {result['gaps']}, duplicates {result['duplicates']}, "
-        f"rejected {result['rejected']}; after kill -9 the slave's first count came {took:.2f} s after the kill"
+        f"rejected {result['rejected']}; the slave's first count came {took:.2f} s after kill -9 of the master's "
+        f"group, {took_pid:.2f} s after kill -9 of its PID alone"
     )
     ok = result["gaps"] == 0 and result["duplicates"] == 0 and result["in_order"]
     return 0 if ok else 1

@@ -2,8 +2,10 @@
 processes on 127.0.0.1; used by run.py, measure.py and tests/examples/test_failover_counter.py.
 
 Each app runs in its own session (process group) with its chatterd child, so ``crash()``
-(SIGKILL to the group) takes both down like a machine crash, and ``interrupt()`` (SIGINT to
-the app) is a Ctrl-C. Everything started here is stopped by PID/PGID in ``stop_all()``.
+(SIGKILL to the group) takes both down like a machine crash, ``kill_app()`` (SIGKILL to the
+app's PID alone) is the app crashing under a living chatterd (which leaves on its own:
+``--exit-with-parent``), and ``interrupt()`` (SIGINT to the app) is a Ctrl-C. Everything
+started here is stopped by PID/PGID in ``stop_all()``.
 """
 
 from __future__ import annotations
@@ -119,17 +121,23 @@ def records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+MODES = ("kill9", "pid", "ctrlc")
+
+
 def failover_run(workdir: Path, mode: str, phase: float = 0.5, echo: bool = False) -> dict[str, Any]:
-    """One failover of the master ("kill9": its process group SIGKILLed; "ctrlc": SIGINT),
+    """One failover of the master ("kill9": its process group SIGKILLed, app and chatterd;
+    "pid": the app's PID alone SIGKILLed, its chatterd left running; "ctrlc": SIGINT),
     ``phase`` seconds after one of its counts reached the receiver. Returns the figures:
 
     * ``role_takeover_s``: the kill → the slave holds the role (its own clock, same machine);
     * ``takeover_s``: the kill → the receiver gets the slave's first count;
     * ``receiver_interval_s``: the receiver's time between the master's last count and the
       slave's first (1.0 s is an uninterrupted rhythm);
+    * ``chatterd_exited_s``: the kill → no process of the master's group is left (for "pid",
+      its chatterd leaving by itself; ``None`` if it was still running 20 s after the kill);
     * duplicates, gaps, in_order, rejected over everything the receiver got.
     """
-    assert mode in ("kill9", "ctrlc")
+    assert mode in MODES, mode
     with running_system(workdir, echo=echo) as system:
         system.wait_counts("master", 3, timeout=40)
         k = len(system.counts())
@@ -139,12 +147,17 @@ def failover_run(workdir: Path, mode: str, phase: float = 0.5, echo: bool = Fals
         master = system.apps["master"]
         if mode == "kill9":
             master.crash()
+        elif mode == "pid":
+            master.kill_app()
         else:
             master.interrupt()
+        gone_at: float | None = None
+        with contextlib.suppress(TimeoutError):
+            system.wait_for(lambda: not master.group_alive(), timeout=20, what="the master's process group gone")
+            gone_at = time.time()
         system.wait_counts("slave", 3, timeout=30, after=t_kill)
-        if mode == "ctrlc":
-            assert master.proc is not None
-            master.proc.wait(10)
+        assert master.proc is not None
+        master.proc.wait(10)
     counts = system.counts()
     first = next(c for c in counts if c["sender"] == "slave" and c["received_at"] > t_kill)
     last_master = [c for c in counts if c["sender"] == "master" and c["received_at"] < first["received_at"]][-1]
@@ -158,5 +171,6 @@ def failover_run(workdir: Path, mode: str, phase: float = 0.5, echo: bool = Fals
         "last_master_count": last_master["n"],
         "first_slave_count": first["n"],
         "master_exit_status": system.apps["master"].proc.returncode if system.apps["master"].proc else None,
+        "chatterd_exited_s": None if gone_at is None else round(gone_at - t_kill, 3),
         **summarize(counts),
     }
