@@ -4,16 +4,18 @@
     python3 examples/primary-standby/client.py --nodes ... get [colour]
     python3 examples/primary-standby/client.py --nodes ... stream --count 200 --interval 0.05
 
-It asks any replica's chatterd (``--nodes``: their chatterd addresses) who holds the role and
-where its service is (the member tag ``http``), and posts the update there. A failed request
-(connection refused, timeout, 503 from a replica that is not primary) is retried against the
-primary found again, with the same update id, until acknowledged: the id makes a retry that
-the first attempt already applied a no-op, so nothing is lost and nothing applied twice.
+It asks any replica's chatterd (``--nodes``: their chatterd addresses) who holds the role
+and where its service is (the member tag ``http``), and posts the update there. A failed
+request (connection refused, timeout, 503 from a replica that is not primary, an answer cut
+short by a node that is leaving) is retried against the primary found again, with the same
+update id, until acknowledged: the id makes a retry that the first attempt already applied a
+no-op, so nothing is lost and nothing applied twice.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import sys
 import time
@@ -25,6 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sidecar import http_json
 
 ROLE = "primary"
+# a request that failed and is worth retrying elsewhere: refused, timed out, an HTTP error
+# status (urllib's HTTPError is an OSError), or an answer cut short or garbled by a process
+# that is going away (a chatterd leaving after its replica died: IncompleteRead, BadStatusLine,
+# truncated JSON)
+FAILED = (OSError, ValueError, http.client.HTTPException)
 
 
 class Client:
@@ -36,15 +43,21 @@ class Client:
         """(name, service address) of the holder, as any reachable chatterd sees it."""
         for addr in self.nodes:
             try:
-                roles = {r["role"]: r for r in http_json(f"http://{addr}/v1/roles", timeout=1.0)}
+                rows = http_json(f"http://{addr}/v1/roles", timeout=1.0)
+                if not isinstance(rows, list):  # an empty answer from a node going away
+                    continue
+                roles = {r["role"]: r for r in rows}
                 holder = roles.get(ROLE, {}).get("holder")
                 if not holder:
                     continue
-                members = {m["name"]: m for m in http_json(f"http://{addr}/v1/members", timeout=1.0)}
+                rows = http_json(f"http://{addr}/v1/members", timeout=1.0)
+                if not isinstance(rows, list):
+                    continue
+                members = {m["name"]: m for m in rows}
                 m = members.get(holder)
                 if m and m["state"] == "alive" and m["tags"].get("http"):
                     return holder, m["tags"]["http"]
-            except OSError:
+            except FAILED:
                 continue
         return None
 
@@ -59,9 +72,10 @@ class Client:
                 attempts += 1
                 try:
                     r = http_json(f"http://{target[1]}/update", {"id": uid, "key": key, "value": value}, timeout=3.0)
-                    return {**r, "id": uid, "attempts": attempts, "acked_at": time.time()}
-                except OSError:
-                    pass  # refused, timed out, or 503 (not primary): find the primary again
+                    if isinstance(r, dict):
+                        return {**r, "id": uid, "attempts": attempts, "acked_at": time.time()}
+                except FAILED:
+                    pass  # refused, timed out, 503 (not primary), cut short: find the primary again
             time.sleep(0.05)
         raise TimeoutError(f"update {uid} not acknowledged within {self.timeout:g} s")
 

@@ -1,10 +1,11 @@
-"""Measure primary-standby's failover: repeat the kill -9 scenario.
+"""Measure primary-standby's failover: repeat the kill -9 scenario (process group, PID alone).
 
     flock /tmp/chatter-heavy.lock python3 examples/primary-standby/measure.py --runs 10
 
-Each run starts fresh replicas, streams updates (one every 50 ms), kills the primary and its
-chatterd with -9 after 40 acknowledgements, restarts it after the stream, and checks both
-replicas. Prints median and max of the takeover time and the total duplicates and gaps
+Each run starts fresh replicas, streams updates (one every 50 ms), kills the primary with -9
+after 40 acknowledgements (``kill9``: with its chatterd, its process group; ``pid``: its PID
+alone, whose chatterd then leaves by itself), restarts it after the stream, and checks both
+replicas, for each mode of ``--modes``. Prints median and max of the takeover time and the total duplicates and gaps
 (updates missing), and writes every run to docs/results/primary-standby.json.
 """
 
@@ -22,25 +23,21 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from scenario import failover_run  # noqa: E402
+from scenario import MODES, failover_run  # noqa: E402
 
 FIGURES = ("takeover_s", "max_client_stall_s", "catch_up_s")
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", type=int, default=10)
-    ap.add_argument("--updates", type=int, default=120)
-    ap.add_argument("--out", type=Path, default=HERE.parent.parent / "docs" / "results" / "primary-standby.json")
-    args = ap.parse_args()
+def measure_mode(mode: str, n: int, updates: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``n`` runs of one kill mode; returns the runs and their summary (medians, maxima, totals)."""
     runs: list[dict[str, Any]] = []
-    for i in range(args.runs):
+    for i in range(n):
         with tempfile.TemporaryDirectory(prefix="primary-standby-") as d:
-            r = failover_run(Path(d), updates=args.updates, kill_after=40)
+            r = failover_run(Path(d), updates=updates, kill_after=40, mode=mode)
         runs.append(r)
         p, o = r["promoted_replica"], r["restarted_replica"]
         print(
-            f"run {i + 1}: takeover {r['takeover_s']:.3f} s, stall {r['max_client_stall_s']:.3f} s, "
+            f"{mode} run {i + 1}: takeover {r['takeover_s']:.3f} s, stall {r['max_client_stall_s']:.3f} s, "
             f"catch-up {r['catch_up_s']:.3f} s, retried {r['retried_updates']}, dups {p['duplicates']}+"
             f"{o['duplicates']}, missing {p['missing']}+{o['missing']}, identical {r['logs_identical']}, "
             f"primaries at once {r['max_primaries_at_once']}",
@@ -57,27 +54,46 @@ def main() -> int:
     s["logs_differ"] = sum(not r["logs_identical"] for r in runs)
     s["split_brain_runs"] = sum(r["max_primaries_at_once"] > 1 for r in runs)
     s["fail_back_runs"] = sum(r["primary_after_restart"] != r["promoted"] for r in runs)
+    return runs, s
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--updates", type=int, default=120)
+    ap.add_argument("--modes", default=",".join(MODES), help="kill modes, comma-separated: " + ", ".join(MODES))
+    ap.add_argument("--out", type=Path, default=HERE.parent.parent / "docs" / "results" / "primary-standby.json")
+    args = ap.parse_args()
+    bad_modes = set(args.modes.split(",")) - set(MODES)
+    if bad_modes:
+        ap.error(f"unknown mode(s): {', '.join(sorted(bad_modes))}")
+    scenarios: dict[str, Any] = {}
+    failed = False
+    for mode in args.modes.split(","):
+        runs, s = measure_mode(mode, args.runs, args.updates)
+        scenarios[mode] = {"summary": s, "runs": runs}
+        print(f"{mode}: {json.dumps(s)}", flush=True)
+        failed |= bool(s["duplicates"] or s["gaps"] or s["out_of_order"] or s["logs_differ"] or s["split_brain_runs"])
     result = {
-        "what": "primary-standby: kill -9 of the primary (and its chatterd) in a stream of updates every 50 ms",
+        "what": "primary-standby: kill -9 of the primary in a stream of updates every 50 ms",
         "definitions": {
             "takeover_s": "kill -> the client's first update acknowledged by the promoted standby",
             "max_client_stall_s": "longest time between two acknowledgements, minus the 50 ms pacing",
             "catch_up_s": "restart of the old primary (process start) -> it is in sync and a candidate again",
+            "modes": "kill9: SIGKILL to the primary's process group (replica and chatterd); pid: SIGKILL to the "
+            "replica's PID alone (its chatterd runs --exit-with-parent)",
             "gaps": "acknowledged updates missing from a replica (both replicas, all runs)",
             "duplicates": "updates applied twice on a replica (both replicas, all runs)",
         },
         "profile": "local",
         "machine": f"{platform.node()} {platform.machine()} python {platform.python_version()}",
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "summary": s,
-        "runs": runs,
+        "scenarios": scenarios,
     }
-    print(json.dumps(s), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written {args.out}")
-    bad = s["duplicates"] or s["gaps"] or s["out_of_order"] or s["logs_differ"] or s["split_brain_runs"]
-    return 1 if bad else 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

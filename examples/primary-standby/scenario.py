@@ -2,9 +2,11 @@
 real processes on 127.0.0.1; used by run.py, measure.py and tests/examples/test_primary_standby.py.
 
 ``failover_run`` is the scenario the seed system left unfinished: updates stream in while the
-primary is killed with -9 (with its chatterd: a machine crash), the standby is promoted and
-keeps serving, then the old primary is restarted, rejoins as standby and catches up.
-Everything started here is stopped by PID/PGID on the way out.
+primary is killed with -9 (mode "kill9": its process group, the replica and its chatterd, a
+machine crash; mode "pid": the replica's PID alone, whose chatterd, started with
+--exit-with-parent, then leaves by itself), the standby is promoted and keeps serving, then
+the old primary is restarted, rejoins as standby and catches up. Everything started here is
+stopped by PID/PGID on the way out.
 """
 
 from __future__ import annotations
@@ -127,11 +129,24 @@ def check_log(log: list[list[Any]], ids: list[str]) -> dict[str, Any]:
     }
 
 
+MODES = ("kill9", "pid")
+
+
 def failover_run(
-    workdir: Path, updates: int = 120, kill_after: int = 40, interval: float = 0.05, echo: bool = False
+    workdir: Path,
+    updates: int = 120,
+    kill_after: int = 40,
+    interval: float = 0.05,
+    echo: bool = False,
+    mode: str = "kill9",
 ) -> dict[str, Any]:
-    """Stream ``updates`` updates; kill -9 the primary after ``kill_after`` acknowledgements;
-    restart it once the stream is done; wait until it is in sync. Returns the figures."""
+    """Stream ``updates`` updates; kill -9 the primary after ``kill_after`` acknowledgements
+    (``mode`` "kill9": its process group; "pid": its PID alone); restart it once the stream is
+    done and nothing of its old process group is left; wait until it is in sync. Returns the
+    figures, among them ``chatterd_exited_s``: the kill → no process of the old primary's group
+    seen left, checked once the stream is done (for "pid", its chatterd has left by itself;
+    ``None`` if still there 20 s after the kill)."""
+    assert mode in MODES, mode
     acks: list[dict[str, Any]] = []
     errors: list[BaseException] = []
     kill_at: dict[str, float] = {}
@@ -154,9 +169,17 @@ def failover_run(
                         print(f" client | u{i:05d} acknowledged: {stamp}{retried}", flush=True)
                     if i == kill_after:
                         kill_at["t"] = time.time()
-                        system.apps[old].crash()  # the primary and its chatterd: kill -9 of the group
+                        if mode == "kill9":
+                            system.apps[old].crash()  # the primary and its chatterd: kill -9 of the group
+                        else:
+                            system.apps[old].kill_app()  # the replica's PID alone: its chatterd must leave
                         if echo:
-                            print(f"   kill | kill -9 of {old} (the primary) and its chatterd")
+                            what = (
+                                "and its chatterd"
+                                if mode == "kill9"
+                                else "alone (its PID; its chatterd is not signalled)"
+                            )
+                            print(f"   kill | kill -9 of {old} (the primary) {what}")
                     time.sleep(interval)
             except BaseException as e:
                 errors.append(e)
@@ -167,6 +190,11 @@ def failover_run(
         assert not t.is_alive(), "the client stream hangs"
         if errors:
             raise errors[0]
+        gone_at: float | None = None
+        with contextlib.suppress(TimeoutError):  # its old chatterd still on the port would fail the restart
+            remaining = max(0.0, kill_at["t"] + 20 - time.time())
+            system.wait_for(lambda: not system.apps[old].group_alive(), remaining, f"{old}'s process group gone")
+            gone_at = time.time()
         t_restart = time.monotonic()
         system.start(old, bootstrap=False)
 
@@ -185,6 +213,7 @@ def failover_run(
     first_new = next(a for a in acks if a["by"] == new)
     times = [a["acked_at"] for a in acks]
     return {
+        "mode": mode,
         "updates": updates,
         "killed": old,
         "promoted": new,
@@ -193,6 +222,7 @@ def failover_run(
         "retried_updates": sum(a["attempts"] > 1 for a in acks),
         "repeat_answers": sum(bool(a.get("repeat")) for a in acks),
         "catch_up_s": round(catch_up_s, 3),
+        "chatterd_exited_s": None if gone_at is None else round(gone_at - kill_at["t"], 3),
         "primary_after_restart": primary_after,
         "max_primaries_at_once": sampler.max_primaries,
         "promoted_replica": check_log(final_new["log"], ids),
