@@ -1,11 +1,16 @@
 """An order engine: accepts orders only while its chatterd sidecar holds the role ``engine``.
 
-    python3 engine.py --name e1 --port 8001 --sidecar http://127.0.0.1:7001 --log orders.log
+    python3 engine.py --name e1 --port 8001 --sidecar http://127.0.0.1:7001 --log orders.log [--lease-ttl 1]
 
 * A thread polls the sidecar's ``GET /v1/roles`` every POLL_S. When the sidecar holds the role
   at a new epoch (the etcd revision of its lock key), the engine writes a fence record for that
   epoch into the order log; from then on it accepts orders stamped with that epoch. If the
   sidecar says it no longer holds the role, or does not answer, the engine stops accepting.
+* With ``--lease-ttl T`` (the sidecar's own ``--lease-ttl``), the same thread renews the
+  sidecar's lease on the role every T/3 (``POST /v1/roles/engine/lease``, with the token the
+  sidecar wrote for its address): the role is offered only while this loop runs, so if the
+  app dies or hangs, its sidecar gives the role (and the etcd lock) up within about T even
+  though the sidecar itself still runs.
 * ``POST /order {"id": N}``: 200 {"status": "appended"|"duplicate", "engine", "epoch"} once the
   order is in the log; 421 {"holder"} when this engine is not the primary; 409 {"holder"} when
   the log holds a higher epoch than ours (we are a stale primary: fenced out); 503 if the log
@@ -26,13 +31,17 @@ from typing import Any
 
 from sequencer import HOST, ROLE, OrderLog
 
+from chatterd.httpauth import find_token
+
 POLL_S = 0.05  # s: how often we ask the sidecar whether we hold the role
 
 
 class Engine:
-    def __init__(self, name: str, sidecar: str, log: OrderLog) -> None:
+    def __init__(self, name: str, sidecar: str, log: OrderLog, lease_ttl: float | None = None) -> None:
         self.name = name
         self.sidecar = sidecar
+        self.lease_ttl = lease_ttl
+        self.renewed_at = 0.0  # monotonic time of the last successful lease renewal
         self.log = log
         self.lock = threading.Lock()
         self.accepting_epoch: int | None = None  # the epoch we accept in; None: not the primary
@@ -41,8 +50,26 @@ class Engine:
         self.accepted = 0
         self.stale_rejected = 0
 
+    def renew_lease(self) -> None:
+        """Renew the sidecar's lease on the role if a third of its TTL has passed (a failed
+        renewal is tried again on the next poll; two more chances before the lease runs out)."""
+        if self.lease_ttl is None or time.monotonic() - self.renewed_at < self.lease_ttl / 3:
+            return
+        host, _, port = self.sidecar.removeprefix("http://").rpartition(":")
+        req = urllib.request.Request(self.sidecar + f"/v1/roles/{ROLE}/lease", data=b"", method="POST")
+        token = find_token((host, int(port)))
+        if token is not None:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=0.5) as r:
+                r.read()
+            self.renewed_at = time.monotonic()
+        except (OSError, ValueError) as e:
+            print(f"{self.name}: lease renewal failed: {e}", flush=True)
+
     def poll_forever(self) -> None:
         while True:
+            self.renew_lease()
             try:
                 with urllib.request.urlopen(self.sidecar + "/v1/roles", timeout=0.5) as r:
                     rows = json.loads(r.read())
@@ -140,8 +167,11 @@ def main() -> None:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--sidecar", required=True, help="the chatterd HTTP API, e.g. http://127.0.0.1:7001")
     p.add_argument("--log", type=Path, required=True, help="the shared order log")
+    p.add_argument(
+        "--lease-ttl", type=float, help="renew the sidecar's lease on the role (its --lease-ttl) every TTL/3"
+    )
     a = p.parse_args()
-    engine = Engine(a.name, a.sidecar, OrderLog(a.log))
+    engine = Engine(a.name, a.sidecar, OrderLog(a.log), a.lease_ttl)
     threading.Thread(target=engine.poll_forever, name="poll", daemon=True).start()
     server = ThreadingHTTPServer((HOST, a.port), make_handler(engine))
     server.daemon_threads = True

@@ -4,7 +4,9 @@
 
 One etcd for all runs; per run three fresh engines (a fresh key prefix and order log), orders
 streamed through the gateway, and the primary failed a third of the way through:
-``kill`` (SIGKILL to its app and sidecar) and ``pause`` (SIGSTOP for 5 s, then SIGCONT).
+``kill`` (SIGKILL to its app and sidecar), ``kill_app`` (SIGKILL to the app's PID alone: its
+sidecar gives up the role when the app's lease runs out) and ``pause`` (SIGSTOP for 5 s,
+then SIGCONT).
 Takeover = from the signal to the first order acknowledged by the new primary. Writes
 docs/results/sequencer.json (or --out) and prints the summary.
 """
@@ -21,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sequencer import LOCK_TTL, PAUSE_S, REPO, Etcd, Sequencer, run_scenario, summary
+from sequencer import APP_LEASE_TTL, LOCK_TTL, PAUSE_S, REPO, Etcd, Sequencer, run_scenario, summary
 
 COUNTS = ["duplicates", "gaps", "same_epoch_two_engines", "epoch_regressions"]
 
@@ -31,10 +33,13 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=10, help="runs per scenario (default 10)")
     p.add_argument("--orders", type=int, default=300, help="orders per run (default 300)")
     p.add_argument("--interval", type=float, default=0.01, help="seconds between orders (default 0.01)")
-    p.add_argument("--scenarios", default="kill,pause", help="comma-separated: kill, pause")
+    p.add_argument("--scenarios", default="kill,kill_app,pause", help="comma-separated: kill, kill_app, pause")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "sequencer.json")
     a = p.parse_args()
     kinds = [k.strip() for k in a.scenarios.split(",") if k.strip()]
+    unknown = set(kinds) - {"kill", "kill_app", "pause"}
+    if unknown:
+        p.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
     results: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="sequencer-measure-") as tmp:
@@ -55,7 +60,7 @@ def main() -> int:
                         else ""
                     )
                     print(
-                        f"run {run} {kind:5}: takeover {res['takeover_s']} s, {res['failed']}@{res['old_epoch']}"
+                        f"run {run} {kind:8}: takeover {res['takeover_s']} s, {res['failed']}@{res['old_epoch']}"
                         f" -> {res['new_primary']}@{res['new_epoch']}, dup {res['duplicates']} gaps {res['gaps']}"
                         f" split {res['same_epoch_two_engines']}{extra}",
                         flush=True,
@@ -64,7 +69,8 @@ def main() -> int:
             etcd.stop()
     out: dict[str, Any] = {
         "what": "examples/sequencer: 3 engines (app + chatterd --role engine --lock etcd, --profile local,"
-        f" --lock-ttl {LOCK_TTL:g}); the primary killed (SIGKILL) or paused (SIGSTOP {PAUSE_S:g} s) mid-stream;"
+        f" --lock-ttl {LOCK_TTL:g} --lease-ttl {APP_LEASE_TTL:g}, renewed by the app); the primary killed (kill:"
+        f" SIGKILL to app and sidecar; kill_app: to the app's PID alone) or paused (SIGSTOP {PAUSE_S:g} s) mid-stream;"
         " takeover = signal -> first order acknowledged by the new primary",
         "date": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_at_start": os.getloadavg()},

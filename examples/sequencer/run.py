@@ -4,10 +4,11 @@
 
 Starts etcd and three engines (each an engine app plus its chatterd sidecar holding the role
 ``engine`` through an etcd lease lock) on 127.0.0.1, streams numbered orders through a gateway,
-kill -9s the primary mid-stream, then (with fresh engines) pauses the primary with SIGSTOP for
-longer than its lease and wakes it up. After each, it checks the shared order log: every order
-id exactly once, never two engines in one epoch. Every process is stopped at the end, by PID.
-Exit status 0 if both checks pass.
+kill -9s the primary mid-stream (app and sidecar), then (with fresh engines) kill -9s the
+primary's app alone (its sidecar gives the role up when the app's lease on it runs out), then
+pauses the primary with SIGSTOP for longer than its lease and wakes it up. After each, it
+checks the shared order log: every order id exactly once, never two engines in one epoch. Every
+process is stopped at the end, by PID. Exit status 0 if all three checks pass.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def main() -> int:
         say(f"starting etcd on 127.0.0.1 (files in {work})")
         etcd = Etcd(work)
         try:
-            for i, kind in enumerate(["kill", "pause"]):
+            for i, kind in enumerate(["kill", "kill_app", "pause"]):
                 say(f"--- scenario {i + 1}: {kind} the primary mid-stream ---")
                 with Sequencer(work / kind, etcd_url=etcd.url, prefix=f"seq-{kind}/") as seq:
                     primary = seq.wait_primary()

@@ -11,10 +11,11 @@ Pieces (see README.md for the why):
   with no lock and no etcd call on the way; it switches target only when that engine fails or
   answers "not me" (with a hint of who is), and retries the order until some engine accepts.
 * ``Etcd``, ``Engine``, ``Sequencer``: start etcd and three engines (an ``engine.py`` app plus
-  its ``chatterd --role engine --lock etcd://...`` sidecar, in one process group) on loopback,
-  and stop every one of them by PID / process group.
-* ``run_scenario``: stream orders, kill -9 (or SIGSTOP) the primary mid-stream, measure the
-  takeover and check the log (``verify``).
+  its ``chatterd --role engine --lock etcd://... --lease-ttl 1`` sidecar, in one process
+  group; the app renews the lease, so the role is offered only while the app works) on
+  loopback, and stop every one of them by PID / process group.
+* ``run_scenario``: stream orders, kill -9 the primary (its process group, or the app's PID
+  alone) or SIGSTOP it mid-stream, measure the takeover and check the log (``verify``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ from chatterd.testing import HOST, free_port  # noqa: E402
 
 ROLE = "engine"
 LOCK_TTL = 2.0  # s: etcd's smallest lease TTL with its default timing
+# s: the sidecar's --lease-ttl. The engine app renews it every APP_LEASE_TTL/3 from its poll
+# loop; if the app dies or hangs, its sidecar withholds the role within TTL + TTL/10 and
+# releases the etcd lock, so another engine takes over though that sidecar still runs
+APP_LEASE_TTL = 1.0
 LOCK_WAIT = 1.0  # s: the longest an engine waits for the log's flock before answering "busy"
 
 
@@ -332,13 +337,13 @@ class Engine:
         sidecar_argv = [
             sys.executable, "-m", "chatterd", "--listen", f"{HOST}:{self.gossip_port}", "--name", self.name,
             "--profile", "local", "--log-format", "json", "--role", ROLE,
-            "--lock", lock_url, "--lock-ttl", str(LOCK_TTL),
+            "--lock", lock_url, "--lock-ttl", str(LOCK_TTL), "--lease-ttl", str(APP_LEASE_TTL),
         ]  # fmt: skip
         if join is not None:
             sidecar_argv += ["--join", f"{HOST}:{join.gossip_port}"]
         app_argv = [
             sys.executable, str(HERE / "engine.py"), "--name", self.name, "--port", str(self.app_port),
-            "--sidecar", self.sidecar_url, "--log", str(log_path),
+            "--sidecar", self.sidecar_url, "--log", str(log_path), "--lease-ttl", str(APP_LEASE_TTL),
         ]  # fmt: skip
         with open(self.workdir / f"{self.name}.sidecar.log", "ab") as out:
             self.sidecar = subprocess.Popen(
@@ -366,6 +371,14 @@ class Engine:
 
     def kill(self) -> None:
         self.signal(signal.SIGKILL)
+
+    def kill_app(self) -> None:
+        """kill -9 of the engine app's PID alone (a segfault, the OOM killer): its sidecar runs
+        on and must give up the role because the app stopped renewing its lease."""
+        if self.app is not None and self.app.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.app.kill()
+            self.app.wait(15)
 
     def pause(self) -> None:
         self.signal(signal.SIGSTOP)
@@ -452,8 +465,9 @@ def run_scenario(
     seq: Sequencer, kind: str, n: int = 400, interval: float = 0.01, at: int | None = None, say: Any = None
 ) -> dict[str, Any]:
     """Stream orders 1..n through a gateway; when ``at`` have been acknowledged, fail the primary:
-    ``kind`` 'kill' (SIGKILL to its process group) or 'pause' (SIGSTOP for PAUSE_S, then SIGCONT).
-    Returns the takeover time and the log check."""
+    ``kind`` 'kill' (SIGKILL to its process group, app and sidecar), 'kill_app' (SIGKILL to the
+    app's PID alone: its sidecar runs on) or 'pause' (SIGSTOP to the group for PAUSE_S, then
+    SIGCONT). Returns the takeover time and the log check."""
     say = say or (lambda _text: None)
     at = at if at is not None else n // 3
     primary = seq.wait_primary()
@@ -479,6 +493,9 @@ def run_scenario(
         if kind == "kill":
             engine.kill()
             say(f"kill -9 {victim} (app + sidecar) after order {len(gw.acks)}")
+        elif kind == "kill_app":
+            engine.kill_app()
+            say(f"kill -9 {victim}'s app alone (its PID; the sidecar runs on) after order {len(gw.acks)}")
         elif kind == "pause":
             engine.pause()
             say(f"SIGSTOP {victim} (app + sidecar) after order {len(gw.acks)}, for {PAUSE_S:g} s")

@@ -112,11 +112,27 @@ def test_kill_the_primary_mid_stream(tmp_path: Path, etcd: EtcdServer) -> None:
 
 @needs_etcd
 @pytest.mark.e2e
+def test_kill_the_primary_app_alone_mid_stream(tmp_path: Path, etcd: EtcdServer) -> None:
+    """kill -9 of the engine app's PID only: its sidecar runs on, but the app no longer renews
+    its lease, so the sidecar gives up the role and the etcd lock and another engine takes over."""
+    with Sequencer(tmp_path, etcd_url=etcd.url, prefix="killapp/") as seq:
+        res = run_scenario(seq, "kill_app", n=ORDERS, interval=0.01)
+        sidecar = seq.engine(str(res["failed"])).sidecar
+        assert sidecar is not None and sidecar.poll() is None, "the sidecar alone should still run"
+    check_outcome(res)
+
+
+@needs_etcd
+@pytest.mark.e2e
 def test_a_paused_primary_steps_down_and_is_fenced_out_when_it_wakes(tmp_path: Path, etcd: EtcdServer) -> None:
     with Sequencer(tmp_path, etcd_url=etcd.url, prefix="pause/") as seq:
         res = run_scenario(seq, "pause", n=ORDERS, interval=0.01)
     check_outcome(res)
     assert res["woken_appended_after_resume"] == 0, res
-    # Its sidecar's lease ran out while it was stopped: on waking it reports the role lost.
+    # Both leases ran out while it was stopped, the etcd one of its sidecar and the one its app
+    # renews (--lease-ttl): on waking the sidecar reports the role lost for whichever it
+    # notices first ("etcd unreachable: lease expired ...", or "no longer a candidate" when
+    # the app's lease withheld its candidacy).
     lost = res["woken_role_lost"]
-    assert isinstance(lost, list) and any("lease" in reason for reason in lost), res
+    assert isinstance(lost, list) and lost, res
+    assert any("lease" in reason or reason == "no longer a candidate" for reason in lost), res
