@@ -9,8 +9,10 @@ again in between:
   restart announcement (restart issued), to member-recover on the leader (alive again);
 - hang of a worker (SIGUSR1 blocks its loop): time to its exit by the watchdog (process gone,
   polled every 10 ms), then the same three times;
-- kill -9 of the leader: time to member-failed on the successor, to role-acquired on the
-  successor (takeover), and to the old leader being alive again (restarted by the successor).
+- kill -9 of the leader, once of its process group and once of its PID alone (each member
+  embeds its chatter node, so both end the node): time to member-failed on the successor, to
+  role-acquired on the successor (takeover), and to the old leader being alive again
+  (restarted by the successor).
 
 Times are from the signal (wall clock, time.time()) to the event's ``received_at`` in the
 observer's /v1/events (same host, same clock). Results: JSON to --out.
@@ -97,12 +99,13 @@ def worker_restart(system: System, name: str, hang: bool) -> dict[str, Any]:
     return sample
 
 
-def leader_takeover(system: System) -> dict[str, Any]:
+def leader_takeover(system: System, group: bool = True) -> dict[str, Any]:
+    """kill -9 of the leader (``group``: its process group; else its PID alone) until it is back."""
     old = leader_now(system)
     since = {s: last_seq(system, s) for s in system.live_supervisors()}
     inc = system.incarnation(old)
     t0 = time.time()
-    system.kill(old)
+    system.kill(old, group=group)
 
     def successor() -> str | None:
         lead = system.leader()
@@ -115,6 +118,7 @@ def leader_takeover(system: System) -> dict[str, Any]:
         r for r in rows if r["kind"] == "role-acquired" and r["payload"]["role"] == "leader" and r["received_at"] >= t0
     ]
     return {
+        "kill": "group" if group else "pid",
         "old_leader": old,
         "new_leader": new,
         "detected_s": first_at(rows, t0, ("member-failed",), old),
@@ -132,7 +136,7 @@ def measure(system: System, runs: int) -> dict[str, Any]:
     system.start()
     heal(system)
     workers = [n for n, m in system.members.items() if m.kind == "worker"]
-    kills, hangs, takeovers = [], [], []
+    kills, hangs, takeovers, pid_takeovers = [], [], [], []
     for i in range(runs):
         kills.append(worker_restart(system, workers[i % len(workers)], hang=False))
         heal(system)
@@ -140,11 +144,14 @@ def measure(system: System, runs: int) -> dict[str, Any]:
         heal(system)
         takeovers.append(leader_takeover(system))
         heal(system)
-        k, h, t = kills[-1], hangs[-1], takeovers[-1]
+        pid_takeovers.append(leader_takeover(system, group=False))
+        heal(system)
+        k, h, t, tp = kills[-1], hangs[-1], takeovers[-1], pid_takeovers[-1]
         print(
             f"run {i + 1:2}/{runs}: kill -9 worker -> alive again {k['alive_again_s']} s; "
             f"hang -> exit {h['exited_s']} s -> alive again {h['alive_again_s']} s; "
-            f"kill -9 leader {t['old_leader']} -> {t['new_leader']} leads after {t['takeover_s']} s",
+            f"kill -9 leader {t['old_leader']} -> {t['new_leader']} leads after {t['takeover_s']} s; "
+            f"kill -9 leader's PID {tp['old_leader']} -> {tp['new_leader']} leads after {tp['takeover_s']} s",
             flush=True,
         )
 
@@ -156,12 +163,18 @@ def measure(system: System, runs: int) -> dict[str, Any]:
 
     return {
         "leader_takeover": {k: col(takeovers, k) for k in ("detected_s", "takeover_s", "old_leader_back_s")},
+        "leader_takeover_pid": {k: col(pid_takeovers, k) for k in ("detected_s", "takeover_s", "old_leader_back_s")},
         "worker_kill": {k: col(kills, k) for k in ("detected_s", "restart_issued_s", "alive_again_s")},
         "worker_hang": {
             **{k: col(hangs, k) for k in ("exited_s", "detected_s", "restart_issued_s", "alive_again_s")},
             "watchdog_exits": sum(1 for h in hangs if h["watchdog_exit"]),
         },
-        "samples": {"leader_takeover": takeovers, "worker_kill": kills, "worker_hang": hangs},
+        "samples": {
+            "leader_takeover": takeovers,
+            "leader_takeover_pid": pid_takeovers,
+            "worker_kill": kills,
+            "worker_hang": hangs,
+        },
     }
 
 
@@ -197,6 +210,8 @@ def main() -> int:
     lt, wk, wh = doc["leader_takeover"], doc["worker_kill"], doc["worker_hang"]
     print(f"\nover {args.runs} runs (median / max, seconds):")
     print(f"  leader takeover after kill -9:      {lt['takeover_s']['median']} / {lt['takeover_s']['max']}")
+    ltp = doc["leader_takeover_pid"]["takeover_s"]
+    print(f"  ... of the leader's PID alone:      {ltp.get('median')} / {ltp.get('max')}")
     print(f"  worker alive again after kill -9:   {wk['alive_again_s']['median']} / {wk['alive_again_s']['max']}")
     print(f"  hung worker exits (watchdog):       {wh['exited_s']['median']} / {wh['exited_s']['max']}")
     print(f"  hung worker alive again:            {wh['alive_again_s']['median']} / {wh['alive_again_s']['max']}")

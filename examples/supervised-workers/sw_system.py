@@ -151,11 +151,12 @@ class System:
         m = self.members[name]
         return sw_members.running_pid(m.pidfile, name)
 
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
-        """Send ``sig`` to the member's running instance (SIGKILL: its whole process group)."""
+    def kill(self, name: str, sig: int = signal.SIGKILL, group: bool = True) -> int:
+        """Send ``sig`` to the member's running instance (SIGKILL: its whole process group,
+        unless ``group`` is False: its PID alone, as a segfault or the OOM killer would)."""
         pid = self.pid(name)
         assert pid is not None, f"{name} is not running"
-        if sig == signal.SIGKILL:
+        if sig == signal.SIGKILL and group:
             self._kill_group(pid, sig)
         else:
             os.kill(pid, sig)

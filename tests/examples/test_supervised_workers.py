@@ -4,7 +4,9 @@ Three supervisors (candidates for role ``leader``) and three workers on loopback
 kills a worker (the leader restarts it), hangs one (its watchdog ends it with status 70, the
 leader restarts it), then kills the leader (another supervisor takes the role with a higher
 epoch, restarts the old leader, which rejoins as a standby, and restarts a worker killed
-after the takeover). Bounds are generous: timings are measured by measure.py, not here.
+after the takeover), and last kills the new leader's PID alone (each member embeds its chatter
+node, so that is its node's death too: a third leader takes over and restarts it). Bounds
+are generous: timings are measured by measure.py, not here.
 """
 
 from __future__ import annotations
@@ -93,4 +95,20 @@ def test_leader_restarts_dead_and_hung_workers_and_is_replaced_when_killed(tmp_p
         pids.add(system.pid("w3") or 0)
         system.wait_healthy(TIMEOUT)
         assert system.leader() == (successor, new_epoch)
+
+        # 4. kill -9 of the new leader's PID alone (not its process group): its chatter node
+        # runs in that process, so it dies with it and the role moves on the same way
+        inc, t0, old = system.incarnation(successor), time.time(), system.kill(successor, group=False)
+
+        def third_leader() -> tuple[str, int] | None:
+            lead = system.leader()
+            return lead if lead is not None and lead[0] != successor else None
+
+        third, third_epoch = system.wait(third_leader, TIMEOUT, f"a new leader after kill -9 of {successor}'s PID")
+        assert third_epoch > new_epoch
+        system.wait(lambda: restarted(system, successor, inc, old), TIMEOUT, f"{successor} restarted")
+        assert restarters(system, successor, t0) == {(third, third_epoch)}
+        pids.add(system.pid(successor) or 0)
+        system.wait_healthy(TIMEOUT)
+        assert system.leader() == (third, third_epoch)
     assert not [p for p in pids - {0} if sw_members.pid_alive(p)], "stray processes after stop()"
