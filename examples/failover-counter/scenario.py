@@ -133,8 +133,9 @@ def failover_run(workdir: Path, mode: str, phase: float = 0.5, echo: bool = Fals
     * ``takeover_s``: the kill → the receiver gets the slave's first count;
     * ``receiver_interval_s``: the receiver's time between the master's last count and the
       slave's first (1.0 s is an uninterrupted rhythm);
-    * ``chatterd_exited_s``: the kill → no process of the master's group is left (for "pid",
-      its chatterd leaving by itself; ``None`` if it was still running 20 s after the kill);
+    * ``chatterd_exited_s``: the kill → no process of the master's group is left, reaped
+      included (an orphaned chatterd is reaped by init, which adds its own delay; for "pid",
+      its chatterd has left by itself; ``None`` if it was still there 20 s after the kill);
     * duplicates, gaps, in_order, rejected over everything the receiver got.
     """
     assert mode in MODES, mode
