@@ -73,8 +73,19 @@ class System:
         deadline = time.monotonic() + timeout
         while not check():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out after {timeout:g} s waiting for: {what}")
+                raise TimeoutError(f"timed out after {timeout:g} s waiting for: {what}\n{self.recent_output()}")
             time.sleep(0.05)
+
+    def recent_output(self, per_app: int = 6) -> str:
+        """The last lines each app printed (with their exit status), to say why a wait failed."""
+        with self._lock:
+            lines = list(self.lines)
+        out = []
+        for name, app in self.apps.items():
+            status = "running" if app.running() else f"exited {app.proc.returncode if app.proc else None}"
+            mine = [line for _t, who, line in lines if who == name][-per_app:]
+            out.append(f"--- {name} ({status}):\n" + "\n".join(mine))
+        return "\n".join(out)
 
     def wait_counts(self, sender: str, k: int, timeout: float, after: float = 0.0) -> None:
         """Until the receiver got k counts from ``sender`` (received after time ``after``)."""
