@@ -26,7 +26,6 @@ than keep acting as primary while the role moves to another node.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import queue
 import signal
@@ -57,7 +56,8 @@ def _load_prctl() -> Callable[..., int] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # The process's own symbols (libc's among them): find_library would run ldconfig.
+        libc = ctypes.CDLL(None, use_errno=True)
         fn: Callable[..., int] = libc.prctl
         return fn
     except (OSError, AttributeError):

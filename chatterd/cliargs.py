@@ -8,6 +8,7 @@ Light on imports: ``chatterd members`` and ``chatterd --help`` must start fast.
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
@@ -47,7 +48,8 @@ def arg_type(parse: Callable[[str], T], *errors: type[Exception], name: str | No
 
 
 def positive(kind: Callable[[str], N]) -> Callable[[str], N]:
-    """An argparse ``type=`` for a number (``int`` or ``float``) above 0."""
+    """An argparse ``type=`` for a finite number (``int`` or ``float``) above 0: ``nan`` and
+    ``inf`` parse as floats, but no interval or timeout can be either."""
 
     def conv(text: str) -> N:
         try:
@@ -56,6 +58,8 @@ def positive(kind: Callable[[str], N]) -> Callable[[str], N]:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
         if v <= 0:
             raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
         return v
 
     conv.__name__ = str(getattr(kind, "__name__", "number"))

@@ -33,9 +33,9 @@ APP = r"""
 import json, os, signal, sys, time, urllib.request
 d, name = sys.argv[1], os.environ["CHATTER_NODE"]
 path = lambda ext: os.path.join(d, f"{name}.{ext}")
-open(path("pid"), "w").write(str(os.getpid()))
-with open(path("starts"), "a") as f:
+with open(path("starts"), "a") as f:  # before the pid file: a test that saw the pid finds this line
     f.write(json.dumps({"pid": os.getpid(), "http": os.environ.get("CHATTER_HTTP_ADDR")}) + "\n")
+open(path("pid"), "w").write(str(os.getpid()))
 def term(sig, frame):
     open(path("term"), "w").write(str(time.time()))
     time.sleep(0.3)
@@ -125,9 +125,10 @@ async def test_kill_9_of_the_application_moves_the_role_and_chatterd_exits_with_
     with killing_apps(tmp_path):
         cluster, first, other = await two_nodes(chatter_cluster_factory, tmp_path, [])
         node = cluster.node(first)
+        pid = await app_pid(tmp_path, first)  # its start line is written before its pid
         starts = [json.loads(line) for line in (tmp_path / f"{first}.starts").read_text().splitlines()]
         assert starts[0]["http"] == f"{HOST}:{node.port}"
-        os.kill(await app_pid(tmp_path, first), signal.SIGKILL)  # the application only
+        os.kill(pid, signal.SIGKILL)  # the application only
         with trio.fail_after(TAKEOVER_BOUND):
             while await holder(cluster, cluster.node(other)) != other:
                 await trio.sleep(0.02)
