@@ -17,7 +17,9 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scenario import running_system, summarize
@@ -27,37 +29,37 @@ def say(text: str) -> None:
     print(f"\n======== {text}", flush=True)
 
 
+def slave_takes_over(system: Any, stop: Callable[[], None]) -> float:
+    """Stop the master with ``stop``; wait for the slave's counts: seconds to its first one."""
+    t_stop = time.time()
+    stop()
+    system.wait_counts("slave", 1, timeout=20, after=t_stop)
+    first = next(c for c in system.counts() if c["sender"] == "slave" and c["received_at"] > t_stop)
+    system.wait_counts("slave", 3, timeout=20, after=t_stop)
+    return float(first["received_at"] - t_stop)
+
+
+def restart_master(system: Any) -> None:
+    t_start = time.time()
+    system.start("master")
+    system.wait_counts("master", 3, timeout=30, after=t_start)
+
+
 def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="failover-counter-"))
     say(f"starting receiver, master, slave (logs in {workdir})")
     with running_system(workdir, echo=True) as system:
         system.wait_counts("master", 4, timeout=30)
         say("Ctrl-C of the master: the slave takes over at once")
-        t_stop = time.time()
-        system.apps["master"].interrupt()
-        system.wait_counts("slave", 3, timeout=20, after=t_stop)
+        slave_takes_over(system, system.apps["master"].interrupt)
         say("restarting the master: it rejoins and takes the role back (priority 2 > 1)")
-        t_start = time.time()
-        system.start("master")
-        system.wait_counts("master", 3, timeout=30, after=t_start)
+        restart_master(system)
         say("kill -9 of the master and its chatterd: the slave takes over when the failure is detected")
-        t_kill = time.time()
-        system.apps["master"].crash()
-        system.wait_counts("slave", 1, timeout=20, after=t_kill)
-        first = next(c for c in system.counts() if c["sender"] == "slave" and c["received_at"] > t_kill)
-        took = first["received_at"] - t_kill
-        system.wait_counts("slave", 3, timeout=20, after=t_kill)
+        took = slave_takes_over(system, system.apps["master"].crash)
         say("restarting the master: it takes the role back")
-        t_start = time.time()
-        system.start("master")
-        system.wait_counts("master", 3, timeout=30, after=t_start)
+        restart_master(system)
         say("kill -9 of the master's PID alone: its chatterd sees its parent die and leaves, the slave continues")
-        t_pid = time.time()
-        system.apps["master"].kill_app()
-        system.wait_counts("slave", 1, timeout=20, after=t_pid)
-        first_pid = next(c for c in system.counts() if c["sender"] == "slave" and c["received_at"] > t_pid)
-        took_pid = first_pid["received_at"] - t_pid
-        system.wait_counts("slave", 3, timeout=20, after=t_pid)
+        took_pid = slave_takes_over(system, system.apps["master"].kill_app)
         say("stopping everything")
     result = summarize(system.counts())
     say(
