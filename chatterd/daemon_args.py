@@ -244,7 +244,8 @@ def _role_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N",
         help="hold roles only while a majority of N members is alive here: at most one side of a partition "
-        "has a holder (default: available, both sides may elect one; the higher epoch wins on healing)",
+        "has a holder; with --lock, a holder that loses the majority also deletes its etcd key, so the majority "
+        "takes over (default: available, both sides may elect one; the higher epoch wins on healing)",
     )
     roles.add_argument(
         "--lock",

@@ -11,7 +11,9 @@ the current claims first; they hold off while a claim's holder is unknown to us 
 ``Config.unknown_holder_hold`` after the claim came: a phantom holder never shows); and under
 ``--expect N`` a node counts as its quorum only the members that answered its leases lately
 (gossip is not evidence), so a holder cut off into a minority steps down before the
-majority can elect another.
+majority can elect another. With a lock service that step-down also asks the shell to give
+the lock up ("unwant": the key is deleted at once, not at lease expiry), so the majority's
+elected node, which waits for the key, takes over while the cut lasts.
 """
 
 from __future__ import annotations

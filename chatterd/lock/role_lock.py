@@ -8,6 +8,8 @@ role's epoch (fencing token), and it grows with every new holder.
 * One key per role: ``PREFIX + role``, value = the node's name, attached to our lease.
   Acquiring is one transaction: "if the key does not exist, put it". A key held by another
   node is retried every ``retry_interval`` until its holder releases it or its lease expires.
+* A role given up (:meth:`RoleLock.unwant`: the election no longer wins it, say it lost its
+  ``--expect`` quorum) has its key deleted at once; the lease lives on for the other roles.
 * If etcd stops answering, the lease expires on the server ``ttl`` after the last keep-alive
   it processed. That keep-alive was sent no earlier than the last one we saw succeed, so we
   step down ``LOCK_STEP_DOWN_FRACTION * ttl`` after *sending* it, before any other node can take

@@ -230,6 +230,70 @@ def test_lock_gated_node_asks_the_shell_and_claims_with_the_lock_epoch() -> None
     assert b.take_lock_requests() == [("want", ROLE)]  # still elected: it asks again
 
 
+class OneKeyLock:
+    """The lock service of ``--lock`` as the nodes see it (etcd on a host every node reaches): one
+    key per role, taken by the first node that wants it while it is free, at a growing revision."""
+
+    def __init__(self, sim: Simulation) -> None:
+        self.sim = sim
+        self.owner: str | None = None
+        self.revision = 10
+        self.wanting: set[str] = set()
+        self.log: list[tuple[float, str, str]] = []  # (time, "granted" | "freed", node)
+
+    def serve(self) -> None:
+        for name, node in self.sim.nodes.items():
+            for action, _role in node.take_lock_requests():
+                if action == "want":
+                    self.wanting.add(name)
+                    continue
+                self.wanting.discard(name)
+                if self.owner == name:
+                    self.owner = None
+                    self.log.append((self.sim.now, "freed", name))
+        if self.owner is None and self.wanting:
+            name = min(self.wanting)
+            self.revision += 1
+            self.owner = name
+            self.wanting.discard(name)
+            self.log.append((self.sim.now, "granted", name))
+            self.sim.nodes[name].grant_role(ROLE, self.revision, self.sim.now)
+            self.sim.step(self.sim.nodes[name])
+
+    def run_for(self, seconds: float) -> None:
+        """Run the cluster in 10 ms steps, serving the lock; at every step a holder owns the key."""
+        for _ in range(round(seconds / 0.01)):
+            self.sim.run_for(0.01)
+            self.serve()
+            assert set(self.sim.holders(ROLE)) <= {self.owner}, (self.sim.holders(ROLE), self.owner)
+
+
+def test_a_lock_holder_cut_off_from_its_majority_frees_the_lock_for_the_majority() -> None:
+    """--lock with --expect 3, the holder cut off from its peers but not from the lock (issue #12):
+    it steps down (lost quorum) and frees its key at once, so a majority node takes it over."""
+    sim = Simulation(seed=3)
+    for name in "abc":
+        sim.add_node(name, join=None if name == "a" else ["a"], tags=role_tags({ROLE: 1}), expect=3, role_lock=True)
+    lock = OneKeyLock(sim)
+    lock.run_for(5)
+    [(old, epoch)] = sim.holders(ROLE).items()
+    sim.partition([old], [n for n in "abc" if n != old])
+    cut = sim.now
+    lock.run_for(10)
+    [(new, new_epoch)] = sim.holders(ROLE).items()
+    assert new != old and new_epoch > epoch
+    assert [(o, e.reason) for _, o, e in role_events(sim, "role-lost")] == [(old, "lost quorum: 1 of 3 members alive")]
+    freed, granted = [(t - cut, what, n) for t, what, n in lock.log if t > cut]
+    assert freed[1:] == ("freed", old) and granted[1:] == ("granted", new)
+    cfg = sim.nodes[old].cfg
+    # It steps down by suspect_after after the cut (Election.members_up) and frees the key in
+    # the same turn; the majority elects (and gets the key) once it declared the holder dead.
+    assert freed[0] <= cfg.suspect_after < granted[0] < cfg.suspect_after + cfg.suspicion_min + 2.0, (freed, granted)
+    sim.heal()
+    lock.run_for(15)
+    assert sim.holders(ROLE) == {new: new_epoch} and lock.owner == new
+
+
 def test_a_late_joiner_learns_the_current_claim_by_state() -> None:
     sim = cluster({"a": 1, "b": 5})
     sim.add_node("z", join=["a"])
