@@ -1,5 +1,15 @@
 """The shared order log and its fence, and ``verify``, the full check of a log.
 
+The log is in the seed system's line format, one record per line, the record's id first in
+brackets, so the seed's own duplicate check works on it as it is::
+
+    [42] epoch=8 engine=e2 t=1764643461.123456        an order: its id, who wrote it, when
+    [fence-8] epoch=8 engine=e2 t=1764643461.101234   engine e2 starts accepting in epoch 8
+
+    awk -F'[][]' '{print $2}' central_order_book.log | sort | uniq -d    # prints nothing
+
+A fence's bracketed id, ``fence-EPOCH``, is unique too: one fence per epoch, written once.
+
 ``OrderLog`` is one engine's handle on the log: one record per line in a file every engine
 appends to (O_APPEND, under an exclusive ``flock``). Before each append the engine reads what
 the others wrote; an engine whose epoch is lower than the highest epoch in the log is refused
@@ -11,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import threading
 import time
@@ -25,8 +34,8 @@ LOCK_WAIT = 1.0  # s: the longest an engine waits for the log's flock before ans
 class OrderLog:
     """One engine's handle on the shared order log.
 
-    Records: {"kind": "fence", "epoch": E, "engine": X, "t": wall} written once when engine X
-    starts accepting in epoch E, and {"kind": "order", "id": N, "engine": X, "epoch": E, "t": ...}.
+    Records (see the module's docstring for their lines): a fence ``[fence-E]``, written once
+    when engine X starts accepting in epoch E, and the orders ``[N]`` X appends in epoch E.
     Every append happens under ``flock(LOCK_EX)`` after reading the records appended since our
     last look, so the checks and the write are one step with respect to the other engines."""
 
@@ -66,7 +75,7 @@ class OrderLog:
         data = self._partial + self._reader.read()
         *lines, self._partial = data.split(b"\n")
         for line in lines:
-            self._learn(json.loads(line))
+            self._learn(parse_line(line.decode()))
 
     def _learn(self, rec: dict[str, Any]) -> None:
         epoch = int(rec["epoch"])
@@ -77,7 +86,7 @@ class OrderLog:
 
     def _write(self, rec: dict[str, Any]) -> None:
         rec["t"] = round(time.time(), 6)
-        os.write(self._fd, (json.dumps(rec, separators=(",", ":")) + "\n").encode())
+        os.write(self._fd, (format_line(rec) + "\n").encode())  # one write: O_APPEND keeps it whole
 
     def _stale(self, engine: str, epoch: int) -> bool:
         return epoch < self.max_epoch or self.owners.get(epoch, engine) != engine
@@ -109,17 +118,51 @@ class OrderLog:
             return "appended"
 
 
+FENCE = "fence-"  # a fence's bracketed id: fence-EPOCH
+
+
+def format_line(rec: dict[str, Any]) -> str:
+    """{"kind": "order", "id": 42, "epoch": 8, "engine": "e2", "t": T} -> '[42] epoch=8 engine=e2 t=T';
+    a fence -> '[fence-8] epoch=8 engine=e2 t=T'."""
+    engine = str(rec["engine"])
+    if not engine or any(c.isspace() or c in "[]=" for c in engine):
+        raise ValueError(f"engine name {engine!r}: no spaces, brackets or '=' allowed in the log")
+    rid = f"{FENCE}{int(rec['epoch'])}" if rec["kind"] == "fence" else str(int(rec["id"]))
+    return f"[{rid}] epoch={int(rec['epoch'])} engine={engine} t={rec['t']}"
+
+
+def parse_line(line: str) -> dict[str, Any]:
+    """The inverse of ``format_line``; ValueError on a line not in that form."""
+    if not line.startswith("[") or "] " not in line:
+        raise ValueError(f"not an order log line: {line!r}")
+    rid, _, rest = line[1:].partition("] ")
+    fields = dict(f.split("=", 1) for f in rest.split() if "=" in f)
+    try:
+        rec: dict[str, Any] = {"epoch": int(fields["epoch"]), "engine": fields["engine"], "t": float(fields["t"])}
+    except KeyError as e:
+        raise ValueError(f"no {e.args[0]}= in order log line {line!r}") from None
+    if rid.startswith(FENCE):
+        rec["kind"] = "fence"
+        if int(rid.removeprefix(FENCE)) != rec["epoch"]:
+            raise ValueError(f"fence id and epoch differ: {line!r}")
+    else:
+        rec.update(kind="order", id=int(rid))
+    return rec
+
+
 def read_log(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [parse_line(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def verify(path: Path, n: int) -> dict[str, Any]:
     """Check the log for orders 1..n: every id exactly once, no epoch accepted by two engines,
-    epochs never going back in log order."""
+    epochs never going back in log order, one fence per epoch (so the seed's awk check, which
+    reads every line's bracketed id, finds no duplicate either)."""
     recs = read_log(path)
     seen: dict[int, int] = {}
+    fences: dict[int, int] = {}
     engines_of: dict[int, set[str]] = {}
     regressions = 0
     top = 0
@@ -131,10 +174,13 @@ def verify(path: Path, n: int) -> dict[str, Any]:
         top = max(top, epoch)
         if rec["kind"] == "order":
             seen[int(rec["id"])] = seen.get(int(rec["id"]), 0) + 1
+        else:
+            fences[epoch] = fences.get(epoch, 0) + 1
     duplicates = sorted(i for i, c in seen.items() if c > 1)
     gaps = sorted(set(range(1, n + 1)) - seen.keys())
     unexpected = sorted(i for i in seen if not 1 <= i <= n)
     split = {e: sorted(s) for e, s in engines_of.items() if len(s) > 1}
+    fenced_twice = sorted(e for e, c in fences.items() if c > 1)
     return {
         "orders": sum(seen.values()),
         "duplicates": duplicates,
@@ -143,5 +189,6 @@ def verify(path: Path, n: int) -> dict[str, Any]:
         "epochs": {e: sorted(s)[0] for e, s in sorted(engines_of.items())},
         "same_epoch_two_engines": split,
         "epoch_regressions": regressions,
-        "ok": not duplicates and not gaps and not unexpected and not split and regressions == 0,
+        "fenced_twice": fenced_twice,
+        "ok": not (duplicates or gaps or unexpected or split or fenced_twice) and regressions == 0,
     }

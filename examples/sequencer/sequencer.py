@@ -2,11 +2,12 @@
 
 Pieces (see README.md for the why):
 
-* ``OrderLog`` (orderlog.py): the shared order log, one JSON line per record in a file every engine appends
-  to (O_APPEND, under an exclusive ``flock``). It is also the fence: before each append the
-  engine reads what the others wrote, and an engine whose epoch is lower than the highest
-  epoch in the log is refused ("stale"); an order id already in the log is not written again
-  ("duplicate": a retry after a lost acknowledgement).
+* ``OrderLog`` (orderlog.py): the shared order log, one line per record in the seed's format
+  (``[ID] epoch=E engine=X ...``) in a file every engine appends to (O_APPEND, under an
+  exclusive ``flock``). It is also the fence: before each append the engine reads what the
+  others wrote, and an engine whose epoch is lower than the highest epoch in the log is refused
+  ("stale"); an order id already in the log is not written again ("duplicate": a retry after a
+  lost acknowledgement).
 * ``Gateway``: forwards numbered orders one by one to the engine it believes is the primary,
   with no lock and no etcd call on the way; it switches target only when that engine fails or
   answers "not me" (with a hint of who is), and retries the order until some engine accepts.
@@ -276,7 +277,7 @@ class Sequencer:
 
     def __init__(self, workdir: Path, n: int = 3, etcd_url: str | None = None, prefix: str = "seq/") -> None:
         self.workdir = workdir
-        self.log_path = workdir / "orders.log"
+        self.log_path = workdir / "central_order_book.log"  # the seed's name
         self.etcd: Etcd | None = None
         self.engines: list[Engine] = []
         workdir.mkdir(parents=True, exist_ok=True)

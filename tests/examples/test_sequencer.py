@@ -56,16 +56,23 @@ def test_the_log_fences_out_a_lower_epoch_and_never_writes_an_order_twice(tmp_pa
     res = verify(path, 3)
     assert res["ok"], res
     assert res["epochs"] == {5: "a", 7: "b"}
+    # the seed's line format: the bracketed ids (orders and fences) are unique
+    assert path.read_text().splitlines()[0].startswith("[fence-5] epoch=5 engine=a t=")
+    ids = [line[1:].split("]")[0] for line in path.read_text().splitlines()]
+    assert ids == ["fence-5", "1", "2", "fence-7", "3"]
 
 
 def test_verify_finds_duplicates_gaps_split_epochs_and_regressions(tmp_path: Path) -> None:
     path = tmp_path / "orders.log"
     lines = [
-        '{"kind":"order","id":1,"engine":"a","epoch":5,"t":0}',
-        '{"kind":"order","id":1,"engine":"a","epoch":5,"t":0}',
-        '{"kind":"order","id":3,"engine":"b","epoch":5,"t":0}',
-        '{"kind":"order","id":4,"engine":"b","epoch":7,"t":0}',
-        '{"kind":"order","id":5,"engine":"a","epoch":6,"t":0}',
+        "[fence-5] epoch=5 engine=a t=0",
+        "[1] epoch=5 engine=a t=0",
+        "[1] epoch=5 engine=a t=0",
+        "[3] epoch=5 engine=b t=0",
+        "[fence-7] epoch=7 engine=b t=0",
+        "[fence-7] epoch=7 engine=b t=0",
+        "[4] epoch=7 engine=b t=0",
+        "[5] epoch=6 engine=a t=0",
     ]
     path.write_text("\n".join(lines) + "\n")
     res = verify(path, 5)
@@ -74,6 +81,7 @@ def test_verify_finds_duplicates_gaps_split_epochs_and_regressions(tmp_path: Pat
     assert res["gaps"] == [2]
     assert res["same_epoch_two_engines"] == {5: ["a", "b"]}
     assert res["epoch_regressions"] == 1
+    assert res["fenced_twice"] == [7]
 
 
 # --- the scenarios, real processes ----------------------------------------------------------
