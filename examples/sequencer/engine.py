@@ -1,4 +1,4 @@
-"""An order engine: accepts orders only while its chatterd sidecar holds the role ``engine``.
+"""An order engine: accepts orders only while its chatterd sidecar holds the role ``leader``.
 
     python3 engine.py --name e1 --port 8001 --sidecar http://127.0.0.1:7001 --log orders.log [--lease-ttl 1]
 
@@ -7,7 +7,7 @@
   epoch into the order log; from then on it accepts orders stamped with that epoch. If the
   sidecar says it no longer holds the role, or does not answer, the engine stops accepting.
 * With ``--lease-ttl T`` (the sidecar's own ``--lease-ttl``), the same thread renews the
-  sidecar's lease on the role every T/3 (``POST /v1/roles/engine/lease``, with the token the
+  sidecar's lease on the role every T/3 (``POST /v1/roles/leader/lease``, with the token the
   sidecar wrote for its address): the role is offered only while this loop runs, so if the
   app dies or hangs, its sidecar gives the role (and the etcd lock) up within about T even
   though the sidecar itself still runs.

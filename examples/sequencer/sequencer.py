@@ -12,7 +12,8 @@ Pieces (see README.md for the why):
   with no lock and no etcd call on the way; it switches target only when that engine fails or
   answers "not me" (with a hint of who is), and retries the order until some engine accepts.
 * ``Etcd``, ``Engine``, ``Sequencer``: start etcd and three engines (an ``engine.py`` app plus
-  its ``chatterd --role engine --lock etcd://... --lease-ttl 1`` sidecar, in one process
+  its ``chatterd --role leader --lock etcd://.../engine/ --expect 3 --lease-ttl 1`` sidecar,
+  tagged ``app=URL`` with its app's address, in one process
   group; the app renews the lease, so the role is offered only while the app works) on
   loopback, and stop every one of them by PID / process group.
 * ``run_scenario``: stream orders, kill -9 the primary (its process group, or the app's PID
@@ -48,7 +49,12 @@ from orderlog import OrderLog, read_log, verify  # noqa: E402,F401  (re-exported
 
 from chatterd.testing import HOST, free_port  # noqa: E402
 
-ROLE = "engine"
+# The seed's lock key is engine/leader: the sidecars hold the role ``leader`` under the lock
+# prefix ``engine/`` (chatterd's key is PREFIX + ROLE, its value the holder's node name), so
+# ``etcdctl get engine/leader`` names the primary.
+ROLE = "leader"
+PREFIX = "engine/"
+APP_TAG = "app"  # each sidecar's --tag app=URL: where its engine app takes orders (gateway.py reads it)
 LOCK_TTL = 2.0  # s: etcd's smallest lease TTL with its default timing
 # s: the sidecar's --lease-ttl. The engine app renews it every APP_LEASE_TTL/3 from its poll
 # loop; if the app dies or hangs, its sidecar withholds the role within TTL + TTL/10 and
@@ -203,13 +209,14 @@ class Engine:
     def url(self) -> str:
         return f"http://{HOST}:{self.app_port}"
 
-    def start(self, lock_url: str, join: Engine | None, log_path: Path) -> None:
+    def start(self, lock_url: str, join: Engine | None, log_path: Path, expect: int) -> None:
         path = os.pathsep.join(p for p in [str(REPO), os.environ.get("PYTHONPATH", "")] if p)
         env = {**os.environ, "CHATTER_LOG": "info", "PYTHONPATH": path}
         sidecar_argv = [
             sys.executable, "-m", "chatterd", "--listen", f"{HOST}:{self.gossip_port}", "--name", self.name,
             "--profile", "local", "--log-format", "json", "--role", ROLE,
             "--lock", lock_url, "--lock-ttl", str(LOCK_TTL), "--lease-ttl", str(APP_LEASE_TTL),
+            "--expect", str(expect), "--tag", f"{APP_TAG}={self.url}",
         ]  # fmt: skip
         if join is not None:
             sidecar_argv += ["--join", f"{HOST}:{join.gossip_port}"]
@@ -275,7 +282,7 @@ class Engine:
 class Sequencer:
     """etcd (or an existing one at ``etcd_url``) and ``n`` engines under ``workdir``."""
 
-    def __init__(self, workdir: Path, n: int = 3, etcd_url: str | None = None, prefix: str = "seq/") -> None:
+    def __init__(self, workdir: Path, n: int = 3, etcd_url: str | None = None, prefix: str = PREFIX) -> None:
         self.workdir = workdir
         self.log_path = workdir / "central_order_book.log"  # the seed's name
         self.etcd: Etcd | None = None
@@ -289,7 +296,7 @@ class Sequencer:
             for i in range(1, n + 1):
                 e = Engine(f"e{i}", workdir)
                 self.engines.append(e)  # first: stop() must find it even if start() fails half-way
-                e.start(f"etcd://{hostport}/{prefix}", self.engines[0] if i > 1 else None, self.log_path)
+                e.start(f"etcd://{hostport}/{prefix}", self.engines[0] if i > 1 else None, self.log_path, n)
         except BaseException:
             self.stop()
             raise
