@@ -30,6 +30,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -54,6 +55,7 @@ from chatterd.testing import HOST, free_port  # noqa: E402
 # ``etcdctl get engine/leader`` names the primary.
 ROLE = "leader"
 PREFIX = "engine/"
+SERVE_DIR = Path(tempfile.gettempdir()) / "chatter-sequencer"  # run.py --serve's files, gateway.py's default
 APP_TAG = "app"  # each sidecar's --tag app=URL: where its engine app takes orders (gateway.py reads it)
 LOCK_TTL = 2.0  # s: etcd's smallest lease TTL with its default timing
 # s: the sidecar's --lease-ttl. The engine app renews it every APP_LEASE_TTL/3 from its poll
@@ -163,11 +165,11 @@ def wait_for(check: Any, timeout: float, what: str, interval: float = 0.05) -> N
 class Etcd:
     """A single-member etcd on free loopback ports, stopped by PID."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, client_port: int | None = None) -> None:
         binary = shutil.which("etcd")
         if binary is None:
             raise RuntimeError("etcd is not installed (Debian/Ubuntu: apt-get install etcd-server)")
-        self.client_port, self.peer_port = free_port(), free_port()
+        self.client_port, self.peer_port = client_port or free_port(), free_port()
         client, peer = f"http://{HOST}:{self.client_port}", f"http://{HOST}:{self.peer_port}"
         self.url = client
         self._out = open(workdir / "etcd.log", "ab")
