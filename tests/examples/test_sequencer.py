@@ -9,8 +9,12 @@ a takeover within a (generous) bound, and a paused primary that never appends af
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "examples" / "sequencer"), str(ROOT / "tests" / "e2e")]
 
 from etcd_helpers import EtcdServer  # noqa: E402
-from sequencer import OrderLog, Sequencer, run_scenario, verify  # noqa: E402
+from sequencer import HOST, OrderLog, Sequencer, free_port, read_log, run_scenario, verify, wait_for  # noqa: E402
 
 # Detection of the dead primary (~1.5 s with --profile local) + what is left of its lease
 # (TTL 2 s) + a lock retry (0.5 s) + the engine noticing (0.05 s): ~2-3 s on an idle machine.
@@ -120,14 +124,71 @@ def test_kill_the_primary_mid_stream(tmp_path: Path, etcd: EtcdServer) -> None:
 
 @needs_etcd
 @pytest.mark.e2e
-def test_kill_the_primary_app_alone_mid_stream(tmp_path: Path, etcd: EtcdServer) -> None:
+def test_kill_the_primary_app_alone_mid_stream_then_the_seed_tools(tmp_path: Path, etcd: EtcdServer) -> None:
     """kill -9 of the engine app's PID only: its sidecar runs on, but the app no longer renews
-    its lease, so the sidecar gives up the role and the etcd lock and another engine takes over."""
-    with Sequencer(tmp_path, etcd_url=etcd.url, prefix="killapp/") as seq:
+    its lease, so the sidecar gives up the role and the etcd lock and another engine takes over.
+
+    Then, on the same cluster (no new start), the seed's own tools: gateway.py and producer.py
+    as processes stream orders 301..600, the new primary is killed (app + sidecar) mid-stream,
+    and the seed's awk check of the log prints nothing; ``etcdctl get engine/leader`` names
+    the primary (the dead app's sidecar still counts towards --expect 3's majority)."""
+    with Sequencer(tmp_path, etcd_url=etcd.url) as seq:  # the seed's key: engine/leader
         res = run_scenario(seq, "kill_app", n=ORDERS, interval=0.01)
         sidecar = seq.engine(str(res["failed"])).sidecar
         assert sidecar is not None and sidecar.poll() is None, "the sidecar alone should still run"
-    check_outcome(res)
+        check_outcome(res)
+        killed = seed_tools_kill_mid_stream(seq, tmp_path)
+        check = verify(seq.log_path, 2 * ORDERS)
+        assert check["ok"], check
+        awk = "cat central_order_book.log | awk -F'[][]' '{print $2}' | sort | uniq -d"
+        out = subprocess.run(["bash", "-c", awk], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0 and out.stdout == "", (out.stdout[:500], out.stderr)
+        primary = seq.wait_primary()
+        assert primary.name != killed
+        if shutil.which("etcdctl") is None:
+            pytest.skip("etcdctl is not installed (Debian package etcd-client): the rest passed")
+        env = {**os.environ, "ETCDCTL_API": "3", "ETCDCTL_ENDPOINTS": etcd.url}
+        get = subprocess.run(["etcdctl", "get", "engine/leader"], env=env, capture_output=True, text=True, timeout=30)
+        assert get.stdout.split() == ["engine/leader", primary.name], (get.stdout, get.stderr)
+
+
+def seed_tools_kill_mid_stream(seq: Sequencer, tmp_path: Path) -> str:
+    """gateway.py (finding the engines through one sidecar's members) and producer.py with
+    orders ORDERS+1..2*ORDERS; kill -9 the primary's process group once ORDERS+100 are in the
+    log. Returns the killed engine's name once the producer has every order acknowledged."""
+    here = ROOT / "examples" / "sequencer"
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with open(tmp_path / "gateway.log", "wb") as out:
+            gateway = [sys.executable, str(here / "gateway.py"), str(port), "--chatter", seq.engines[0].sidecar_url]
+            procs.append(subprocess.Popen(gateway, stdout=out, stderr=subprocess.STDOUT, env=env))
+        wait_for(lambda: _state(port)["engines"], 30, "gateway.py to listen")
+        with open(tmp_path / "producer.log", "wb") as out:
+            producer = [sys.executable, str(here / "producer.py"), "--gateway", f"{HOST}:{port}",
+                        "--start", str(ORDERS + 1), "--count", str(ORDERS), "--rate", "80"]  # fmt: skip
+            procs.append(subprocess.Popen(producer, stdout=out, stderr=subprocess.STDOUT, env=env))
+        wait_for(lambda: _orders(seq) >= ORDERS + 100, 60, f"{ORDERS + 100} orders in the log")
+        victim = seq.wait_primary()
+        victim.kill()
+        assert procs[1].wait(90) == 0, (tmp_path / "producer.log").read_text()
+        return victim.name
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait(15)
+
+
+def _state(port: int) -> dict[str, object]:
+    with urllib.request.urlopen(f"http://{HOST}:{port}/state", timeout=1) as r:  # OSError until it listens
+        state: dict[str, object] = json.loads(r.read())
+    return state
+
+
+def _orders(seq: Sequencer) -> int:
+    return sum(1 for r in read_log(seq.log_path) if r["kind"] == "order")
 
 
 @needs_etcd
