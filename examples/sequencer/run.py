@@ -105,9 +105,9 @@ def _print_howto(seq: Sequencer, etcd: Etcd, work: Path) -> None:
         "\nIn other terminals:\n"
         f"  python3 {rel}/gateway.py 8080{extra}\n"
         f"  python3 {rel}/producer.py --count 1000 --rate 50\n"
-        f"  {env}etcdctl get {PREFIX}{ROLE}        # or: etcdctl watch {PREFIX}{ROLE}\n"
-        "  kill -9 -GROUP                     # the primary (app + sidecar: its process group, above)\n"
-        "  kill -9 APP_PID                    # or the primary's engine app alone\n"
+        f"  {env}etcdctl get {PREFIX}{ROLE}     # or: etcdctl watch {PREFIX}{ROLE}\n"
+        "  kill -9 -GROUP                # the primary, app + sidecar (its process group, above)\n"
+        "  kill -9 APP_PID               # or the primary's engine app alone\n"
         f"  cat {work / 'central_order_book.log'} | awk -F'[][]' '{{print $2}}' | sort | uniq -d\n"
         "Ctrl-C here stops every process.\n",
         flush=True,
