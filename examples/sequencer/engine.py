@@ -1,6 +1,6 @@
 """An order engine: accepts orders only while its chatterd sidecar holds the role ``leader``.
 
-    python3 engine.py --name e1 --port 8001 --sidecar http://127.0.0.1:7001 --log orders.log [--lease-ttl 1]
+    python3 engine.py --name e1 --port 8001 --sidecar http://127.0.0.1:7001 --log central_order_book.log [--lease-ttl 1]
 
 * A thread polls the sidecar's ``GET /v1/roles`` every POLL_S. When the sidecar holds the role
   at a new epoch (the etcd revision of its lock key), the engine writes a fence record for that

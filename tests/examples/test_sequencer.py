@@ -1,10 +1,12 @@
 """examples/sequencer: the order log's fence, and the two scenarios with real processes.
 
 The scenarios start their own etcd on loopback (tests/e2e/etcd_helpers.py) and three engines,
-each an engine app with a ``chatterd --role engine --lock etcd://...`` sidecar, stream orders
+each an engine app with a ``chatterd --role leader --lock etcd://.../engine/`` sidecar, stream orders
 through the gateway and fail the primary mid-stream (kill -9; SIGSTOP past its lease). They
 assert what the seed system promised: no gap, no duplicate, no epoch accepted by two engines,
 a takeover within a (generous) bound, and a paused primary that never appends after waking.
+After the kill_app scenario, on the same cluster, the seed's own tools run as processes
+(gateway.py, producer.py, the awk duplicate check, ``etcdctl get engine/leader``).
 """
 
 from __future__ import annotations
