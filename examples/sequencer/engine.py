@@ -1,13 +1,13 @@
-"""An order engine: accepts orders only while its chatterd sidecar holds the role ``engine``.
+"""An order engine: accepts orders only while its chatterd sidecar holds the role ``leader``.
 
-    python3 engine.py --name e1 --port 8001 --sidecar http://127.0.0.1:7001 --log orders.log [--lease-ttl 1]
+    python3 engine.py --name e1 --port 8001 --sidecar http://127.0.0.1:7001 --log central_order_book.log [--lease-ttl 1]
 
 * A thread polls the sidecar's ``GET /v1/roles`` every POLL_S. When the sidecar holds the role
   at a new epoch (the etcd revision of its lock key), the engine writes a fence record for that
   epoch into the order log; from then on it accepts orders stamped with that epoch. If the
   sidecar says it no longer holds the role, or does not answer, the engine stops accepting.
 * With ``--lease-ttl T`` (the sidecar's own ``--lease-ttl``), the same thread renews the
-  sidecar's lease on the role every T/3 (``POST /v1/roles/engine/lease``, with the token the
+  sidecar's lease on the role every T/3 (``POST /v1/roles/leader/lease``, with the token the
   sidecar wrote for its address): the role is offered only while this loop runs, so if the
   app dies or hangs, its sidecar gives the role (and the etcd lock) up within about T even
   though the sidecar itself still runs.

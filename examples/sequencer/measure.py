@@ -68,7 +68,7 @@ def main() -> int:
         finally:
             etcd.stop()
     out: dict[str, Any] = {
-        "what": "examples/sequencer: 3 engines (app + chatterd --role engine --lock etcd, --profile local,"
+        "what": "examples/sequencer: 3 engines (app + chatterd --role leader --lock etcd --expect 3, --profile local,"
         f" --lock-ttl {LOCK_TTL:g} --lease-ttl {APP_LEASE_TTL:g}, renewed by the app); the primary killed (kill:"
         f" SIGKILL to app and sidecar; kill_app: to the app's PID alone) or paused (SIGSTOP {PAUSE_S:g} s) mid-stream;"
         " takeover = signal -> first order acknowledged by the new primary",

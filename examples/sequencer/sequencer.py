@@ -2,16 +2,18 @@
 
 Pieces (see README.md for the why):
 
-* ``OrderLog``: the shared order log, one JSON line per record in a file every engine appends
-  to (O_APPEND, under an exclusive ``flock``). It is also the fence: before each append the
-  engine reads what the others wrote, and an engine whose epoch is lower than the highest
-  epoch in the log is refused ("stale"); an order id already in the log is not written again
-  ("duplicate": a retry after a lost acknowledgement).
+* ``OrderLog`` (orderlog.py): the shared order log, one line per record in the seed's format
+  (``[ID] epoch=E engine=X ...``) in a file every engine appends to (O_APPEND, under an
+  exclusive ``flock``). It is also the fence: before each append the engine reads what the
+  others wrote, and an engine whose epoch is lower than the highest epoch in the log is refused
+  ("stale"); an order id already in the log is not written again ("duplicate": a retry after a
+  lost acknowledgement).
 * ``Gateway``: forwards numbered orders one by one to the engine it believes is the primary,
   with no lock and no etcd call on the way; it switches target only when that engine fails or
   answers "not me" (with a hint of who is), and retries the order until some engine accepts.
 * ``Etcd``, ``Engine``, ``Sequencer``: start etcd and three engines (an ``engine.py`` app plus
-  its ``chatterd --role engine --lock etcd://... --lease-ttl 1`` sidecar, in one process
+  its ``chatterd --role leader --lock etcd://.../engine/ --expect 3 --lease-ttl 1`` sidecar,
+  tagged ``app=URL`` with its app's address, in one process
   group; the app renews the lease, so the role is offered only while the app works) on
   loopback, and stop every one of them by PID / process group.
 * ``run_scenario``: stream orders, kill -9 the primary (its process group, or the app's PID
@@ -21,7 +23,6 @@ Pieces (see README.md for the why):
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -29,11 +30,11 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,143 +46,22 @@ REPO = HERE.parent.parent
 if str(REPO) not in sys.path:  # run from a fresh clone without installing
     sys.path.insert(0, str(REPO))
 
+from orderlog import OrderLog, read_log, verify  # noqa: E402,F401  (re-exported)
+
 from chatterd.testing import HOST, free_port  # noqa: E402
 
-ROLE = "engine"
+# The seed's lock key is engine/leader: the sidecars hold the role ``leader`` under the lock
+# prefix ``engine/`` (chatterd's key is PREFIX + ROLE, its value the holder's node name), so
+# ``etcdctl get engine/leader`` names the primary.
+ROLE = "leader"
+PREFIX = "engine/"
+SERVE_DIR = Path(tempfile.gettempdir()) / "chatter-sequencer"  # run.py --serve's files, gateway.py's default
+APP_TAG = "app"  # each sidecar's --tag app=URL: where its engine app takes orders (gateway.py reads it)
 LOCK_TTL = 2.0  # s: etcd's smallest lease TTL with its default timing
 # s: the sidecar's --lease-ttl. The engine app renews it every APP_LEASE_TTL/3 from its poll
 # loop; if the app dies or hangs, its sidecar withholds the role within TTL + TTL/10 and
 # releases the etcd lock, so another engine takes over though that sidecar still runs
 APP_LEASE_TTL = 1.0
-LOCK_WAIT = 1.0  # s: the longest an engine waits for the log's flock before answering "busy"
-
-
-# --- the order log (and fence) ----------------------------------------------------------------
-
-
-class OrderLog:
-    """One engine's handle on the shared order log.
-
-    Records: {"kind": "fence", "epoch": E, "engine": X, "t": wall} written once when engine X
-    starts accepting in epoch E, and {"kind": "order", "id": N, "engine": X, "epoch": E, "t": ...}.
-    Every append happens under ``flock(LOCK_EX)`` after reading the records appended since our
-    last look, so the checks and the write are one step with respect to the other engines."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self._reader = open(path, "rb")
-        self._mutex = threading.Lock()  # our own threads, before the flock (which is per file)
-        self._partial = b""
-        self.ids: set[int] = set()
-        self.max_epoch = 0
-        self.owners: dict[int, str] = {}  # epoch -> the engine that fenced it
-
-    def close(self) -> None:
-        os.close(self._fd)
-        self._reader.close()
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        with self._mutex:
-            deadline = time.monotonic() + LOCK_WAIT
-            while True:
-                try:
-                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError("the order log is locked by another engine") from None
-                    time.sleep(0.001)
-            try:
-                self._catch_up()
-                yield
-            finally:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-    def _catch_up(self) -> None:
-        data = self._partial + self._reader.read()
-        *lines, self._partial = data.split(b"\n")
-        for line in lines:
-            self._learn(json.loads(line))
-
-    def _learn(self, rec: dict[str, Any]) -> None:
-        epoch = int(rec["epoch"])
-        self.max_epoch = max(self.max_epoch, epoch)
-        self.owners.setdefault(epoch, rec["engine"])
-        if rec["kind"] == "order":
-            self.ids.add(int(rec["id"]))
-
-    def _write(self, rec: dict[str, Any]) -> None:
-        rec["t"] = round(time.time(), 6)
-        os.write(self._fd, (json.dumps(rec, separators=(",", ":")) + "\n").encode())
-
-    def _stale(self, engine: str, epoch: int) -> bool:
-        return epoch < self.max_epoch or self.owners.get(epoch, engine) != engine
-
-    def fence(self, engine: str, epoch: int) -> bool:
-        """Start accepting in ``epoch``: False if the log already has a higher epoch (or this one
-        belongs to another engine). The fence record shuts out every lower epoch at once."""
-        with self._locked():
-            if self._stale(engine, epoch):
-                return False
-            if epoch not in self.owners:
-                self._write({"kind": "fence", "epoch": epoch, "engine": engine})
-                self._learn({"kind": "fence", "epoch": epoch, "engine": engine})
-            return True
-
-    def append(self, order_id: int, engine: str, epoch: int) -> str:
-        """'appended', 'duplicate' (already in the log: not written again) or 'stale'."""
-        with self._locked():
-            if self._stale(engine, epoch):
-                return "stale"
-            if order_id in self.ids:
-                return "duplicate"
-            if epoch not in self.owners:
-                self._write({"kind": "fence", "epoch": epoch, "engine": engine})
-                self._learn({"kind": "fence", "epoch": epoch, "engine": engine})
-            rec = {"kind": "order", "id": order_id, "engine": engine, "epoch": epoch}
-            self._write(rec)
-            self._learn(rec)
-            return "appended"
-
-
-def read_log(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def verify(path: Path, n: int) -> dict[str, Any]:
-    """Check the log for orders 1..n: every id exactly once, no epoch accepted by two engines,
-    epochs never going back in log order."""
-    recs = read_log(path)
-    seen: dict[int, int] = {}
-    engines_of: dict[int, set[str]] = {}
-    regressions = 0
-    top = 0
-    for rec in recs:
-        epoch = int(rec["epoch"])
-        engines_of.setdefault(epoch, set()).add(rec["engine"])
-        if epoch < top:
-            regressions += 1
-        top = max(top, epoch)
-        if rec["kind"] == "order":
-            seen[int(rec["id"])] = seen.get(int(rec["id"]), 0) + 1
-    duplicates = sorted(i for i, c in seen.items() if c > 1)
-    gaps = sorted(set(range(1, n + 1)) - seen.keys())
-    unexpected = sorted(i for i in seen if not 1 <= i <= n)
-    split = {e: sorted(s) for e, s in engines_of.items() if len(s) > 1}
-    return {
-        "orders": sum(seen.values()),
-        "duplicates": duplicates,
-        "gaps": gaps,
-        "unexpected": unexpected,
-        "epochs": {e: sorted(s)[0] for e, s in sorted(engines_of.items())},
-        "same_epoch_two_engines": split,
-        "epoch_regressions": regressions,
-        "ok": not duplicates and not gaps and not unexpected and not split and regressions == 0,
-    }
 
 
 # --- the gateway --------------------------------------------------------------------------------
@@ -285,11 +165,11 @@ def wait_for(check: Any, timeout: float, what: str, interval: float = 0.05) -> N
 class Etcd:
     """A single-member etcd on free loopback ports, stopped by PID."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, client_port: int | None = None) -> None:
         binary = shutil.which("etcd")
         if binary is None:
             raise RuntimeError("etcd is not installed (Debian/Ubuntu: apt-get install etcd-server)")
-        self.client_port, self.peer_port = free_port(), free_port()
+        self.client_port, self.peer_port = client_port or free_port(), free_port()
         client, peer = f"http://{HOST}:{self.client_port}", f"http://{HOST}:{self.peer_port}"
         self.url = client
         self._out = open(workdir / "etcd.log", "ab")
@@ -331,13 +211,14 @@ class Engine:
     def url(self) -> str:
         return f"http://{HOST}:{self.app_port}"
 
-    def start(self, lock_url: str, join: Engine | None, log_path: Path) -> None:
+    def start(self, lock_url: str, join: Engine | None, log_path: Path, expect: int) -> None:
         path = os.pathsep.join(p for p in [str(REPO), os.environ.get("PYTHONPATH", "")] if p)
         env = {**os.environ, "CHATTER_LOG": "info", "PYTHONPATH": path}
         sidecar_argv = [
             sys.executable, "-m", "chatterd", "--listen", f"{HOST}:{self.gossip_port}", "--name", self.name,
             "--profile", "local", "--log-format", "json", "--role", ROLE,
             "--lock", lock_url, "--lock-ttl", str(LOCK_TTL), "--lease-ttl", str(APP_LEASE_TTL),
+            "--expect", str(expect), "--tag", f"{APP_TAG}={self.url}",
         ]  # fmt: skip
         if join is not None:
             sidecar_argv += ["--join", f"{HOST}:{join.gossip_port}"]
@@ -394,18 +275,18 @@ class Engine:
                     p.wait(15)
 
     def state(self) -> dict[str, Any]:
-        return _get_json(self.url + "/state", timeout=0.5)  # type: ignore[no-any-return]
+        return _get_json(self.url + "/state", timeout=0.5)
 
     def events(self) -> list[dict[str, Any]]:
-        return _get_json(self.sidecar_url + "/v1/events?since=0")  # type: ignore[no-any-return]
+        return _get_json(self.sidecar_url + "/v1/events?since=0")
 
 
 class Sequencer:
     """etcd (or an existing one at ``etcd_url``) and ``n`` engines under ``workdir``."""
 
-    def __init__(self, workdir: Path, n: int = 3, etcd_url: str | None = None, prefix: str = "seq/") -> None:
+    def __init__(self, workdir: Path, n: int = 3, etcd_url: str | None = None, prefix: str = PREFIX) -> None:
         self.workdir = workdir
-        self.log_path = workdir / "orders.log"
+        self.log_path = workdir / "central_order_book.log"  # the seed's name
         self.etcd: Etcd | None = None
         self.engines: list[Engine] = []
         workdir.mkdir(parents=True, exist_ok=True)
@@ -417,7 +298,7 @@ class Sequencer:
             for i in range(1, n + 1):
                 e = Engine(f"e{i}", workdir)
                 self.engines.append(e)  # first: stop() must find it even if start() fails half-way
-                e.start(f"etcd://{hostport}/{prefix}", self.engines[0] if i > 1 else None, self.log_path)
+                e.start(f"etcd://{hostport}/{prefix}", self.engines[0] if i > 1 else None, self.log_path, n)
         except BaseException:
             self.stop()
             raise
