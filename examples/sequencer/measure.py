@@ -33,11 +33,13 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=10, help="runs per scenario (default 10)")
     p.add_argument("--orders", type=int, default=300, help="orders per run (default 300)")
     p.add_argument("--interval", type=float, default=0.01, help="seconds between orders (default 0.01)")
-    p.add_argument("--scenarios", default="kill,kill_app,pause", help="comma-separated: kill, kill_app, pause")
+    p.add_argument(
+        "--scenarios", default="kill,kill_app,ctrlc,pause", help="comma-separated: kill, kill_app, ctrlc, pause"
+    )
     p.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "sequencer.json")
     a = p.parse_args()
     kinds = [k.strip() for k in a.scenarios.split(",") if k.strip()]
-    unknown = set(kinds) - {"kill", "kill_app", "pause"}
+    unknown = set(kinds) - {"kill", "kill_app", "ctrlc", "pause"}
     if unknown:
         p.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
     results: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}

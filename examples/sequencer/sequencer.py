@@ -347,8 +347,9 @@ def run_scenario(
 ) -> dict[str, Any]:
     """Stream orders 1..n through a gateway; when ``at`` have been acknowledged, fail the primary:
     ``kind`` 'kill' (SIGKILL to its process group, app and sidecar), 'kill_app' (SIGKILL to the
-    app's PID alone: its sidecar runs on) or 'pause' (SIGSTOP to the group for PAUSE_S, then
-    SIGCONT). Returns the takeover time and the log check."""
+    app's PID alone: its sidecar runs on), 'ctrlc' (SIGINT to the group, as Ctrl-C in its
+    terminal: the sidecar leaves and gives its etcd key back) or 'pause' (SIGSTOP to the group
+    for PAUSE_S, then SIGCONT). Returns the takeover time and the log check."""
     say = say or (lambda _text: None)
     at = at if at is not None else n // 3
     primary = seq.wait_primary()
@@ -374,6 +375,9 @@ def run_scenario(
         if kind == "kill":
             engine.kill()
             say(f"kill -9 {victim} (app + sidecar) after order {len(gw.acks)}")
+        elif kind == "ctrlc":
+            engine.signal(signal.SIGINT)
+            say(f"Ctrl-C of {victim} (SIGINT to its process group: app + sidecar) after order {len(gw.acks)}")
         elif kind == "kill_app":
             engine.kill_app()
             say(f"kill -9 {victim}'s app alone (its PID; the sidecar runs on) after order {len(gw.acks)}")
