@@ -85,14 +85,14 @@ def leader_now(system: System) -> str:
 SIGNALS = {"kill": signal.SIGKILL, "hang": signal.SIGUSR1, "stop": signal.SIGSTOP}
 
 
-def logged_at(system: System, observer: str, event: str, member: str, t0: float) -> float | None:
-    """Seconds from t0 to the first ``event`` about ``member`` in ``observer``'s JSON log."""
+def logged_at(system: System, observer: str, event: str, member: str | None, t0: float) -> float | None:
+    """Seconds from t0 to the first ``event`` (about ``member``, if given) in ``observer``'s JSON log."""
     for line in system.log_text(observer).splitlines():
         try:
             row = json.loads(line)
         except ValueError:
             continue
-        if not isinstance(row, dict) or row.get("event") != event or row.get("member") != member:
+        if not isinstance(row, dict) or row.get("event") != event or member not in (None, row.get("member")):
             continue
         at = datetime.fromisoformat(str(row.get("timestamp")).replace("Z", "+00:00")).timestamp()
         if at >= t0:
@@ -135,6 +135,7 @@ def worker_restart(system: System, name: str, how: str) -> dict[str, Any]:
     sample["detected_s"] = first_at(rows, t0, ("member-failed",), name)
     sample["restart_issued_s"] = announced_at(rows, t0, name)
     sample["command_done_s"] = logged_at(system, leader, "restarted", name, t0)  # --detach returned
+    sample["new_started_s"] = logged_at(system, name, "started", None, t0)  # the new instance's node runs
     sample["alive_again_s"] = first_at(rows, t0, ("member-recover", "member-join"), name)
     sample["false_restarts"] = others_restarted(rows, t0, name)
     if how == "stop":
@@ -179,12 +180,13 @@ def heal(system: System, timeout: float = STEP_TIMEOUT) -> None:
 
 
 # step name -> (key in the results, columns summarised)
+RESTART = ("detected_s", "restart_issued_s", "command_done_s", "new_started_s", "alive_again_s")
 STEPS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "kill": ("worker_kill", ("detected_s", "restart_issued_s", "command_done_s", "alive_again_s")),
-    "hang": ("worker_hang", ("exited_s", "detected_s", "restart_issued_s", "command_done_s", "alive_again_s")),
+    "kill": ("worker_kill", RESTART),
+    "hang": ("worker_hang", ("exited_s", *RESTART)),
     "takeover": ("leader_takeover", ("detected_s", "takeover_s", "old_leader_back_s")),
     "takeover-pid": ("leader_takeover_pid", ("detected_s", "takeover_s", "old_leader_back_s")),
-    "stop": ("worker_stop", ("detected_s", "restart_issued_s", "command_done_s", "alive_again_s")),
+    "stop": ("worker_stop", RESTART),
 }
 
 
