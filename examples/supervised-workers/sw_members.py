@@ -55,6 +55,7 @@ def member_parser(description: str) -> argparse.ArgumentParser:
         "--stale-grace", type=float, default=3.0, help="with --detach: longest wait for an old instance to exit"
     )
     p.add_argument("--after-pid", type=int, default=None, help=argparse.SUPPRESS)  # set by --detach, see detach()
+    p.add_argument("--restart-pid", type=int, default=None, help=argparse.SUPPRESS)  # the --detach that started it
     return p
 
 
@@ -166,7 +167,8 @@ def detach(args: argparse.Namespace, script: str) -> int:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two leaders restarting the same member take turns
         old = running_pid(args.pidfile, args.name)
         if old is not None:
-            argv += ["--after-pid", str(old)]  # it loads its modules meanwhile, then waits for old to be gone
+            # it loads its modules meanwhile, then waits for old to be gone (and gives up if this command dies)
+            argv += ["--after-pid", str(old), "--restart-pid", str(os.getpid())]
         with open(args.log, "ab") as out:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
         if old is not None:
@@ -178,9 +180,10 @@ def detach(args: argparse.Namespace, script: str) -> int:
 
 def become_the_instance(args: argparse.Namespace) -> None:
     """What a member does before it runs: load its heavy modules (trio, chatterd), then, if it
-    is a restart started while an old instance still ran (--after-pid), wait until that one is
-    gone (it never shares the port or the data dir with it); then write its pidfile. The
-    loading thus overlaps the restart command's wait for the old instance."""
+    is a restart started while an old instance still ran (--after-pid), wait for the restart
+    command to name it in the pidfile, which that command does once the old instance is gone
+    (so the two never share the port or the data dir); then write its pidfile. The loading
+    thus overlaps the restart command's wait for the old instance."""
     # what the member runs imports these (the runtime imports its HTTP API when it starts)
     import trio  # noqa: F401
 
@@ -189,13 +192,23 @@ def become_the_instance(args: argparse.Namespace) -> None:
     import chatterd.runtime  # noqa: F401
 
     if args.after_pid is not None:
-        deadline = time.monotonic() + args.stale_grace + AFTER_PID_SLACK
-        while pid_alive(args.after_pid):
-            if time.monotonic() > deadline:  # the restart command died before it ended the old one
-                print(f"{args.name}: old instance {args.after_pid} still running: not starting", file=sys.stderr)
-                raise SystemExit(75)
-            time.sleep(0.01)
+        wait_for_predecessor(args)
     write_pid(args.pidfile, os.getpid())
+
+
+def wait_for_predecessor(args: argparse.Namespace) -> None:
+    """Return once the pidfile names this process and --after-pid is gone; exit 75 if the
+    restart command that started it died first (System.stop, a timeout) or too long passes."""
+    deadline = time.monotonic() + args.stale_grace + AFTER_PID_SLACK
+    while True:
+        if read_pid(args.pidfile) == os.getpid() and not pid_alive(args.after_pid):
+            return
+        gone = os.getppid() != args.restart_pid and read_pid(args.pidfile) != os.getpid()
+        if gone or time.monotonic() > deadline:
+            why = "the restart command is gone" if gone else f"old instance {args.after_pid} still running"
+            print(f"{args.name}: {why}: not starting", file=sys.stderr)
+            raise SystemExit(75)
+        time.sleep(0.01)
 
 
 def runtime_options(args: argparse.Namespace, **kw: Any) -> Any:
