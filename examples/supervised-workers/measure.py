@@ -12,7 +12,14 @@ again in between:
 - kill -9 of the leader, once of its process group and once of its PID alone (each member
   embeds its chatter node, so both end the node): time to member-failed on the successor, to
   role-acquired on the successor (takeover), and to the old leader being alive again
-  (restarted by the successor).
+  (restarted by the successor);
+- kill -STOP of a worker's PID (issue #12: the process still exists, but nothing in it runs,
+  not even its watchdog): the same times as a kill -9, and whether the stopped instance was
+  gone (SIGKILLed by the restart command) when the new one was alive everywhere.
+
+For every step, the leader's log gives when its restart command returned (command_done_s),
+and its announcements of restarts of any other member are counted as false restarts.
+``--steps stop`` (say) runs only some steps, in the order given.
 
 Times are from the signal (wall clock, time.time()) to the event's ``received_at`` in the
 observer's /v1/events (same host, same clock). Results: JSON to --out.
@@ -21,6 +28,7 @@ observer's /v1/events (same host, same clock). Results: JSON to --out.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -29,6 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +82,36 @@ def leader_now(system: System) -> str:
     return lead[0]
 
 
-def worker_restart(system: System, name: str, hang: bool) -> dict[str, Any]:
+SIGNALS = {"kill": signal.SIGKILL, "hang": signal.SIGUSR1, "stop": signal.SIGSTOP}
+
+
+def logged_at(system: System, observer: str, event: str, member: str | None, t0: float) -> float | None:
+    """Seconds from t0 to the first ``event`` (about ``member``, if given) in ``observer``'s JSON log."""
+    for line in system.log_text(observer).splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(row, dict) or row.get("event") != event or member not in (None, row.get("member")):
+            continue
+        at = datetime.fromisoformat(str(row.get("timestamp")).replace("Z", "+00:00")).timestamp()
+        if at >= t0:
+            return round(at - t0, 3)
+    return None
+
+
+def others_restarted(rows: list[dict[str, Any]], t0: float, name: str) -> list[str]:
+    """Members other than ``name`` whose restart was announced after t0: false restarts."""
+    out = []
+    for row in rows:
+        body = row["payload"].get("restart") if row["kind"] == "user" else None
+        if body and body["name"] != name and row["received_at"] >= t0:
+            out.append(body["name"])
+    return out
+
+
+def worker_restart(system: System, name: str, how: str) -> dict[str, Any]:
+    """``how``: "kill" (kill -9 of its group), "hang" (SIGUSR1) or "stop" (SIGSTOP of its PID)."""
     leader = leader_now(system)
     since = last_seq(system, leader)
     inc = system.incarnation(name, leader)
@@ -81,12 +119,12 @@ def worker_restart(system: System, name: str, hang: bool) -> dict[str, Any]:
     assert pid is not None
     watchdog_lines = system.log_text(name).count('"watchdog_exit"')
     t0 = time.time()
-    if hang:
-        os.kill(pid, signal.SIGUSR1)
-    else:
+    if how == "kill":
         system.kill(name)
+    else:
+        os.kill(pid, SIGNALS[how])
     sample: dict[str, Any] = {"member": name, "leader": leader}
-    if hang:
+    if how == "hang":
         deadline = time.monotonic() + STEP_TIMEOUT
         while sw_members.pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -96,7 +134,14 @@ def worker_restart(system: System, name: str, hang: bool) -> dict[str, Any]:
     rows = system.events(leader, since)
     sample["detected_s"] = first_at(rows, t0, ("member-failed",), name)
     sample["restart_issued_s"] = announced_at(rows, t0, name)
+    sample["command_done_s"] = logged_at(system, leader, "restarted", name, t0)  # --detach returned
+    sample["new_started_s"] = logged_at(system, name, "started", None, t0)  # the new instance's node runs
     sample["alive_again_s"] = first_at(rows, t0, ("member-recover", "member-join"), name)
+    sample["false_restarts"] = others_restarted(rows, t0, name)
+    if how == "stop":
+        sample["old_instance_gone"] = not sw_members.pid_alive(pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)  # never leave a stopped process behind
     return sample
 
 
@@ -125,6 +170,7 @@ def leader_takeover(system: System, group: bool = True) -> dict[str, Any]:
         "detected_s": first_at(rows, t0, ("member-failed",), old),
         "takeover_s": round(acquired[0]["received_at"] - t0, 3) if acquired else None,
         "old_leader_back_s": first_at(rows, t0, ("member-recover", "member-join"), old),
+        "false_restarts": others_restarted(rows, t0, old),
     }
 
 
@@ -133,66 +179,99 @@ def heal(system: System, timeout: float = STEP_TIMEOUT) -> None:
     time.sleep(1.0)  # let the restarted member's news settle everywhere
 
 
-def measure(system: System, runs: int) -> dict[str, Any]:
+# step name -> (key in the results, columns summarised)
+RESTART = ("detected_s", "restart_issued_s", "command_done_s", "new_started_s", "alive_again_s")
+STEPS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "kill": ("worker_kill", RESTART),
+    "hang": ("worker_hang", ("exited_s", *RESTART)),
+    "takeover": ("leader_takeover", ("detected_s", "takeover_s", "old_leader_back_s")),
+    "takeover-pid": ("leader_takeover_pid", ("detected_s", "takeover_s", "old_leader_back_s")),
+    "stop": ("worker_stop", RESTART),
+}
+
+
+def run_step(system: System, step: str, i: int) -> dict[str, Any]:
+    workers = [n for n, m in system.members.items() if m.kind == "worker"]
+    if step.startswith("takeover"):
+        return leader_takeover(system, group=step == "takeover")
+    offset = {"kill": 0, "hang": 1, "stop": 2}[step]
+    return worker_restart(system, workers[(i + offset) % len(workers)], step)
+
+
+def one_line(step: str, sample: dict[str, Any]) -> str:
+    if step.startswith("takeover"):
+        what = "kill -9 leader" + ("'s PID" if step == "takeover-pid" else "")
+        return f"{what} {sample['old_leader']} -> {sample['new_leader']} leads after {sample['takeover_s']} s"
+    what = {"kill": "kill -9", "hang": "hang", "stop": "kill -STOP"}[step]
+    exited = f" -> exit {sample['exited_s']} s" if step == "hang" else ""
+    return f"{what} {sample['member']}{exited} -> alive again {sample['alive_again_s']} s"
+
+
+def column(samples: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    values = [s[key] for s in samples if s.get(key) is not None]
+    out = summary(values) if values else {"n": 0}
+    out["missing"] = len(samples) - len(values)
+    return out
+
+
+def measure(system: System, runs: int, steps: list[str]) -> dict[str, Any]:
     system.start()
     heal(system, START_TIMEOUT)
-    workers = [n for n, m in system.members.items() if m.kind == "worker"]
-    kills, hangs, takeovers, pid_takeovers = [], [], [], []
+    samples: dict[str, list[dict[str, Any]]] = {step: [] for step in steps}
     for i in range(runs):
-        kills.append(worker_restart(system, workers[i % len(workers)], hang=False))
-        heal(system)
-        hangs.append(worker_restart(system, workers[(i + 1) % len(workers)], hang=True))
-        heal(system)
-        takeovers.append(leader_takeover(system))
-        heal(system)
-        pid_takeovers.append(leader_takeover(system, group=False))
-        heal(system)
-        k, h, t, tp = kills[-1], hangs[-1], takeovers[-1], pid_takeovers[-1]
-        print(
-            f"run {i + 1:2}/{runs}: kill -9 worker -> alive again {k['alive_again_s']} s; "
-            f"hang -> exit {h['exited_s']} s -> alive again {h['alive_again_s']} s; "
-            f"kill -9 leader {t['old_leader']} -> {t['new_leader']} leads after {t['takeover_s']} s; "
-            f"kill -9 leader's PID {tp['old_leader']} -> {tp['new_leader']} leads after {tp['takeover_s']} s",
-            flush=True,
-        )
+        for step in steps:
+            samples[step].append(run_step(system, step, i))
+            heal(system)
+        print(f"run {i + 1:2}/{runs}: " + "; ".join(one_line(st, samples[st][-1]) for st in steps), flush=True)
+    results: dict[str, Any] = {}
+    for step in steps:
+        key, columns = STEPS[step]
+        results[key] = {c: column(samples[step], c) for c in columns}
+        results[key]["false_restarts"] = sum(len(s["false_restarts"]) for s in samples[step])
+    if "hang" in samples:
+        results["worker_hang"]["watchdog_exits"] = sum(1 for h in samples["hang"] if h["watchdog_exit"])
+    if "stop" in samples:
+        results["worker_stop"]["old_instance_gone"] = sum(1 for h in samples["stop"] if h["old_instance_gone"])
+    results["samples"] = {STEPS[step][0]: samples[step] for step in steps}
+    return results
 
-    def col(samples: list[dict[str, Any]], key: str) -> dict[str, Any]:
-        values = [s[key] for s in samples if s[key] is not None]
-        out = summary(values) if values else {"n": 0}
-        out["missing"] = len(samples) - len(values)
-        return out
 
-    return {
-        "leader_takeover": {k: col(takeovers, k) for k in ("detected_s", "takeover_s", "old_leader_back_s")},
-        "leader_takeover_pid": {k: col(pid_takeovers, k) for k in ("detected_s", "takeover_s", "old_leader_back_s")},
-        "worker_kill": {k: col(kills, k) for k in ("detected_s", "restart_issued_s", "alive_again_s")},
-        "worker_hang": {
-            **{k: col(hangs, k) for k in ("exited_s", "detected_s", "restart_issued_s", "alive_again_s")},
-            "watchdog_exits": sum(1 for h in hangs if h["watchdog_exit"]),
-        },
-        "samples": {
-            "leader_takeover": takeovers,
-            "leader_takeover_pid": pid_takeovers,
-            "worker_kill": kills,
-            "worker_hang": hangs,
-        },
+def print_summary(doc: dict[str, Any]) -> None:
+    print(f"\nover {doc['runs']} runs (median / max, seconds):")
+    labels = {
+        ("leader_takeover", "takeover_s"): "leader takeover after kill -9",
+        ("leader_takeover_pid", "takeover_s"): "... of the leader's PID alone",
+        ("worker_kill", "alive_again_s"): "worker alive again after kill -9",
+        ("worker_hang", "exited_s"): "hung worker exits (watchdog)",
+        ("worker_hang", "alive_again_s"): "hung worker alive again",
+        ("worker_stop", "alive_again_s"): "stopped worker alive again",
     }
+    for (key, col), label in labels.items():
+        if key in doc:
+            print(f"  {label + ':':36} {doc[key][col].get('median')} / {doc[key][col].get('max')}")
+    false = sum(doc[STEPS[step][0]]["false_restarts"] for step in doc["steps"])
+    print(f"  false restarts (a member not hit):   {false}")
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--stations", type=int, default=3)
+    p.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated, in order (default: {','.join(STEPS)})")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "supervised-workers.json")
     args = p.parse_args()
+    steps = args.steps.split(",")
+    if unknown := [s for s in steps if s not in STEPS]:
+        p.error(f"unknown step(s) {unknown}; known: {', '.join(STEPS)}")
     started = time.time()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="supervised-workers-") as tmp, System(Path(tmp), args.stations) as system:
-        results = measure(system, args.runs)
+        results = measure(system, args.runs, steps)
     doc = {
-        "what": "examples/supervised-workers: seconds from kill -9 / hang to each outcome (see measure.py)",
-        "command": f"python3 examples/supervised-workers/measure.py --runs {args.runs}",
+        "what": "examples/supervised-workers: seconds from kill -9 / hang / kill -STOP to each outcome (measure.py)",
+        "command": f"python3 examples/supervised-workers/measure.py --runs {args.runs} --steps {','.join(steps)}",
         "runs": args.runs,
+        "steps": steps,
         "stations": args.stations,
         "profile": "local",
         "worker_watchdog_s": 1.0,
@@ -208,14 +287,7 @@ def main() -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
-    lt, wk, wh = doc["leader_takeover"], doc["worker_kill"], doc["worker_hang"]
-    print(f"\nover {args.runs} runs (median / max, seconds):")
-    print(f"  leader takeover after kill -9:      {lt['takeover_s']['median']} / {lt['takeover_s']['max']}")
-    ltp = doc["leader_takeover_pid"]["takeover_s"]
-    print(f"  ... of the leader's PID alone:      {ltp.get('median')} / {ltp.get('max')}")
-    print(f"  worker alive again after kill -9:   {wk['alive_again_s']['median']} / {wk['alive_again_s']['max']}")
-    print(f"  hung worker exits (watchdog):       {wh['exited_s']['median']} / {wh['exited_s']['max']}")
-    print(f"  hung worker alive again:            {wh['alive_again_s']['median']} / {wh['alive_again_s']['max']}")
+    print_summary(doc)
     print(f"written to {args.out}")
     return 0
 

@@ -147,7 +147,7 @@ def main() -> int:
     args = p.parse_args()
     if args.detach:
         return sw_members.detach(args, os.path.abspath(__file__))
-    sw_members.write_pid(args.pidfile, os.getpid())
+    sw_members.become_the_instance(args)
     commands = json.loads(args.restart_file.read_text())["restart"]
     import trio
 

@@ -72,7 +72,7 @@ def main() -> int:
     args = sw_members.member_parser("A supervised worker (chatter node + work loop + watchdog).").parse_args()
     if args.detach:
         return sw_members.detach(args, os.path.abspath(__file__))
-    sw_members.write_pid(args.pidfile, os.getpid())
+    sw_members.become_the_instance(args)
     import trio
 
     from chatterd import logs

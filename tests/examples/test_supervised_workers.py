@@ -4,9 +4,11 @@ Three supervisors (candidates for role ``leader``) and three workers on loopback
 kills a worker (the leader restarts it), hangs one (its watchdog ends it with status 70, the
 leader restarts it), then kills the leader (another supervisor takes the role with a higher
 epoch, restarts the old leader, which rejoins as a standby, and restarts a worker killed
-after the takeover), and last kills the new leader's PID alone (each member embeds its chatter
-node, so that is its node's death too: a third leader takes over and restarts it). Bounds
-are generous: timings are measured by measure.py, not here.
+after the takeover), then kills the new leader's PID alone (each member embeds its chatter
+node, so that is its node's death too: a third leader takes over and restarts it), and last
+stops a worker with SIGSTOP (its watchdog cannot fire: the leader's restart command SIGKILLs
+it once it answers no direct probe, and starts a new one). Bounds are generous: timings are
+measured by measure.py, not here.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from sw_system import System
 pytestmark = pytest.mark.e2e
 
 TIMEOUT = 30.0  # each step takes ~1-3 s on an idle machine
+STOPPED_RECOVERY = 10.0  # kill -STOP of a worker to its new instance alive everywhere (~2 s idle)
 
 
 def restarters(system: System, name: str, since: float) -> set[tuple[str, int]]:
@@ -111,4 +114,15 @@ def test_leader_restarts_dead_and_hung_workers_and_is_replaced_when_killed(tmp_p
         pids.add(system.pid(successor) or 0)
         system.wait_healthy(TIMEOUT)
         assert system.leader() == (third, third_epoch)
+
+        # 5. kill -STOP a worker (issue #12): nothing in it runs, not even its watchdog, so the
+        # leader's restart command ends it (it answers no direct probe) and starts a new one
+        inc, t0, old = system.incarnation("w1"), time.time(), system.kill("w1", signal.SIGSTOP)
+        pids.add(old)
+        system.wait(lambda: restarted(system, "w1", inc, old), TIMEOUT, "w1 restarted after kill -STOP")
+        assert time.time() - t0 < STOPPED_RECOVERY, f"{time.time() - t0:.1f} s"  # ~2 s on an idle machine
+        assert not sw_members.pid_alive(old), "the stopped instance still exists"
+        assert restarters(system, "w1", t0) == {(third, third_epoch)}
+        assert "no answer to direct probes" in system.log_text(third)
+        pids.add(system.pid("w1") or 0)
     assert not [p for p in pids - {0} if sw_members.pid_alive(p)], "stray processes after stop()"
