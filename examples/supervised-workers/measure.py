@@ -145,29 +145,37 @@ def worker_restart(system: System, name: str, how: str) -> dict[str, Any]:
     return sample
 
 
-def leader_takeover(system: System, group: bool = True) -> dict[str, Any]:
-    """kill -9 of the leader (``group``: its process group; else its PID alone) until it is back."""
+def leader_takeover(system: System, how: str = "group") -> dict[str, Any]:
+    """Stop the leader until it is back: kill -9 of its process group (``how`` "group") or of
+    its PID alone ("pid"), both restarted by the successor; or Ctrl-C ("ctrlc": SIGINT, a
+    graceful leave, which no leader undoes: started again here, as an operator would)."""
     old = leader_now(system)
     since = {s: last_seq(system, s) for s in system.live_supervisors()}
     inc = system.incarnation(old)
     t0 = time.time()
-    system.kill(old, group=group)
+    if how == "ctrlc":
+        pid = system.kill(old, signal.SIGINT)
+    else:
+        system.kill(old, group=how == "group")
 
     def successor() -> str | None:
         lead = system.leader()
         return lead[0] if lead is not None and lead[0] != old else None
 
     new = system.wait(successor, STEP_TIMEOUT, f"a new leader after {old}")
+    if how == "ctrlc":
+        system.wait(lambda: not sw_members.pid_alive(pid), STEP_TIMEOUT, f"{old} to exit after Ctrl-C")
+        system.start_member(old)
     system.wait(lambda: system.alive_everywhere(old, newer_than=inc), STEP_TIMEOUT, f"{old} back")
     rows = system.events(new, since[new])
     acquired = [
         r for r in rows if r["kind"] == "role-acquired" and r["payload"]["role"] == "leader" and r["received_at"] >= t0
     ]
     return {
-        "kill": "group" if group else "pid",
+        "kill": how,
         "old_leader": old,
         "new_leader": new,
-        "detected_s": first_at(rows, t0, ("member-failed",), old),
+        "detected_s": first_at(rows, t0, ("member-failed", "member-leave"), old),
         "takeover_s": round(acquired[0]["received_at"] - t0, 3) if acquired else None,
         "old_leader_back_s": first_at(rows, t0, ("member-recover", "member-join"), old),
         "false_restarts": others_restarted(rows, t0, old),
@@ -186,6 +194,7 @@ STEPS: dict[str, tuple[str, tuple[str, ...]]] = {
     "hang": ("worker_hang", ("exited_s", *RESTART)),
     "takeover": ("leader_takeover", ("detected_s", "takeover_s", "old_leader_back_s")),
     "takeover-pid": ("leader_takeover_pid", ("detected_s", "takeover_s", "old_leader_back_s")),
+    "takeover-ctrlc": ("leader_takeover_ctrlc", ("detected_s", "takeover_s", "old_leader_back_s")),
     "stop": ("worker_stop", RESTART),
 }
 
@@ -193,14 +202,18 @@ STEPS: dict[str, tuple[str, tuple[str, ...]]] = {
 def run_step(system: System, step: str, i: int) -> dict[str, Any]:
     workers = [n for n, m in system.members.items() if m.kind == "worker"]
     if step.startswith("takeover"):
-        return leader_takeover(system, group=step == "takeover")
+        return leader_takeover(system, {"takeover": "group", "takeover-pid": "pid", "takeover-ctrlc": "ctrlc"}[step])
     offset = {"kill": 0, "hang": 1, "stop": 2}[step]
     return worker_restart(system, workers[(i + offset) % len(workers)], step)
 
 
 def one_line(step: str, sample: dict[str, Any]) -> str:
     if step.startswith("takeover"):
-        what = "kill -9 leader" + ("'s PID" if step == "takeover-pid" else "")
+        what = {
+            "takeover": "kill -9 leader",
+            "takeover-pid": "kill -9 leader's PID",
+            "takeover-ctrlc": "Ctrl-C leader",
+        }[step]
         return f"{what} {sample['old_leader']} -> {sample['new_leader']} leads after {sample['takeover_s']} s"
     what = {"kill": "kill -9", "hang": "hang", "stop": "kill -STOP"}[step]
     exited = f" -> exit {sample['exited_s']} s" if step == "hang" else ""
@@ -241,6 +254,7 @@ def print_summary(doc: dict[str, Any]) -> None:
     labels = {
         ("leader_takeover", "takeover_s"): "leader takeover after kill -9",
         ("leader_takeover_pid", "takeover_s"): "... of the leader's PID alone",
+        ("leader_takeover_ctrlc", "takeover_s"): "leader takeover after Ctrl-C",
         ("worker_kill", "alive_again_s"): "worker alive again after kill -9",
         ("worker_hang", "exited_s"): "hung worker exits (watchdog)",
         ("worker_hang", "alive_again_s"): "hung worker alive again",

@@ -98,11 +98,16 @@ class System:
     # ------------------------------------------------------------------ life cycle
 
     def start(self) -> None:
-        for m in self.members.values():
-            with open(m.log, "ab") as out:
-                m.proc = subprocess.Popen(
-                    m.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=self.env, start_new_session=True
-                )
+        for name in self.members:
+            self.start_member(name)
+
+    def start_member(self, name: str) -> None:
+        """Start one member (again: an operator's restart after a Ctrl-C, which no leader undoes)."""
+        m = self.members[name]
+        with open(m.log, "ab") as out:
+            m.proc = subprocess.Popen(
+                m.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=self.env, start_new_session=True
+            )
 
     def __enter__(self) -> System:
         return self
