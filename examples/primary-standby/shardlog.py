@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 ROLE_PREFIX = "shard-"
+RECEIVE_WAIT = 0.25  # seconds a push waits for the shard's lock before it is answered 503
 
 
 def shard_of(key: str, shards: int) -> int:
@@ -150,23 +151,33 @@ class ShardLog:
 
     # ------------------------------------------------------------ copy
     def receive(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        with self.lock:
-            epoch = int(body["epoch"])
-            if epoch < self.top_epoch or (self.epoch is not None and epoch <= self.epoch):
-                return 409, {"error": f"stale epoch {epoch} < {max(self.top_epoch, self.epoch or 0)}"}
-            self.top_epoch = epoch
-            if self.epoch is not None:  # a newer primary pushes to us: we are deposed
-                self.epoch = None
-            if epoch != self.term:
-                if int(body["start"]) != 1:
-                    return 200, {"seq": 0}  # a new term: send us the whole log
-                self.term = epoch
-                self.replace(body["entries"])
-            else:
-                for e in body["entries"]:
-                    if e["seq"] == len(self.log) + 1:
-                        self.apply(e)
-            caught_up = len(self.log) >= int(body["primary_seq"])
-            newly = caught_up and not self.in_sync
-            self.in_sync = self.in_sync or caught_up
-            return 200, {"seq": len(self.log), "caught_up": newly}
+        # Two replicas that both think they are primary (a handoff in progress) each hold their
+        # lock while pushing to the other: give up soon rather than wait out the push timeout.
+        if not self.lock.acquire(timeout=RECEIVE_WAIT):
+            return 503, {"error": "busy"}
+        try:
+            return self._receive(body)
+        finally:
+            self.lock.release()
+
+    def _receive(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Called with the lock held."""
+        epoch = int(body["epoch"])
+        if epoch < self.top_epoch or (self.epoch is not None and epoch <= self.epoch):
+            return 409, {"error": f"stale epoch {epoch} < {max(self.top_epoch, self.epoch or 0)}"}
+        self.top_epoch = epoch
+        if self.epoch is not None:  # a newer primary pushes to us: we are deposed
+            self.epoch = None
+        if epoch != self.term:
+            if int(body["start"]) != 1:
+                return 200, {"seq": 0}  # a new term: send us the whole log
+            self.term = epoch
+            self.replace(body["entries"])
+        else:
+            for e in body["entries"]:
+                if e["seq"] == len(self.log) + 1:
+                    self.apply(e)
+        caught_up = len(self.log) >= int(body["primary_seq"])
+        newly = caught_up and not self.in_sync
+        self.in_sync = self.in_sync or caught_up
+        return 200, {"seq": len(self.log), "caught_up": newly}
