@@ -57,8 +57,8 @@ def _check_app_options(args: argparse.Namespace) -> None:
     """The options that bind roles to the application, checked together."""
     if args.restart is not None and args.run is None:
         raise _Fail("--restart needs --run COMMAND (it says when to start the application again)")
-    if args.lease_ttl is not None and not args.roles:
-        raise _Fail("--lease-ttl needs at least one --role NAME (a lease keeps a role on offer)")
+    if args.lease_ttl is not None and not args.roles and not args.role_groups:
+        raise _Fail("--lease-ttl needs at least one --role NAME or --roles RANGE (a lease keeps a role on offer)")
     if args.lease_ttl is not None and args.http == "off":
         raise _Fail("--lease-ttl needs the HTTP API (the application renews through it): not --http off")
 
@@ -127,6 +127,7 @@ def _http_addr(args: argparse.Namespace) -> tuple[str, int] | None:
 def _options(args: argparse.Namespace) -> Options:
     """The daemon's options, every one checked: raises _Fail with the line to print."""
     from chatterd import keyfile  # the cryptography package: only for a daemon
+    from chatterd.core.balance import group_tags
     from chatterd.core.keys import own_tags
     from chatterd.core.node import check_tags
     from chatterd.core.roles import role_tags
@@ -144,7 +145,8 @@ def _options(args: argparse.Namespace) -> Options:
         raise _Fail(str(e.strerror or e), 1) from None
     try:
         tags.check_settable(dict(args.tags))
-        given = own_tags(dict(args.tags) | role_tags(dict(args.roles)), ring)  # with the node's chatter:key
+        candidacy = role_tags(dict(args.roles)) | group_tags(dict(args.role_groups))
+        given = own_tags(dict(args.tags) | candidacy, ring)  # with the node's chatter:key
         node_tags = check_tags(sealed_config(config, ring), name, given)
     except tags.TagsError as e:
         raise _Fail(f"--tag: {e}") from None
@@ -167,6 +169,7 @@ def _options(args: argparse.Namespace) -> Options:
         tags=node_tags,
         data_dir=args.data_dir,
         roles=dict(args.roles),
+        role_groups=dict(args.role_groups),
         expect=args.expect,
         lock=args.lock,
         lock_ttl=args.lock_ttl,

@@ -30,6 +30,12 @@ def _parse_role(text: str) -> tuple[str, int]:
     return parse_role(text)
 
 
+def _parse_group(text: str) -> tuple[str, int]:
+    from chatterd.core.balance import parse_group  # raises GroupError, a ValueError
+
+    return parse_group(text)
+
+
 def _check_lock_url(text: str) -> str:
     from chatterd.lock import parse_lock_url  # imported late: --help stays fast
 
@@ -47,6 +53,7 @@ _seed = arg_type(_parse_seed, name="seed")
 _tag = arg_type(tags.parse_pair, tags.TagsError, name="tag")
 _handler = arg_type(parse_spec, HandlerSpecError, name="handler")
 _role = arg_type(_parse_role, name="role")
+_group = arg_type(_parse_group, name="role range")
 _lock_url = arg_type(_check_lock_url, name="lock URL")
 
 
@@ -219,6 +226,17 @@ def _role_arguments(p: argparse.ArgumentParser) -> None:
         dest="roles",
         metavar="NAME[:PRIORITY]",
         help="this node is a candidate for role NAME (priority: an integer, default 0); repeatable",
+    )
+    roles.add_argument(
+        "--roles",
+        type=_group,
+        action="append",
+        default=[],
+        dest="role_groups",
+        metavar="PREFIXA..B[:PRIORITY]",
+        help="this node is a candidate for the balanced roles PREFIXA ... PREFIXB (e.g. shard-0..15): spread "
+        "evenly over their top-priority candidates, each holding about 1/N; a joiner takes back its share; "
+        "repeatable",
     )
     roles.add_argument(
         "--expect",

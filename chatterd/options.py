@@ -41,6 +41,7 @@ class Options:
     tags: dict[str, str] = field(default_factory=dict)  # --tag
     data_dir: Path | None = None  # --data-dir: identity saved here (chatterd.persistence)
     roles: dict[str, int] = field(default_factory=dict)  # --role NAME:PRIORITY (as role: tags)
+    role_groups: dict[str, int] = field(default_factory=dict)  # --roles A..B:PRIORITY (as roles: tags)
     expect: int | None = None  # --expect N: hold roles only while a majority of N is alive
     lock: str | None = None  # --lock etcd://HOST:PORT/PREFIX: roles also need an etcd lease
     lock_ttl: float = LOCK_TTL

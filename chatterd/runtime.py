@@ -28,9 +28,10 @@ import trio
 from chatterd import advertise, keyfile, persistence, udp
 from chatterd.app import App, app_env
 from chatterd.core import tags, wire
+from chatterd.core.balance import group_tags
 from chatterd.core.events import Event, KeysResult, MemberEvent
 from chatterd.core.node import Node
-from chatterd.core.roles import FAILING_TAG, TAG_PREFIX, role_tags
+from chatterd.core.roles import FAILING_TAG, is_candidacy, role_tags
 from chatterd.errors import exception_of, os_error_of  # noqa: F401  (re-exported: cli, api, tests)
 from chatterd.eventlog import EventLog, Row
 from chatterd.handlers import Handlers
@@ -252,10 +253,11 @@ class Runtime:
     def _initial_tags(self, snap: persistence.Snapshot | None) -> dict[str, str]:
         """--tag replaces saved tags; candidacies come from --role only, never from the file."""
         opts = self.opts
-        user = {k: v for k, v in opts.tags.items() if not k.startswith(TAG_PREFIX)}
+        user = {k: v for k, v in opts.tags.items() if not is_candidacy(k)}
         if not user and snap is not None:
-            user = {k: v for k, v in snap.tags.items() if not k.startswith(TAG_PREFIX) and k != FAILING_TAG}
-        return user | role_tags(opts.roles) | {k: v for k, v in opts.tags.items() if k.startswith(TAG_PREFIX)}
+            user = {k: v for k, v in snap.tags.items() if not is_candidacy(k) and k != FAILING_TAG}
+        offered = role_tags(opts.roles) | group_tags(opts.role_groups)
+        return user | offered | {k: v for k, v in opts.tags.items() if is_candidacy(k)}
 
     def _check_report(self, reason: str | None, source: str = "check") -> None:
         """--check (or --run's application: source "app") failing withholds every candidacy."""
@@ -277,7 +279,7 @@ class Runtime:
             self.app = App(opts.run, opts.restart, {}, lambda r: self._check_report(r, "app"), self._app_ended)
             self.app.hold_until_started()
         if opts.lease_ttl is not None:
-            self.leases = Leases(opts.roles, opts.lease_ttl, self._lease_hold)
+            self.leases = Leases([*opts.roles, *opts.role_groups], opts.lease_ttl, self._lease_hold)
             self.leases.hold_all()
 
     def _start_app_tasks(self, nursery: trio.Nursery) -> None:

@@ -88,7 +88,7 @@ class EventPrinter:
 
 def roles_table(rows: Sequence[dict[str, Any]]) -> str:
     if not rows:
-        return "no roles: start nodes with --role NAME[:PRIORITY]"
+        return "no roles: start nodes with --role or --roles PREFIXA..B (a missing lease or a failing check hides them)"
     out = []
     for r in rows:
         since = "-" if r["since"] is None else time.strftime("%H:%M:%S", time.localtime(r["since"]))

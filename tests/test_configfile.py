@@ -62,6 +62,7 @@ SAME_AS_CLI = [
     ("encrypt_verify_incoming = false", ["--no-encrypt-verify-incoming"]),
     ('label = "prod"', ["--label", "prod"]),
     ('role = ["leader:2", "backup"]', ["--role", "leader:2", "--role", "backup"]),
+    ('roles = ["shard-0..7:2"]', ["--roles", "shard-0..7:2"]),
     ("expect = 3", ["--expect", "3"]),
     ('expect = "3"', ["--expect", "3"]),  # a number in a string, as on the command line
     ('lock = "etcd://127.0.0.1:2379/chatter"', ["--lock", "etcd://127.0.0.1:2379/chatter"]),
@@ -204,6 +205,7 @@ BAD_FILES = [
     ('tag = {"a b" = "c"}', "key 'tag': invalid tag 'a b=c'"),
     ('tag = "dc=east"', "key 'tag': expected an array of strings or a table of strings, got a string"),
     ('tag = ["noequals"]', "key 'tag': invalid tag 'noequals': expected KEY=VALUE"),
+    ('roles = ["shard-3..1"]', "key 'roles': invalid role range 'shard-3..1'"),
     ('role = ["a:b"]', "key 'role': invalid role priority in 'a:b'"),
     ('event_handler = ["member-fialed=x"]', "key 'event_handler': unknown event type 'member-fialed'"),
     ('lock = "http://x"', "key 'lock':"),

@@ -21,13 +21,14 @@ from collections.abc import Callable, Mapping
 import msgspec
 
 from chatterd.core import wire
+from chatterd.core.balance import GROUP_PREFIX
 from chatterd.core.config import FIRST_SIGHT_MAX, PLAUSIBLE_STEP
 from chatterd.core.context import Context, Part
 from chatterd.core.digest import bucket_of, signature
 from chatterd.core.events import RoleEvent
 from chatterd.core.gossip import Gossip
 from chatterd.core.membership import DEAD, LIVE, Member
-from chatterd.core.roles import FAILING_TAG, TAG_PREFIX, Claim, RoleBook, candidacies
+from chatterd.core.roles import FAILING_TAG, TAG_PREFIX, Claim, RoleBook, balanced, candidacies, is_candidacy
 
 Addr = tuple[str, int]
 
@@ -44,6 +45,7 @@ class Election(Part):
         # With ``gated`` the shell's lock service must grant a role (grant_role) before we claim it.
         self.roles = RoleBook(local.name, expect, gated=gated)
         self.role_members: dict[str, dict[str, int]] = {}  # member → its candidacies
+        self.balanced_of: dict[str, set[str]] = {}  # member → the roles it declares balanced
         self.dirty = False
         self.lock_requests: list[tuple[str, str]] = []  # ("want" | "unwant", role) for the shell
         # Why our candidacies are withheld: a source ("check": --check, "app": --run...) → its
@@ -111,7 +113,7 @@ class Election(Part):
     @property
     def failing(self) -> str | None:
         """Why all our candidacies are withheld ("check failing: ..."), or None."""
-        return next((f"{k} failing: {r}" for k, r in self.holds.items() if not k.startswith(TAG_PREFIX)), None)
+        return next((f"{k} failing: {r}" for k, r in self.holds.items() if not is_candidacy(k)), None)
 
     def set_failing(self, reason: str | None, now: float, source: str = "check") -> None:
         """Our health check (or our application: source "app") fails (reason) or passes
@@ -121,8 +123,10 @@ class Election(Part):
         self._hold(source, reason, now)
 
     def hold_role(self, role: str, reason: str | None, now: float) -> None:
-        """Withhold our candidacy for ``role`` alone (reason), or offer it again (None)."""
-        self._hold(TAG_PREFIX + role, reason, now)
+        """Withhold our candidacy for ``role`` alone (reason), or offer it again (None). A
+        balanced group is held as a whole, by its range (``shard-0..15``)."""
+        group = GROUP_PREFIX + role
+        self._hold(group if group in self.local.tags or group in self._withheld else TAG_PREFIX + role, reason, now)
 
     def _hold(self, key: str, reason: str | None, now: float) -> None:
         if reason is None:
@@ -130,10 +134,10 @@ class Election(Part):
         else:
             self.holds[key] = reason
         tags = self.local.tags
-        offered = {k: v for k, v in tags.items() if k.startswith(TAG_PREFIX)} | self._withheld
+        offered = {k: v for k, v in tags.items() if is_candidacy(k)} | self._withheld
         every = self.failing is not None
         held = {k: v for k, v in offered.items() if every or k in self.holds}
-        new = {k: v for k, v in tags.items() if not k.startswith(TAG_PREFIX) and k != FAILING_TAG}
+        new = {k: v for k, v in tags.items() if not is_candidacy(k) and k != FAILING_TAG}
         new |= {k: v for k, v in offered.items() if k not in held}
         if every:
             new[FAILING_TAG] = "failing"
@@ -178,6 +182,11 @@ class Election(Part):
                 self.role_members[name] = c
             else:
                 del self.role_members[name]
+            b = balanced(member_tags)
+            if b:
+                self.balanced_of[name] = b
+            else:
+                self.balanced_of.pop(name, None)
             self.dirty = True
 
     def _up(self, m: Member, recent: float) -> bool:
@@ -248,7 +257,8 @@ class Election(Part):
         unknown = frozenset(
             r for r, (holder, _) in waiting.items() if holder not in members and self.roles.claims[r].holder == holder
         )
-        take, drop = self.roles.decide(self.candidates(now), alive, unknown)
+        spread = frozenset().union(*self.balanced_of.values())
+        take, drop = self.roles.decide(self.candidates(now), alive, unknown, spread)
         for role, reason in drop:
             if self.failing is not None and reason == "no longer a candidate":
                 reason = self.failing

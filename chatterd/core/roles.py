@@ -9,6 +9,9 @@ the same election over the members it believes alive:
 * otherwise the candidate with the highest priority wins, ties going to the highest name:
   the bully algorithm's outcome, without its messages.
 
+Balanced roles (tag ``roles:PREFIXA..B``, ``chatterd --roles``) are instead spread evenly over
+their top-priority candidates by core/balance.py.
+
 Only the winner acts: it *claims* the role with an epoch one above the highest it knows (or
 with a lock service's revision, see runtime), and gossips the claim. Claims are ordered by
 epoch, then by holder name, so every node keeps the same best claim whatever the order of
@@ -24,6 +27,7 @@ from collections.abc import Mapping
 
 import msgspec
 
+from chatterd.core.balance import GROUP_PREFIX, assign, group_candidacies
 from chatterd.core.bounds import U63, Epoch, saturate
 
 TAG_PREFIX = "role:"
@@ -61,9 +65,19 @@ def role_tags(roles: Mapping[str, int]) -> dict[str, str]:
     return {TAG_PREFIX + name: str(prio) for name, prio in roles.items()}
 
 
+def is_candidacy(tag: str) -> bool:
+    """Is this tag key a candidacy (``role:NAME`` or a balanced group ``roles:SPEC``)?"""
+    return tag.startswith(TAG_PREFIX) or tag.startswith(GROUP_PREFIX)
+
+
+def balanced(tags: Mapping[str, str]) -> set[str]:
+    """The roles a member's tags declare balanced (its ``roles:`` groups)."""
+    return set(group_candidacies(tags)) if any(k.startswith(GROUP_PREFIX) for k in tags) else set()
+
+
 def candidacies(tags: Mapping[str, str]) -> dict[str, int]:
     """The roles a member's tags make it a candidate for (malformed priorities ignored)."""
-    out: dict[str, int] = {}
+    out: dict[str, int] = group_candidacies(tags) if any(k.startswith(GROUP_PREFIX) for k in tags) else {}
     for key, value in tags.items():
         if key.startswith(TAG_PREFIX):
             try:
@@ -113,19 +127,25 @@ class RoleBook:
         return self.expect is None or alive >= self.expect // 2 + 1
 
     def decide(
-        self, candidates: Mapping[str, Mapping[str, int]], alive: int, hold_off: frozenset[str] = frozenset()
+        self,
+        candidates: Mapping[str, Mapping[str, int]],
+        alive: int,
+        hold_off: frozenset[str] = frozenset(),
+        balanced: frozenset[str] = frozenset(),
     ) -> tuple[list[str], list[tuple[str, str]]]:
         """Given role → {alive candidate: priority} and the number of alive members, which
         roles we should now take (claim, or ask the lock for) and which we must give up, with
         the reason. Roles we hold but that no one is a candidate for any more are given up.
-        Roles in ``hold_off`` (claimed by a member we know nothing of yet) are not taken."""
+        Roles in ``hold_off`` (claimed by a member we know nothing of yet) are not taken.
+        Roles in ``balanced`` are assigned together, spread over their candidates."""
         take: list[str] = []
         drop: list[tuple[str, str]] = []
         has_quorum = self.quorum(alive)
+        spread = self.spread(candidates, balanced) if balanced else {}
         for role in sorted(set(candidates) | set(self.held) | self.pending):
             cands = candidates.get(role, {})
             current = self.claims.get(role)
-            winner = elect(cands, current)
+            winner = spread.get(role) if role in balanced else elect(cands, current)
             mine = role in self.held or role in self.pending
             if winner == self.name and has_quorum:
                 if role in hold_off and not mine:
@@ -134,6 +154,11 @@ class RoleBook:
                 self.why_not.pop(role, None)
                 if not mine:
                     take.append(role)
+                continue
+            if mine and has_quorum and self.name in cands and role in balanced and not self.gated:
+                # A balanced role moving to another live candidate: hand it over, keep it
+                # until the winner's claim supersedes ours, so the role is never unheld.
+                self.why_not.pop(role, None)
                 continue
             if self.name in cands:
                 self.why_not[role] = (
@@ -150,6 +175,12 @@ class RoleBook:
                     reason = f"{winner} wins the election"
                 drop.append((role, reason))
         return take, drop
+
+    def spread(self, candidates: Mapping[str, Mapping[str, int]], balanced: frozenset[str]) -> dict[str, str]:
+        """The balanced roles' holders, from their candidates and current claims."""
+        claims = self.claims
+        holders = {r: claims[r].holder for r in balanced if r in claims}
+        return assign({r: candidates[r] for r in balanced if r in candidates}, holders)
 
     def superseded(self, claim: Claim) -> bool:
         """A better claim by someone else for a role we hold: we lost it."""
