@@ -84,6 +84,7 @@ def run_shards(shards: int, replicas: int, mode: str) -> int:
     print(f"extra {r['extra']}, ", end="")
     print(f"in order {r['in_order']}, stamps as acknowledged {r['stamps_match']}, identical {r['logs_identical']}")
     ok = r["duplicates"] == r["missing"] == r["extra"] == 0 and r["in_order"] and r["stamps_match"]
+    ok = ok and r["ack_epochs_monotone"]
     ok = ok and r["logs_identical"] and r["data_identical"] and r["only_killed_moved"] and r["only_to_restarted"]
     return 0 if ok and r["moved_on_restart"] else 1
 

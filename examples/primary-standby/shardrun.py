@@ -155,7 +155,12 @@ def check_shard(logs: dict[str, list[list[Any]]], acks: list[dict[str, Any]]) ->
     """One shard: every replica's log [(epoch, seq, id)] against the client's acknowledgements."""
     ids = [a["id"] for a in acks]
     stamps = {a["id"]: [a["epoch"], a["seq"]] for a in acks}
-    out: dict[str, Any] = {"acked": len(ids), "identical": len({str(v) for v in logs.values()}) == 1}
+    epochs = [a["epoch"] for a in acks]  # in the order the client was told: a deposed primary acking
+    out: dict[str, Any] = {  # after its successor would show as an epoch going down
+        "acked": len(ids),
+        "identical": len({str(v) for v in logs.values()}) == 1,
+        "epochs_monotone": epochs == sorted(epochs),
+    }
     for name, log in logs.items():
         got = [e[2] for e in log]
         out[name] = {
@@ -294,6 +299,7 @@ def summarize(
         logs = {n: s["shards"][str(i)]["log"] for n, s in states.items()}
         per_shard[i] = check_shard(logs, [a for a in acks if a["shard"] == i])
     copies = [c for sh in per_shard.values() for n, c in sh.items() if n in states]
+    monotone = all(sh["epochs_monotone"] for sh in per_shard.values())
     held_by = {n: sorted(i for i, (h, _) in r["after"].items() if h == n) for n in states}  # after the restart
     lost = moved(k["before"], k["after"])
     taken = moved(r["before"], r["after"])
@@ -325,6 +331,7 @@ def summarize(
         "extra": sum(c["extra"] for c in copies),
         "in_order": all(c["in_order"] and c["seqs_contiguous"] for c in copies),
         "stamps_match": all(c["stamps_match"] for c in copies),
+        "ack_epochs_monotone": monotone,
         "logs_identical": all(sh["identical"] for sh in per_shard.values()),
         "data_identical": all(d == data[0] for d in data) and len(data[0]) == len(acks),
         "per_shard_acked": {i: sh["acked"] for i, sh in per_shard.items()},

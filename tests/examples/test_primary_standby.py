@@ -45,7 +45,7 @@ def test_shards_kill_one_primary_only_its_shards_move_restart_takes_back_its_sha
     holds every acknowledged update once, in order, stamped as acknowledged (no ack lost)."""
     r = shard_run(tmp_path, replicas=3, shards=8, kill_after=30, settle=20, after=30, mode="pid")
     assert r["duplicates"] == r["missing"] == r["extra"] == 0, r
-    assert r["in_order"] and r["stamps_match"], r
+    assert r["in_order"] and r["stamps_match"] and r["ack_epochs_monotone"], r
     assert r["logs_identical"] and r["data_identical"], r
     assert len(r["held_before_kill"]) >= 8 // 3, r  # it had its share
     assert r["moved_on_kill"] == r["held_before_kill"] and r["only_killed_moved"], r  # the others kept theirs
