@@ -2,7 +2,11 @@
 with -9, either with its chatterd (its process group) or alone (its PID: its chatterd, started
 with --exit-with-parent, must leave by itself); the standby is promoted and keeps serving, the client's request
 during the switch is retried, not lost; the restarted old primary comes back as standby and
-catches up. Both replicas end with every update exactly once, in order; never two primaries."""
+catches up. Both replicas end with every update exactly once, in order; never two primaries.
+
+The sharded mode (shardrun.py): 3 replicas, 8 shards as balanced roles; killing one primary's
+PID moves only its shards; restarted, it catches up and takes back its share; every copy of
+every shard ends with every acknowledged update exactly once, in order."""
 
 from __future__ import annotations
 
