@@ -31,7 +31,7 @@ from shardrun import shard_run  # noqa: E402
 
 FIGURES = ("takeover_s", "max_client_stall_s", "catch_up_s")
 SHARD_FIGURES = ("roles_moved_s", "served_again_s", "catch_up_s", "take_back_s", "taken_back_served_s")
-SHARD_FIGURES += ("max_client_stall_s",)
+SHARD_FIGURES += ("chatterd_to_candidate_s", "max_client_stall_s")
 
 
 def measure_mode(mode: str, n: int, updates: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -107,6 +107,7 @@ def main_shards(args: argparse.Namespace) -> int:
             "served_again_s": "kill -> every moved shard acknowledged an update by its new primary",
             "catch_up_s": "restart (process start) -> caught up on every shard and a candidate",
             "take_back_s": "restart (process start) -> it holds its share again (role table)",
+            "chatterd_to_candidate_s": "the restarted replica's chatterd started -> its candidacy tag set (its log)",
             "taken_back_served_s": "restart -> every shard it took back acknowledged an update by it",
             "max_client_stall_s": "longest time between two acknowledgements, minus the 50 ms pacing",
         },

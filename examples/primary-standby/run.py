@@ -78,6 +78,7 @@ def run_shards(shards: int, replicas: int, mode: str) -> int:
     print(f"{r['only_killed_moved']}), in {r['roles_moved_s']:.2f} s; all served again {r['served_again_s']} s after")
     print(f"   {r['killed']} restarted: caught up and a candidate in {r['catch_up_s']:.2f} s; took back ", end="")
     print(f"{r['moved_on_restart']} {r['take_back_s']:.2f} s after its start (only to it: {r['only_to_restarted']})")
+    print(f"   (its chatterd's start -> candidate: {r['chatterd_to_candidate_s']} s; the rest is starting Python)")
     print(f"   shards held after the restart: {r['held_after_restart']}")
     print(f"   {r['updates']} updates, retried {r['retried_updates']}, longest stall {r['max_client_stall_s']:.2f} s")
     print(f"   every copy of every shard: duplicates {r['duplicates']}, missing {r['missing']}, ", end="")

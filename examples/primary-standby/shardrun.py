@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +201,23 @@ def kill_phase(system: ShardSystem, victim: str, mode: str) -> dict[str, Any]:
     return {"t": t_kill, "before": before, "after": after, "roles_moved_s": round(moved_s, 3)}
 
 
+def chatterd_to_candidate(log: Path) -> float | None:
+    """From a chatterd's log: its last start → the tag that made it a candidate (seconds)."""
+    started = tagged = None
+    for line in log.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            row = json.loads(line)
+            if row.get("event") == "started":
+                started, tagged = row["timestamp"], None
+            candidacy = any(k.startswith("roles:") for k in row.get("tags", {}))
+            if row.get("event") == "tags_changed" and tagged is None and candidacy:
+                tagged = row["timestamp"]
+    if started is None or tagged is None:
+        return None
+    t0, t1 = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (started, tagged))
+    return round((t1 - t0).total_seconds(), 3)
+
+
 def restart_phase(system: ShardSystem, victim: str) -> dict[str, Any]:
     with contextlib.suppress(TimeoutError):  # its old chatterd still on the port would fail the restart
         system.wait_for(lambda: not system.apps[victim].group_alive(), 20, f"{victim}'s process group gone")
@@ -219,6 +238,7 @@ def restart_phase(system: ShardSystem, victim: str) -> dict[str, Any]:
         "after": system.table(),
         "catch_up_s": round(catch_up_s, 3),
         "take_back_s": round(time.monotonic() - t0, 3),
+        "chatterd_to_candidate_s": chatterd_to_candidate(system.workdir / f"{victim}.chatterd.log"),
     }
 
 
@@ -319,6 +339,7 @@ def summarize(
         "served_again_s": first_served(acks, lost, lambda by: by != victim, k["t"]),
         "catch_up_s": r["catch_up_s"],
         "take_back_s": r["take_back_s"],
+        "chatterd_to_candidate_s": r["chatterd_to_candidate_s"],
         "moved_on_restart": taken,
         "only_to_restarted": all(r["after"][i][0] == victim for i in taken),
         "taken_back_served_s": first_served(acks, taken, lambda by: by == victim, r["t"]),
