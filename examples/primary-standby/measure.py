@@ -30,8 +30,15 @@ from scenario import MODES, failover_run  # noqa: E402
 from shardrun import shard_run  # noqa: E402
 
 FIGURES = ("takeover_s", "max_client_stall_s", "catch_up_s")
-SHARD_FIGURES = ("roles_moved_s", "served_again_s", "catch_up_s", "take_back_s", "taken_back_served_s")
-SHARD_FIGURES += ("chatterd_to_candidate_s", "max_client_stall_s")
+SHARD_FIGURES = (
+    "roles_moved_s",
+    "served_again_s",
+    "catch_up_s",
+    "take_back_s",
+    "taken_back_served_s",
+    "chatterd_to_candidate_s",
+    "max_client_stall_s",
+)
 
 
 def measure_mode(mode: str, n: int, updates: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
