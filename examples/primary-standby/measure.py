@@ -70,12 +70,12 @@ def measure_mode(mode: str, n: int, updates: int) -> tuple[list[dict[str, Any]],
     return runs, s
 
 
-def measure_shards(mode: str, n: int, shards: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def measure_shards(mode: str, n: int, shards: int, clients: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """``n`` runs of the sharded scenario; returns the runs and their summary."""
     runs: list[dict[str, Any]] = []
     for i in range(n):
         with tempfile.TemporaryDirectory(prefix="primary-standby-shards-") as d:
-            r = shard_run(Path(d), shards=shards, mode=mode)
+            r = shard_run(Path(d), shards=shards, mode=mode, clients=clients)
         runs.append(r)
         print(
             f"{mode} run {i + 1}: killed {r['killed']} {r['held_before_kill']}, moved {r['moved_on_kill']} in "
@@ -102,13 +102,15 @@ def main_shards(args: argparse.Namespace) -> int:
     scenarios: dict[str, Any] = {}
     failed = False
     for mode in args.modes.split(","):
-        runs, s = measure_shards(mode, args.runs, args.shards)
+        runs, s = measure_shards(mode, args.runs, args.shards, args.clients)
         scenarios[mode] = {"summary": s, "runs": runs}
         print(f"{mode}: {json.dumps(s)}", flush=True)
         failed |= bool(s["duplicates"] or s["missing"] or s["extra"] or any(v for k, v in s.items() if "not_" in k))
-    out = args.out or HERE.parent.parent / "docs" / "results" / "primary-standby-shards.json"
+    name = "primary-standby-shards" + (f"-{args.clients}clients" if args.clients > 1 else "")
+    out = args.out or HERE.parent.parent / "docs" / "results" / f"{name}.json"
     result = {
-        "what": f"primary-standby --shards {args.shards}: 3 replicas, kill -9 of shard-0's primary, restart",
+        "what": f"primary-standby --shards {args.shards}, {args.clients} client(s): 3 replicas, kill -9 of "
+        "shard-0's primary, restart",
         "definitions": {
             "roles_moved_s": "kill -> the survivors hold every shard, balanced (role table polled every 50 ms)",
             "served_again_s": "kill -> every moved shard acknowledged an update by its new primary",
@@ -135,7 +137,8 @@ def main() -> int:
     ap.add_argument("--updates", type=int, default=120)
     ap.add_argument("--modes", default=",".join(MODES), help="kill modes, comma-separated: " + ", ".join(MODES))
     ap.add_argument("--shards", type=int, default=0, help="measure the sharded scenario with this many shards")
-    ap.add_argument("--out", type=Path, help="default: docs/results/primary-standby[-shards].json")
+    ap.add_argument("--clients", type=int, default=1, help="concurrent clients (with --shards)")
+    ap.add_argument("--out", type=Path, help="default: docs/results/primary-standby[-shards[-Nclients]].json")
     args = ap.parse_args()
     bad_modes = set(args.modes.split(",")) - set(MODES)
     if bad_modes:

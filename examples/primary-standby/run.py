@@ -1,7 +1,7 @@
 """The primary-standby demo in one command:
 
     python3 examples/primary-standby/run.py [--kill kill9|pid]
-    python3 examples/primary-standby/run.py --shards 8 [--replicas 3] [--kill pid|kill9]
+    python3 examples/primary-standby/run.py --shards 8 [--replicas 3] [--clients 1] [--kill pid|kill9]
 
 Starts replicas r1 and r2 (each with its chatterd, 127.0.0.1, free ports), streams updates
 through the client, kills the primary and its chatterd with -9 in the middle of the stream
@@ -39,11 +39,12 @@ def main() -> int:
     )
     ap.add_argument("--shards", type=int, default=0, help="run the sharded service with this many shards")
     ap.add_argument("--replicas", type=int, default=3, help="replicas of the sharded service (with --shards)")
+    ap.add_argument("--clients", type=int, default=1, help="concurrent clients (with --shards)")
     args = ap.parse_args()
     if args.shards:
-        if not 1 <= args.shards <= 256 or not 2 <= args.replicas <= 9:
-            ap.error("--shards must be within 1..256 and --replicas within 2..9")
-        return run_shards(args.shards, args.replicas, args.kill or "pid")
+        if not 1 <= args.shards <= 256 or not 2 <= args.replicas <= 9 or not 1 <= args.clients <= 32:
+            ap.error("--shards must be within 1..256, --replicas within 2..9, --clients within 1..32")
+        return run_shards(args.shards, args.replicas, args.kill or "pid", args.clients)
     args.kill = args.kill or "kill9"
     workdir = Path(tempfile.mkdtemp(prefix="primary-standby-"))
     what = "with its chatterd" if args.kill == "kill9" else "alone (its PID)"
@@ -67,12 +68,12 @@ def main() -> int:
     return 0 if ok else 1
 
 
-def run_shards(shards: int, replicas: int, mode: str) -> int:
+def run_shards(shards: int, replicas: int, mode: str, clients: int) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="primary-standby-shards-"))
     what = "with its chatterd" if mode == "kill9" else "alone (its PID)"
     print(f"== {replicas} replicas, {shards} shards (logs in {workdir}); updates stream in; after 40 the primary")
     print(f"== of shard-0 is killed -9 {what}; restarted 30 updates later; 40 more once it has its share\n", flush=True)
-    r = shard_run(workdir, replicas=replicas, shards=shards, echo=True, mode=mode)
+    r = shard_run(workdir, replicas=replicas, shards=shards, echo=True, mode=mode, clients=clients)
     print(f"\n== killed {r['killed']}, primary of shards {r['held_before_kill']}")
     print(f"   moved on the kill: {r['moved_on_kill']} -> {r['new_holders']} (only the killed node's: ", end="")
     print(f"{r['only_killed_moved']}), in {r['roles_moved_s']:.2f} s; all served again {r['served_again_s']} s after")

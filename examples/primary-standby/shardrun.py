@@ -115,30 +115,45 @@ def running_shards(workdir: Path, replicas: int, shards: int, echo: bool = False
         system.stop_all()
 
 
-class Stream(threading.Thread):
-    """Updates to keys k00001, k00002, ... (spread over the shards by the hash), one every
-    ``interval`` seconds, until ``stop`` is set; ``acks`` in order of acknowledgement."""
+class Stream:
+    """``clients`` concurrent clients, each sending updates to keys k00001, k00002, ... (with
+    several, c1-k00001, ...; spread over the shards by the hash), one every ``interval`` seconds,
+    until ``stop`` is set; ``acks`` in order of acknowledgement, each with its ``client``."""
 
-    def __init__(self, system: ShardSystem, interval: float, limit: int) -> None:
-        super().__init__(daemon=True)
+    def __init__(self, system: ShardSystem, interval: float, limit: int, clients: int = 1) -> None:
         self.system = system
         self.interval = interval
         self.limit = limit
         self.acks: list[dict[str, Any]] = []
         self.stop = threading.Event()
         self.error: BaseException | None = None
+        self.threads = [threading.Thread(target=self.run, args=(c, clients), daemon=True) for c in range(clients)]
 
-    def run(self) -> None:
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def join(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    def is_alive(self) -> bool:
+        return all(t.is_alive() for t in self.threads)
+
+    def run(self, c: int, clients: int) -> None:
+        client = self.system.client if c == 0 else ShardClient(self.system.client.nodes, self.system.shards)
+        tag = f"c{c}-" if clients > 1 else ""
         try:
             for i in range(1, self.limit + 1):
                 if self.stop.is_set():
                     return
-                a = self.system.client.update(f"k{i:05d}", i, uid=f"u{i:05d}")
-                self.acks.append(a)
-                if self.system.echo and (i % 20 == 0 or a["attempts"] > 1):
+                a = client.update(f"{tag}k{i:05d}", i, uid=f"{tag}u{i:05d}")
+                self.acks.append({**a, "client": c})
+                if self.system.echo and c == 0 and (i % 20 == 0 or a["attempts"] > 1):
                     retried = f" after {a['attempts']} attempts" if a["attempts"] > 1 else ""
                     stamp = f"shard {a['shard']} seq {a['seq']} epoch {a['epoch']} by {a['by']}"
-                    print(f" client | u{i:05d} acknowledged: {stamp}{retried}", flush=True)
+                    print(f" client | {tag}u{i:05d} acknowledged: {stamp}{retried}", flush=True)
                 time.sleep(self.interval)
         except BaseException as e:
             self.error = e
@@ -154,22 +169,31 @@ class Stream(threading.Thread):
 
 
 def check_shard(logs: dict[str, list[list[Any]]], acks: list[dict[str, Any]]) -> dict[str, Any]:
-    """One shard: every replica's log [(epoch, seq, id)] against the client's acknowledgements."""
+    """One shard: every replica's log [(epoch, seq, id)] against the clients' acknowledgements.
+    Each client is sequential: its updates must be in the log in the order it was told, and the
+    epochs it was told must never go down (a deposed primary acknowledging after its successor)."""
     ids = [a["id"] for a in acks]
     stamps = {a["id"]: [a["epoch"], a["seq"]] for a in acks}
-    epochs = [a["epoch"] for a in acks]  # in the order the client was told: a deposed primary acking
-    out: dict[str, Any] = {  # after its successor would show as an epoch going down
+    by_client: dict[int, list[dict[str, Any]]] = {}
+    for a in acks:
+        by_client.setdefault(a["client"], []).append(a)
+    epochs = [[a["epoch"] for a in mine] for mine in by_client.values()]
+    out: dict[str, Any] = {
         "acked": len(ids),
         "identical": len({str(v) for v in logs.values()}) == 1,
-        "epochs_monotone": epochs == sorted(epochs),
+        "epochs_monotone": all(e == sorted(e) for e in epochs),
     }
     for name, log in logs.items():
         got = [e[2] for e in log]
+        in_order = True
+        for mine in by_client.values():
+            theirs = {a["id"] for a in mine}
+            in_order = in_order and [i for i in got if i in theirs] == [a["id"] for a in mine]
         out[name] = {
             "duplicates": len(got) - len(set(got)),
             "missing": len(set(ids) - set(got)),
             "extra": len(set(got) - set(ids)),
-            "in_order": got == ids,
+            "in_order": in_order,
             "seqs_contiguous": [e[1] for e in log] == list(range(1, len(log) + 1)),
             "stamps_match": all(stamps[e[2]] == e[:2] for e in log if e[2] in stamps),  # no ack was lost
         }
@@ -279,13 +303,15 @@ def shard_run(
     interval: float = 0.05,
     echo: bool = False,
     mode: str = "pid",
+    clients: int = 1,
 ) -> dict[str, Any]:
     """Stream updates; kill -9 the primary of shard-0 after ``kill_after`` acknowledgements; once
     ``settle`` more are acknowledged, restart it; stop ``after`` acknowledgements after it has taken
-    back its share; compare every replica's copy of every shard with what the client was told."""
+    back its share; compare every replica's copy of every shard with what the client was told.
+    ``clients``: that many concurrent clients (the counts are acknowledgements of all of them)."""
     with running_shards(workdir, replicas, shards, echo) as system:
         victim = system.table()[0][0]
-        stream = Stream(system, interval, limit=100_000)
+        stream = Stream(system, interval, limit=100_000, clients=clients)
         stream.start()
         try:
             stream.wait_acks(kill_after, 60)
@@ -301,7 +327,7 @@ def shard_run(
         system.wait_for(lambda: converged(system) is not None, 20, "every replica holds the same shards")
         states = converged(system)
     assert states is not None
-    return summarize(victim, k, r, stream.acks, states, interval, mode)
+    return {**summarize(victim, k, r, stream.acks, states, interval, mode), "clients": clients}
 
 
 def summarize(
@@ -323,7 +349,11 @@ def summarize(
     held_by = {n: sorted(i for i, (h, _) in r["after"].items() if h == n) for n in states}  # after the restart
     lost = moved(k["before"], k["after"])
     taken = moved(r["before"], r["after"])
-    times = [a["acked_at"] for a in acks]
+    gaps = [  # per client (each is sequential)
+        b["acked_at"] - a["acked_at"]
+        for c in {a["client"] for a in acks}
+        for a, b in itertools.pairwise([a for a in acks if a["client"] == c])
+    ]
     data = [{key: v for sh in s["shards"].values() for key, v in sh["data"].items()} for s in states.values()]
     return {
         "mode": mode,
@@ -344,7 +374,7 @@ def summarize(
         "only_to_restarted": all(r["after"][i][0] == victim for i in taken),
         "taken_back_served_s": first_served(acks, taken, lambda by: by == victim, r["t"]),
         "held_after_restart": held_by,
-        "max_client_stall_s": round(max(b - a for a, b in itertools.pairwise(times)) - interval, 3),
+        "max_client_stall_s": round(max(gaps) - interval, 3),
         "retried_updates": sum(a["attempts"] > 1 for a in acks),
         "repeat_answers": sum(bool(a.get("repeat")) for a in acks),
         "duplicates": sum(c["duplicates"] for c in copies),
