@@ -154,13 +154,14 @@ def main() -> int:
         print(f"{mode}: {json.dumps(s)}", flush=True)
         failed |= bool(s["duplicates"] or s["gaps"] or s["out_of_order"] or s["logs_differ"] or s["split_brain_runs"])
     result = {
-        "what": "primary-standby: kill -9 of the primary in a stream of updates every 50 ms",
+        "what": "primary-standby: the primary stopped (kill -9, Ctrl-C) in a stream of updates every 50 ms",
         "definitions": {
             "takeover_s": "kill -> the client's first update acknowledged by the promoted standby",
             "max_client_stall_s": "longest time between two acknowledgements, minus the 50 ms pacing",
             "catch_up_s": "restart of the old primary (process start) -> it is in sync and a candidate again",
             "modes": "kill9: SIGKILL to the primary's process group (replica and chatterd); pid: SIGKILL to the "
-            "replica's PID alone (its chatterd runs --exit-with-parent)",
+            "replica's PID alone (its chatterd runs --exit-with-parent); ctrlc: SIGINT to the replica (it steps "
+            "down, then stops its chatterd: a graceful leave)",
             "gaps": "acknowledged updates missing from a replica (both replicas, all runs)",
             "duplicates": "updates applied twice on a replica (both replicas, all runs)",
         },

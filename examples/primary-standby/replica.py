@@ -190,6 +190,14 @@ class Replica:
                     pass
             time.sleep(POLL)
 
+    def step_down(self) -> None:
+        """Stopping: serve nothing more as primary, before chatterd leaves and the standby is
+        promoted (an update in flight is not acknowledged: the client retries it there)."""
+        with self.lock:
+            if self.epoch is not None:
+                self.say(f"stepping down as primary at epoch {self.epoch}")
+            self.epoch = None
+
     def withdraw(self) -> None:
         try:
             self.node.set_tags({}, delete=list(CANDIDACY))
@@ -267,6 +275,7 @@ def main() -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         rep.stopping.set()
+        rep.step_down()
         node.stop()
         server.shutdown()
     return 0

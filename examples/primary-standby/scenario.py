@@ -129,7 +129,7 @@ def check_log(log: list[list[Any]], ids: list[str]) -> dict[str, Any]:
     }
 
 
-MODES = ("kill9", "pid")
+MODES = ("kill9", "pid", "ctrlc")
 
 
 def failover_run(
@@ -141,7 +141,7 @@ def failover_run(
     mode: str = "kill9",
 ) -> dict[str, Any]:
     """Stream ``updates`` updates; kill -9 the primary after ``kill_after`` acknowledgements
-    (``mode`` "kill9": its process group; "pid": its PID alone); restart it once the stream is
+    (``mode`` "kill9": its process group; "pid": its PID alone; "ctrlc": SIGINT); restart it once the stream is
     done and nothing of its old process group is left; wait until it is in sync. Returns the
     figures, among them ``chatterd_exited_s``: the kill → no process of the old primary's group
     seen left, checked once the stream is done (for "pid", its chatterd has left by itself;
@@ -171,15 +171,17 @@ def failover_run(
                         kill_at["t"] = time.time()
                         if mode == "kill9":
                             system.apps[old].crash()  # the primary and its chatterd: kill -9 of the group
-                        else:
+                        elif mode == "pid":
                             system.apps[old].kill_app()  # the replica's PID alone: its chatterd must leave
+                        else:
+                            system.apps[old].interrupt()  # Ctrl-C: the replica stops its chatterd (a leave)
                         if echo:
-                            what = (
-                                "and its chatterd"
-                                if mode == "kill9"
-                                else "alone (its PID; its chatterd is not signalled)"
-                            )
-                            print(f"   kill | kill -9 of {old} (the primary) {what}")
+                            what = {
+                                "kill9": "kill -9 of {} (the primary) and its chatterd",
+                                "pid": "kill -9 of {} (the primary) alone (its PID; its chatterd is not signalled)",
+                                "ctrlc": "Ctrl-C of {} (the primary): it stops its chatterd, a graceful leave",
+                            }[mode]
+                            print(f"   kill | {what.format(old)}")
                     time.sleep(interval)
             except BaseException as e:
                 errors.append(e)
