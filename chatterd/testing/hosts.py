@@ -53,6 +53,7 @@ from chatterd.testing.netns import (
     add_namespace,
     creator_alive,
     delete_namespace,
+    entered,
     ip_check,
     kill_leftovers,
     list_namespaces,
@@ -137,10 +138,12 @@ class Host:
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
         what: str | None = None,
+        process_group: int | None = None,
     ) -> subprocess.Popen[bytes]:
         """Start ``argv`` inside this host (``ip netns exec`` execs it: the PID is the command's),
         stdout and stderr to ``output``. The network stops it by PID on the way out if it still
-        runs. ``what`` names it for the start guards (chatterd.testing.processes.check_start)."""
+        runs. ``what`` names it for the start guards (chatterd.testing.processes.check_start);
+        ``process_group`` is subprocess.Popen's (0: a group of its own, led by it)."""
         check_start(f"{what or Path(argv[0]).name} on {self.name}")
         proc = subprocess.Popen(
             ["ip", "netns", "exec", self.netns, *argv],
@@ -149,6 +152,7 @@ class Host:
             stderr=subprocess.STDOUT if output is not None else None,
             env=env,
             cwd=cwd,
+            process_group=process_group,
         )
         self.network.procs.append(proc)
         return proc
@@ -158,6 +162,15 @@ class Host:
     ) -> socket.socket:
         """A socket that lives in this host's namespace (connect it to this host's addresses)."""
         return socket_in(self.netns, family, kind)
+
+    @contextlib.contextmanager
+    def inside(self) -> Iterator[None]:
+        """The calling thread inside this host for the block: every socket it makes there (an
+        httpx.Client's connections too) lives in the host's namespace. Synchronous code only (a
+        thread of its own, e.g. ``trio.to_thread.run_sync``): an ``await`` in the block would run
+        other tasks in the wrong namespace."""
+        with entered(self.netns):
+            yield
 
     def iptables(self, *args: str, check: bool = True) -> str:
         """``iptables -w 5 ARGS`` inside this host."""

@@ -91,7 +91,7 @@ def _disable_ipv6(name: str) -> None:
     """IPv6 off in namespace ``name``, for its interfaces now and to come. /proc/sys/net is the
     namespace of the thread that opens it: written from inside, no ``sysctl`` binary needed.
     A kernel without IPv6 has nothing to turn off."""
-    with _entered(name):
+    with entered(name):
         for conf in ("all", "default"):
             with contextlib.suppress(FileNotFoundError):
                 Path(f"/proc/sys/net/ipv6/conf/{conf}/disable_ipv6").write_text("1\n")
@@ -159,7 +159,7 @@ def _setns(fd: int) -> None:
 
 
 @contextlib.contextmanager
-def _entered(name: str) -> Iterator[None]:
+def entered(name: str) -> Iterator[None]:
     """This thread inside namespace ``name`` for the block, then back where it was. Synchronous
     use only: an ``await`` in the block would let other tasks run in the wrong namespace."""
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -185,5 +185,5 @@ def socket_in(
 ) -> socket.socket:
     """A new socket that lives in namespace ``name``: its connections and datagrams are routed by
     that namespace's interfaces and filtered by its iptables, from whichever thread uses it."""
-    with _entered(name):
+    with entered(name):
         return socket.socket(family, kind)

@@ -1,6 +1,7 @@
 """An order engine: accepts orders only while its chatterd sidecar holds the role ``leader``.
 
     python3 engine.py --name e1 --port 8001 --sidecar http://127.0.0.1:7001 --log central_order_book.log [--lease-ttl 1]
+        [--host 127.0.0.1]
 
 * A thread polls the sidecar's ``GET /v1/roles`` every POLL_S. When the sidecar holds the role
   at a new epoch (the etcd revision of its lock key), the engine writes a fence record for that
@@ -164,6 +165,7 @@ def make_handler(engine: Engine) -> type[BaseHTTPRequestHandler]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--name", required=True)
+    p.add_argument("--host", default=HOST, help=f"the address to take orders on (default {HOST})")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--sidecar", required=True, help="the chatterd HTTP API, e.g. http://127.0.0.1:7001")
     p.add_argument("--log", type=Path, required=True, help="the shared order log")
@@ -173,9 +175,9 @@ def main() -> None:
     a = p.parse_args()
     engine = Engine(a.name, a.sidecar, OrderLog(a.log), a.lease_ttl)
     threading.Thread(target=engine.poll_forever, name="poll", daemon=True).start()
-    server = ThreadingHTTPServer((HOST, a.port), make_handler(engine))
+    server = ThreadingHTTPServer((a.host, a.port), make_handler(engine))
     server.daemon_threads = True
-    print(f"{a.name}: orders on http://{HOST}:{a.port}, sidecar {a.sidecar}", flush=True)
+    print(f"{a.name}: orders on http://{a.host}:{a.port}, sidecar {a.sidecar}", flush=True)
     server.serve_forever()
 
 

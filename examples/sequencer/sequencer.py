@@ -15,7 +15,9 @@ Pieces (see README.md for the why):
   its ``chatterd --role leader --lock etcd://.../engine/ --expect 3 --lease-ttl 1`` sidecar,
   tagged ``app=URL`` with its app's address, in one process
   group; the app renews the lease, so the role is offered only while the app works) on
-  loopback, and stop every one of them by PID / process group.
+  loopback, and stop every one of them by PID / process group. A ``Place`` puts an engine
+  elsewhere: its own address and a way to start processes there (a network namespace host in
+  tests/hosts/test_sequencer_partition.py).
 * ``run_scenario``: stream orders, kill -9 the primary (its process group, or the app's PID
   alone) or SIGSTOP it mid-stream, measure the takeover and check the log (``verify``).
 """
@@ -35,9 +37,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Protocol
 
 import httpx
 
@@ -192,50 +195,79 @@ class Etcd:
         self._out.close()
 
 
+class Spawn(Protocol):
+    """Starts one process: ``argv``, stdout and stderr to ``output``, in ``process_group``
+    (subprocess.Popen's: 0 makes a group led by the new process)."""
+
+    def __call__(
+        self, argv: Sequence[str], *, output: IO[bytes], env: dict[str, str], process_group: int
+    ) -> subprocess.Popen[bytes]: ...
+
+
+def local_spawn(
+    argv: Sequence[str], *, output: IO[bytes], env: dict[str, str], process_group: int
+) -> subprocess.Popen[bytes]:
+    """A process on this machine."""
+    return subprocess.Popen(
+        argv, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, process_group=process_group
+    )
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where an engine runs: the address its sidecar gossips on and its app takes orders on, and
+    how its processes are started there. The default: loopback, on this machine."""
+
+    addr: str = HOST
+    spawn: Spawn = local_spawn
+
+
 class Engine:
     """An engine app and its chatterd sidecar, one process group (the sidecar leads it), so a
     kill -9 or a SIGSTOP hits the whole engine at once."""
 
-    def __init__(self, name: str, workdir: Path) -> None:
+    def __init__(self, name: str, workdir: Path, place: Place = Place()) -> None:
         self.name = name
         self.workdir = workdir
+        self.place = place
         self.gossip_port, self.app_port = free_port(), free_port()
         self.sidecar: subprocess.Popen[bytes] | None = None
         self.app: subprocess.Popen[bytes] | None = None
 
     @property
+    def addr(self) -> str:
+        return self.place.addr
+
+    @property
     def sidecar_url(self) -> str:
+        """The sidecar's HTTP API: chatterd's default, loopback on the engine's own host (reads
+        need no token there), at the gossip port."""
         return f"http://{HOST}:{self.gossip_port}"
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.app_port}"
+        return f"http://{self.addr}:{self.app_port}"
 
     def start(self, lock_url: str, join: Engine | None, log_path: Path, expect: int) -> None:
         path = os.pathsep.join(p for p in [str(REPO), os.environ.get("PYTHONPATH", "")] if p)
         env = {**os.environ, "CHATTER_LOG": "info", "PYTHONPATH": path}
         sidecar_argv = [
-            sys.executable, "-m", "chatterd", "--listen", f"{HOST}:{self.gossip_port}", "--name", self.name,
+            sys.executable, "-m", "chatterd", "--listen", f"{self.addr}:{self.gossip_port}", "--name", self.name,
             "--profile", "local", "--log-format", "json", "--role", ROLE,
             "--lock", lock_url, "--lock-ttl", str(LOCK_TTL), "--lease-ttl", str(APP_LEASE_TTL),
             "--expect", str(expect), "--tag", f"{APP_TAG}={self.url}",
         ]  # fmt: skip
         if join is not None:
-            sidecar_argv += ["--join", f"{HOST}:{join.gossip_port}"]
+            sidecar_argv += ["--join", f"{join.addr}:{join.gossip_port}"]
         app_argv = [
-            sys.executable, str(HERE / "engine.py"), "--name", self.name, "--port", str(self.app_port),
+            sys.executable, str(HERE / "engine.py"), "--name", self.name,
+            "--host", self.addr, "--port", str(self.app_port),
             "--sidecar", self.sidecar_url, "--log", str(log_path), "--lease-ttl", str(APP_LEASE_TTL),
         ]  # fmt: skip
         with open(self.workdir / f"{self.name}.sidecar.log", "ab") as out:
-            self.sidecar = subprocess.Popen(
-                sidecar_argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                process_group=0,
-            )  # fmt: skip
+            self.sidecar = self.place.spawn(sidecar_argv, output=out, env=env, process_group=0)
         with open(self.workdir / f"{self.name}.app.log", "ab") as out:
-            self.app = subprocess.Popen(
-                app_argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                process_group=self.sidecar.pid,
-            )  # fmt: skip
+            self.app = self.place.spawn(app_argv, output=out, env=env, process_group=self.sidecar.pid)
 
     def _group_alive(self) -> bool:
         # The group id is the sidecar's PID: only signal it while that PID is not reaped (so it
@@ -282,9 +314,17 @@ class Engine:
 
 
 class Sequencer:
-    """etcd (or an existing one at ``etcd_url``) and ``n`` engines under ``workdir``."""
+    """etcd (or an existing one at ``etcd_url``) and ``n`` engines under ``workdir``, on loopback,
+    or one engine at each of ``places`` (then ``n`` is their number)."""
 
-    def __init__(self, workdir: Path, n: int = 3, etcd_url: str | None = None, prefix: str = PREFIX) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        n: int = 3,
+        etcd_url: str | None = None,
+        prefix: str = PREFIX,
+        places: Sequence[Place] | None = None,
+    ) -> None:
         self.workdir = workdir
         self.log_path = workdir / "central_order_book.log"  # the seed's name
         self.etcd: Etcd | None = None
@@ -295,8 +335,10 @@ class Sequencer:
                 self.etcd = Etcd(workdir)
                 etcd_url = self.etcd.url
             hostport = etcd_url.removeprefix("http://")
-            for i in range(1, n + 1):
-                e = Engine(f"e{i}", workdir)
+            places = list(places) if places is not None else [Place()] * n
+            n = len(places)
+            for i, place in enumerate(places, start=1):
+                e = Engine(f"e{i}", workdir, place)
                 self.engines.append(e)  # first: stop() must find it even if start() fails half-way
                 e.start(f"etcd://{hostport}/{prefix}", self.engines[0] if i > 1 else None, self.log_path, n)
         except BaseException:

@@ -44,7 +44,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     base = item.stash.get(_DIRS, None)
     if isinstance(report, pytest.TestReport) and report.failed and base is not None:
         tails = []
-        for log in sorted(base.glob("h*.log")):
+        for log in sorted(base.glob("h*.log")) + sorted(base.glob("seq/e*.log")):  # seq/: the sequencer's engines
             lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
             tails.append(f"--- {log}\n" + "\n".join(lines))
         if tails:

@@ -13,20 +13,17 @@ bounds are generous (15 s where ~2 s is expected).
 
 from __future__ import annotations
 
-import base64
 import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import trio
+from etcd_on_host import ETCD_PORT, EtcdOnHost
 
 from chatterd.testing.hostcluster import HostCluster, HostNode, host_cluster
-from chatterd.testing.hosts import Host
-from chatterd.testing.nshttp import namespace_client
 
 pytestmark = [
     pytest.mark.e2e,
@@ -36,7 +33,6 @@ pytestmark = [
 
 ROLE = "engine"
 PREFIX = "engine/"
-ETCD_PORT = 2379
 FORM_TIMEOUT = 30.0  # three hosts form in ~3 s
 TAKEOVER_TIMEOUT = 15.0  # cut -> a new holder: ~2 s in the local profile
 HEAL_TIMEOUT = 30.0
@@ -46,55 +42,11 @@ def figure(what: str, seconds: float) -> None:
     print(f"figure: {what}: {seconds:.2f} s")
 
 
-class EtcdOnHost:
-    """A single-member etcd inside ``host`` (client port 2379 on its address), stopped by PID with
-    the network; read through a client in that host's namespace."""
-
-    def __init__(self, host: Host, base: Path) -> None:
-        self.host = host
-        self.url = f"http://{host.addr}:{ETCD_PORT}"
-        self.data_dir = base / "etcd-data"
-        self.log_path = base / "etcd.log"
-        self.client = namespace_client(host.netns, timeout=2.0)
-
-    def start(self) -> None:
-        peer = "http://127.0.0.1:2380"
-        argv = [
-            "etcd", "--name", "default", "--data-dir", str(self.data_dir),
-            "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
-            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"default={peer}",
-        ]  # fmt: skip
-        with open(self.log_path, "ab") as out:  # the child has its own copy
-            self.host.popen(argv, output=out, what="etcd")
-
-    async def wait_ready(self, timeout: float = 30.0) -> None:
-        with trio.fail_after(timeout):
-            while True:
-                try:
-                    r = await self.client.get(self.url + "/health")
-                    if r.status_code == 200 and r.json().get("health") == "true":
-                        return
-                except (httpx.HTTPError, ValueError):  # not listening yet
-                    pass
-                await trio.sleep(0.1)
-
-    async def key(self, role: str) -> tuple[str, int] | None:
-        """(value, create_revision) of ``PREFIX + role``, None if it does not exist."""
-        body = {"key": base64.b64encode((PREFIX + role).encode()).decode()}
-        r = await self.client.post(self.url + "/v3/kv/range", json=body)
-        r.raise_for_status()
-        kvs = r.json().get("kvs", [])
-        if not kvs:
-            return None
-        return base64.b64decode(kvs[0]["value"]).decode(), int(kvs[0]["create_revision"])
-
-
 @pytest.fixture
 async def lock_cluster(hosts_dir: Path) -> AsyncIterator[tuple[HostCluster, EtcdOnHost]]:
     """h3 runs etcd; h0..h2 run chatterd, candidates for the locked role, expecting 3 members."""
     async with host_cluster(4, base_dir=hosts_dir, start=False) as cluster:
-        etcd = EtcdOnHost(cluster.network[3], hosts_dir)
+        etcd = EtcdOnHost(cluster.network[3], hosts_dir, PREFIX)
         try:
             etcd.start()
             await etcd.wait_ready()
