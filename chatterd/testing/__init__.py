@@ -21,18 +21,41 @@ Hosts made of Linux network namespaces (root only, imported on their own):
 :mod:`chatterd.testing.hostcluster` (chatterd on every host with one command).
 """
 
-from chatterd.testing.factories import DEFAULT_SEED, ClusterFactory, SimFactory
-from chatterd.testing.processes import (
-    HOST,
-    LocalCluster,
-    LocalNode,
-    ManagedProcess,
-    add_start_guard,
-    check_start,
-    free_port,
-    local_cluster,
-    stop_processes,
-)
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from chatterd.testing.factories import DEFAULT_SEED, ClusterFactory, SimFactory
+    from chatterd.testing.processes import (
+        HOST,
+        LocalCluster,
+        LocalNode,
+        ManagedProcess,
+        add_start_guard,
+        check_start,
+        free_port,
+        local_cluster,
+        stop_processes,
+    )
+
+# Imported on first use (PEP 562): a process that only needs HOST or free_port (the examples'
+# apps) does not pay for the simulator's import, about 0.5 s of a start on a busy machine.
+_WHERE = {
+    "DEFAULT_SEED": "factories",
+    "ClusterFactory": "factories",
+    "SimFactory": "factories",
+}
+
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(f"chatterd.testing.{_WHERE.get(name, 'processes')}")
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_SEED",

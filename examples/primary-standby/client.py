@@ -99,7 +99,9 @@ def main() -> int:
     s = sub.add_parser("set", help="set KEY to VALUE")
     s.add_argument("key")
     s.add_argument("value")
-    g = sub.add_parser("get", help="every replica's value of KEY (or its whole state)")
+    g = sub.add_parser(
+        "get", aliases=["get_state"], help="every replica's value of KEY (or its whole state: the seed's get_state)"
+    )
     g.add_argument("key", nargs="?")
     st = sub.add_parser("stream", help="updates u1..uN, one every --interval seconds")
     st.add_argument("--count", type=int, default=100)
@@ -111,7 +113,7 @@ def main() -> int:
     if args.cmd == "set":
         r = client.update(args.key, args.value)
         print(f"{args.key}={args.value}: seq {r['seq']} epoch {r['epoch']} by {r['by']} ({r['attempts']} attempts)")
-    elif args.cmd == "get":
+    elif args.cmd in ("get", "get_state"):
         for state in client.states():
             shown = state["data"].get(args.key) if args.key else state["data"]
             print(f"{state['name']} ({state['role']}, seq {state['seq']}): {json.dumps(shown)}")
