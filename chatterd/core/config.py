@@ -192,6 +192,12 @@ LOCK_TTL = 5.0
 LOCK_HTTP_TIMEOUT = 1.0
 # Between attempts at a role held elsewhere, and at etcd while it is down.
 LOCK_RETRY_INTERVAL = 0.5
+# While a role we won is still held by another node (a dead holder's lease running out), we
+# try every LOCK_WAIT_INTERVAL for up to LOCK_FAST_WAIT_TTLS TTLs, then every
+# LOCK_RETRY_INTERVAL: a dead holder's lease ends within a TTL of its death (plus etcd's
+# expiry sweep, every 0.5 s), and each try is two small requests from the one node waiting.
+LOCK_WAIT_INTERVAL = 0.1
+LOCK_FAST_WAIT_TTLS = 2
 # Keep-alives per TTL: two can be lost before we step down.
 LOCK_KEEPALIVES_PER_TTL = 3
 # Step down this fraction of the TTL after sending the last keep-alive that succeeded: the

@@ -7,7 +7,8 @@ role's epoch (fencing token), and it grows with every new holder.
 * One etcd lease per node (TTL ``ttl``), kept alive every ``ttl/3``.
 * One key per role: ``PREFIX + role``, value = the node's name, attached to our lease.
   Acquiring is one transaction: "if the key does not exist, put it". A key held by another
-  node is retried every ``retry_interval`` until its holder releases it or its lease expires.
+  node is retried every LOCK_WAIT_INTERVAL (0.1 s) for two TTLs, then every ``retry_interval``,
+  until its holder releases it or its lease expires.
 * A role given up (:meth:`RoleLock.unwant`: the election no longer wins it, say it lost its
   ``--expect`` quorum) has its key deleted at once; the lease lives on for the other roles.
 * If etcd stops answering, the lease expires on the server ``ttl`` after the last keep-alive
@@ -32,11 +33,13 @@ import trio
 
 # Defaults and their reasons: chatterd/core/config.py.
 from chatterd.core.config import (
+    LOCK_FAST_WAIT_TTLS,
     LOCK_HTTP_TIMEOUT,
     LOCK_KEEPALIVES_PER_TTL,
     LOCK_RETRY_INTERVAL,
     LOCK_STEP_DOWN_FRACTION,
     LOCK_TTL,
+    LOCK_WAIT_INTERVAL,
 )
 from chatterd.lock.etcd import GRPC_NOT_FOUND, EtcdClient, EtcdError, EtcdUnavailable, KeyValue, LockClient
 from chatterd.lock.url import LockSpec
@@ -97,6 +100,7 @@ class RoleLock:
         self._outage: str | None = None  # why etcd is unreachable (logged once per outage)
         self._outage_since = 0.0
         self._notes: dict[str, str] = {}  # role → last logged reason it is not ours
+        self._waiting_since: float | None = None  # since when a wanted role is not ours
         self._wake = trio.Event()
         self._stopping = False  # release_all() was called: hold nothing any more
 
@@ -293,11 +297,23 @@ class RoleLock:
             await self._roles_round()
             # Quick rounds while a wanted role is not ours yet; else just a check now and then
             # that our keys are still there (and that no late transaction left a stray one).
-            pending = self._wanted - self._held.keys()
-            pause = self.retry_interval if pending else max(self.retry_interval, self.ttl / LOCK_KEEPALIVES_PER_TTL)
+            pause = self._pause()
             with trio.move_on_after(pause):
                 await self._wake.wait()
             self._wake = trio.Event()
+
+    def _pause(self) -> float:
+        """Until the next round: quick while a role we won is held elsewhere (for the first
+        LOCK_FAST_WAIT_TTLS TTLs, etcd answering), slow otherwise."""
+        if not self._wanted - self._held.keys():
+            self._waiting_since = None
+            return max(self.retry_interval, self.ttl / LOCK_KEEPALIVES_PER_TTL)
+        now = self._clock()
+        if self._waiting_since is None:
+            self._waiting_since = now
+        if self._outage is None and now - self._waiting_since < LOCK_FAST_WAIT_TTLS * self.ttl:
+            return min(LOCK_WAIT_INTERVAL, self.retry_interval)
+        return self.retry_interval
 
     async def _roles_round(self) -> None:
         """Release, reconcile with what etcd holds under our prefix, then try the free roles.
