@@ -16,6 +16,7 @@ start guard (:func:`add_start_guard`) that refuses to start a node in a test not
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -49,17 +50,48 @@ def check_start(what: str) -> None:
         guard(what)
 
 
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind((HOST, 0))
-            port: int = u.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind((HOST, port))
-                except OSError:
-                    continue
+# Ports for test processes come from below the kernel's ephemeral range. A port inside it can
+# be taken by a client's own connect(): a process polling a local port nothing listens on yet
+# (waiting for a node's API) may be given that very port as its source and connect to itself
+# (TCP simultaneous open). It then reads its own request back, and the port is taken when the
+# node binds it: seen in CI as "BadStatusLine: GET /v1/health HTTP/1.1" and a node that never
+# answered. Each process walks the range from an offset of its own pid, so parallel processes
+# rarely try the same ports.
+PORT_BASE = 10000
+_EPHEMERAL_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_picks = itertools.count()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(_EPHEMERAL_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default, and a safe bound where the file is missing
+
+
+def _bindable(family: socket.AddressFamily, host: str, port: int) -> bool:
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(family, kind) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                return False
+    return True
+
+
+def free_port(host: str = HOST, family: socket.AddressFamily = socket.AF_INET) -> int:
+    """A port free for both UDP and TCP on ``host``, outside the ephemeral range."""
+    span = _ephemeral_low() - PORT_BASE
+    if span >= 1000:
+        for _ in range(500):
+            port = PORT_BASE + (os.getpid() * 7919 + 13 * next(_picks)) % span
+            if _bindable(family, host, port):
+                return port
+    for _ in range(100):  # an odd port range: what the kernel gives
+        with socket.socket(family, socket.SOCK_DGRAM) as u:
+            u.bind((host, 0))
+            port = int(u.getsockname()[1])
+        if _bindable(family, host, port):
             return port
     raise RuntimeError("no free port found")
 

@@ -19,21 +19,13 @@ import pytest
 import trio
 from e2e_helpers import FAILURE_TIMEOUT, inject, run_cli, wait_until
 
+from chatterd.testing import free_port as shared_free_port
+
 pytestmark = pytest.mark.e2e
 
 
 def free_port(family: socket.AddressFamily, host: str) -> int:
-    for _ in range(100):
-        with socket.socket(family, socket.SOCK_DGRAM) as u:
-            u.bind((host, 0))
-            port: int = u.getsockname()[1]
-            with socket.socket(family, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind((host, port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port")
+    return shared_free_port(host, family)
 
 
 def has_ipv6_loopback() -> bool:
