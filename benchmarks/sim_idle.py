@@ -53,7 +53,8 @@ DESIGNS: dict[str, dict[str, Any]] = {
     "hb05-m2": {"heartbeat_interval": 0.5, "monitors": 2},  # 4 heartbeats/s, 2 observers
     "probe": {"heartbeat_interval": 1.0, "probe_before_suspect": True},  # SWIM probes before suspecting
     "probe-pp15": {"heartbeat_interval": 1.0, "probe_before_suspect": True, "pushpull_interval": 15.0},
-    "probe-m2": {"heartbeat_interval": 1.0, "monitors": 2, "probe_before_suspect": True},
+    "probe-pp30": {"heartbeat_interval": 1.0, "probe_before_suspect": True, "pushpull_interval": 30.0},
+    "probe-m2": {"heartbeat_interval": 1.0, "monitors": 2, "probe_before_suspect": True, "pushpull_interval": 30.0},
 }
 
 _TYPE = re.compile(rb'"type":"([a-z-]+)"')
@@ -114,11 +115,11 @@ def cluster(cfg: Config, n: int, loss: float, seed: int) -> tuple[Metered, list[
     return sim, names
 
 
-def kill_after_heartbeat(sim: Simulation, victim: str, wait: float) -> dict[str, Any]:
-    """Kill ``victim`` just after its heartbeat went out (the next point of the shared grid):
-    the worst case. Returns when each survivor reported it failed."""
+def kill_after_heartbeat(sim: Simulation, victim: str, wait: float, phase: float = 0.0) -> dict[str, Any]:
+    """Kill ``victim`` ``phase`` seconds after its heartbeat went out (the next point of the
+    shared grid; 0: just after, the worst case). Returns when each survivor reported it failed."""
     hb = sim.config.heartbeat_interval
-    sim.run_until((int(sim.now / hb) + 1) * hb)
+    sim.run_until((int(sim.now / hb) + 1) * hb + phase)
     t_kill, start = sim.now, len(sim.records)
     sim.kill(victim)
     sim.run_for(wait)
@@ -137,10 +138,14 @@ def kill_after_heartbeat(sim: Simulation, victim: str, wait: float) -> dict[str,
     }
 
 
-def detections(sim: Simulation, names: list[str], kills: int) -> dict[str, Any]:
+def detections(sim: Simulation, names: list[str], kills: int, random_phase: bool = False) -> dict[str, Any]:
+    """``kills`` kills in turn, each just after a heartbeat, or (``random_phase``) at a random
+    point of the heartbeat interval, as on real processes."""
     cfg = sim.config
     wait = cfg.suspect_after + cfg.suspicion_max + 2.0
-    rows = [kill_after_heartbeat(sim, names[(3 + 7 * i) % len(names)], wait) for i in range(kills)]
+    phases = [sim.rng.uniform(0, cfg.heartbeat_interval) if random_phase else 0.0 for _ in range(kills)]
+    live = [n for n in names if n not in sim.down]
+    rows = [kill_after_heartbeat(sim, live[(3 + 7 * i) % len(live)], wait, p) for i, p in enumerate(phases)]
     maxes = [r["max_s"] for r in rows]
     return {
         "kills": rows,
@@ -181,6 +186,7 @@ def run_design(name: str, cfg: Config, args: Any) -> dict[str, Any]:
     sim.run_for(args.window)
     out["load"] = sim.rates(args.n, args.window)
     out["detection"] = detections(sim, names, args.kills)
+    out["detection_random_phase"] = detections(sim, names, args.kills, random_phase=True)
     out["soak"] = []
     for loss in args.losses:
         sim, names = cluster(cfg, args.n, loss, args.seed)
@@ -231,11 +237,12 @@ def table(results: list[dict[str, Any]]) -> str:
     )
     lines = [head, "|" + "---|" * 9]
     for r in results:
-        load, det = r["load"], r["detection"]
+        load, det, rnd = r["load"], r["detection"], r["detection_random_phase"]
         kinds = ", ".join(f"{k} {v}" for k, v in load["datagrams_by_kind"].items())
         lines.append(
             f"| {r['design']} | idle 0 % | {load['datagrams_per_node_s']:.2f} | {load['bytes_per_node_s']:.0f} |"
-            f" {kinds} | {det['max_s']} / {det['median_s']} s ({len(det['kills'])} kills) | | | |"
+            f" {kinds} | {det['max_s']} / {det['median_s']} s ({len(det['kills'])} kills);"
+            f" random phase {rnd['max_s']} / {rnd['median_s']} s | | | |"
         )
         for s in r["soak"]:
             sl, sd = s["load"], s["detection"]
