@@ -54,6 +54,19 @@ DESIGNS: dict[str, dict[str, Any]] = {
     "probe": {"heartbeat_interval": 1.0, "probe_before_suspect": True},  # SWIM probes before suspecting
     "probe-pp15": {"heartbeat_interval": 1.0, "probe_before_suspect": True, "pushpull_interval": 15.0},
     "probe-pp30": {"heartbeat_interval": 1.0, "probe_before_suspect": True, "pushpull_interval": 30.0},
+    "probe-pp30-rc30": {
+        "heartbeat_interval": 1.0,
+        "probe_before_suspect": True,
+        "pushpull_interval": 30.0,
+        "reconnect_interval": 30.0,
+    },
+    "probe-fast": {  # the same, suspecting after 1.75 s of silence instead of 2 s
+        "heartbeat_interval": 1.0,
+        "probe_before_suspect": True,
+        "pushpull_interval": 30.0,
+        "reconnect_interval": 30.0,
+        "suspect_after": 1.75,
+    },
     "probe-m2": {"heartbeat_interval": 1.0, "monitors": 2, "probe_before_suspect": True, "pushpull_interval": 30.0},
 }
 
@@ -150,7 +163,7 @@ def detections(sim: Simulation, names: list[str], kills: int, random_phase: bool
     return {
         "kills": rows,
         "max_s": None if None in maxes else max(maxes),
-        "median_s": statistics.median(r["median_s"] for r in rows if r["median_s"] is not None),
+        "median_s": round(statistics.median(r["median_s"] for r in rows if r["median_s"] is not None), 3),
     }
 
 
@@ -187,6 +200,10 @@ def run_design(name: str, cfg: Config, args: Any) -> dict[str, Any]:
     out["load"] = sim.rates(args.n, args.window)
     out["detection"] = detections(sim, names, args.kills)
     out["detection_random_phase"] = detections(sim, names, args.kills, random_phase=True)
+    # With dead members in the table (until reap_after), reconnect sends them digests.
+    sim.reset_meter()
+    sim.run_for(args.window)
+    out["load_with_dead"] = sim.rates(len(sim.live_names()), args.window)
     out["soak"] = []
     for loss in args.losses:
         sim, names = cluster(cfg, args.n, loss, args.seed)
@@ -243,6 +260,11 @@ def table(results: list[dict[str, Any]]) -> str:
             f"| {r['design']} | idle 0 % | {load['datagrams_per_node_s']:.2f} | {load['bytes_per_node_s']:.0f} |"
             f" {kinds} | {det['max_s']} / {det['median_s']} s ({len(det['kills'])} kills);"
             f" random phase {rnd['max_s']} / {rnd['median_s']} s | | | |"
+        )
+        dead = r["load_with_dead"]
+        lines.append(
+            f"| {r['design']} | idle, dead members known | {dead['datagrams_per_node_s']:.2f} |"
+            f" {dead['bytes_per_node_s']:.0f} | | | | | |"
         )
         for s in r["soak"]:
             sl, sd = s["load"], s["detection"]
