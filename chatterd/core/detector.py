@@ -136,11 +136,12 @@ class Detector(Part):
 
     def refresh(self, now: float) -> None:
         """Watch our ring predecessors (after the ring changed)."""
-        watch = set(self.ring.predecessors(self.local.name, self.cfg.monitors))
+        preds = self.ring.predecessors(self.local.name, self.cfg.monitors)
+        watch = set(preds)
         for name in list(self.monitored):
             if name not in watch:
                 del self.monitored[name]
-        for name in watch:
+        for name in preds:  # in ring order, not the set's: a seeded run must not depend on str hashes
             if name not in self.monitored:
                 self.monitored[name] = now  # a fresh assignment gets a full period of grace
         self.prober.keep(watch)
