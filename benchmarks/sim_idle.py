@@ -292,7 +292,7 @@ def main() -> None:
     overrides = parse_set(args.set)
     out: dict[str, Any] = {"encodings": encodings(), "latency_s": [0.0002, 0.002], "designs": []}
     for name in args.designs:
-        cfg = LAN.replace(**DESIGNS[name], **overrides)
+        cfg = LAN.replace(**{**DESIGNS[name], **overrides})
         label = args.name or (name if not overrides else f"{name}+{','.join(args.set)}")
         row = run_design(label, cfg, args)
         say_timed(f"{label}: load {json.dumps(row['load'])} detection max {row['detection']['max_s']}")
