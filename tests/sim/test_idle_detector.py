@@ -137,3 +137,37 @@ def test_ping_req_relays_are_bounded_and_strangers_unanswered(chatter_sim: SimFa
             assert e.reason == "invalid"
         else:
             raise AssertionError("accepted an empty name")
+
+
+def test_partition_is_detected_and_heals_with_probes(chatter_sim: SimFactory) -> None:
+    """Probes across a cut fail like heartbeats: each side declares the other dead, and with
+    reconnect every 30 s the two sides still find each other (20 nodes try, one every 1.5 s)."""
+    sim = bootstrapped(chatter_sim, 20)
+    names = sim.live_names()
+    a, b = names[:10], names[10:]
+    sim.partition(a, b)
+    sim.run_for(PROBE.suspect_after + PROBE.suspicion_max + 2)
+    for n in a:
+        assert {sim.state_of(m, seen_by=n) for m in b} == {"dead"}
+    sim.heal()
+    t = sim.now
+    while sim.now - t < 60 and not all(sim.state_of(m, seen_by=n) == "alive" for n in names for m in names):
+        sim.run_for(1)
+    assert sim.now - t <= 30, "did not converge after heal"
+
+
+def test_starved_node_neither_accuses_nor_probes_for_its_own_stall(chatter_sim: SimFactory) -> None:
+    sim = bootstrapped(chatter_sim, 10)
+    sim.pause("n4")
+    sim.run_for(5)
+    probes = sim.nodes["n4"].stats["probes"]
+    sim.resume("n4")
+    sim.run_for(5)
+    mine = [
+        r
+        for r in sim.records
+        if r.observer == "n4" and isinstance(r.event, MemberEvent) and r.event.kind == "member-suspect"
+    ]
+    assert [r for r in mine if r.event.node != "n4"] == []  # type: ignore[union-attr]
+    assert sim.nodes["n4"].stats["starved"] >= 1
+    assert sim.nodes["n4"].stats["probes"] == probes  # the stall was not counted as silence
