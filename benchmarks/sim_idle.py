@@ -92,13 +92,27 @@ def kind_of(data: bytes) -> str:
     return kinds.pop() if len(kinds) == 1 else "gossip"
 
 
+WAKE_COALESCE = 0.005  # turns of one node closer than this count as one wake-up
+
+
 class Metered(Simulation):
-    """A simulation that counts what every node sends, by kind."""
+    """A simulation that counts what every node sends, by kind, and how often each node wakes
+    up: its turns (a timer, a datagram), those within WAKE_COALESCE of the previous one counted
+    with it, as a runtime that drains its socket in one turn would (a proxy for idle CPU)."""
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
         self.by_kind: Counter[str] = Counter()
         self.bytes_by_kind: Counter[str] = Counter()
+        self.wakeups = 0
+        self._awake: dict[str, float] = {}
+
+    def step(self, node: Any) -> None:
+        last = self._awake.get(node.name)
+        if last is None or self.now - last > WAKE_COALESCE:
+            self.wakeups += 1
+            self._awake[node.name] = self.now
+        super().step(node)
 
     def _transmit(self, src: str, data: bytes, addr: tuple[str, int]) -> None:
         k = kind_of(data)
@@ -109,6 +123,7 @@ class Metered(Simulation):
     def reset_meter(self) -> None:
         self.by_kind.clear()
         self.bytes_by_kind.clear()
+        self.wakeups = 0
 
     def rates(self, n: int, seconds: float) -> dict[str, Any]:
         per = n * seconds
@@ -117,6 +132,7 @@ class Metered(Simulation):
             "bytes_per_node_s": round(sum(self.bytes_by_kind.values()) / per, 1),
             "datagrams_by_kind": {k: round(v / per, 3) for k, v in sorted(self.by_kind.items())},
             "bytes_by_kind": {k: round(v / per, 1) for k, v in sorted(self.bytes_by_kind.items())},
+            "wakeups_per_node_s": round(self.wakeups / per, 2),
         }
 
 
