@@ -82,6 +82,19 @@ class Config:
     # Local health: if our own timers fire later than this, we were starved (CPU, GC, a
     # paused process) and we do not count the stall against the nodes we monitor.
     max_timer_lateness: float = 0.3
+    # Probe before suspecting (core/probe.py; issue #13: a design being measured, off by
+    # default). A monitor that has not heard a member for probe_after seconds pings it (SWIM's
+    # direct probe), and the member answers with a heartbeat; from the second round on, every
+    # probe_interval, it also asks probe_relays other members (the member's other monitors
+    # first) to check it (ping-req): a relay that heard it within probe_after vouches for it
+    # at once, else pings it and vouches when it answers. Only a member still silent after
+    # suspect_after is suspected, so a lost heartbeat costs a probe rather than a suspicion,
+    # and heartbeats may be several times rarer for the same detection time. probe_after must
+    # leave one heartbeat interval of silence plus a margin for the heartbeat in flight.
+    probe_before_suspect: bool = False
+    probe_after: float = 1.1
+    probe_interval: float = 0.15
+    probe_relays: int = 2
 
     # --- membership -------------------------------------------------------------------
     # Push-pull anti-entropy with one random live peer every pushpull_interval seconds.
@@ -180,6 +193,8 @@ FIRST_SIGHT_MAX = 2**62
 # cluster's clocks to where the next honest rumors would be refused; 2^61 messages would be
 # needed to climb from here to there, one at a time.
 LAMPORT_ADOPT_MAX = 2**61
+# Probes one node relays for others at once (core/probe.py: ping-req); more are refused.
+MAX_RELAYED_PROBES = 64
 # Tries at drawing a random peer other than ourselves before giving up for this round.
 RANDOM_PEER_TRIES = 8
 

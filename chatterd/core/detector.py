@@ -18,6 +18,7 @@ from collections.abc import Callable
 from chatterd.core import wire
 from chatterd.core.context import Context, Part
 from chatterd.core.membership import ALIVE, SUSPECT, MemberState
+from chatterd.core.probe import Prober
 from chatterd.core.suspicion import Suspicion
 
 
@@ -36,6 +37,9 @@ class Detector(Part):
         self.starved_at: float | None = None  # when our own timers last ran late (local health)
         self.accuse: Callable[[wire.Suspect, float], None] = lambda msg, now: None
         self.declare_dead: Callable[[wire.Dead, float], None] = lambda msg, now: None
+        # Probes before suspecting (core/probe.py), with Config.probe_before_suspect.
+        self.prober = Prober(ctx)
+        self.probing = cfg.probe_before_suspect
 
     # ------------------------------------------------------------------ timers
 
@@ -45,6 +49,8 @@ class Detector(Part):
         for name, last in self.monitored.items():
             if self.may_accuse(name):
                 d = min(d, last + after)
+                if self.probing:
+                    d = min(d, self.prober.due(name, last))
         for s in self.suspicions.values():
             d = min(d, s.deadline)
         return d
@@ -84,6 +90,9 @@ class Detector(Part):
                 self.fx.log_members.info("member_suspected", node=name, silent_s=round(now - last, 3))
                 self.accuse(msg, now)
                 self.fx.send_msg(msg, m.addr)  # if it is alive after all, it refutes at once
+                self.prober.stop(name)
+            elif self.probing and now >= self.prober.due(name, last) and self.may_accuse(name):
+                self.prober.probe(name, now)
         for name, s in list(self.suspicions.items()):
             if now >= s.deadline:
                 m = self.table.members[name]
@@ -107,6 +116,7 @@ class Detector(Part):
             self.monitored[name] += late
         for s in self.suspicions.values():
             s.delay(late)
+        self.prober.delay(late)
         self.fx.log_members.warning("timers_late", late_s=round(late, 3))
 
     # ------------------------------------------------------------------ news from outside
@@ -115,16 +125,26 @@ class Detector(Part):
         """A datagram came straight from ``name``."""
         if name in self.monitored:
             self.monitored[name] = now
+            self.prober.stop(name)
+        self.prober.heard(name, now)
+
+    def on_vouch(self, msg: wire.Vouch, src: tuple[str, int], now: float) -> None:
+        """Another member heard ``msg.node`` for us (an answer to our PingReq)."""
+        if self.prober.vouched(msg, src) and msg.node in self.monitored:
+            self.monitored[msg.node] = now
+            self.prober.stop(msg.node)
 
     def refresh(self, now: float) -> None:
         """Watch our ring predecessors (after the ring changed)."""
-        watch = set(self.ring.predecessors(self.local.name, self.cfg.monitors))
+        preds = self.ring.predecessors(self.local.name, self.cfg.monitors)
+        watch = set(preds)
         for name in list(self.monitored):
             if name not in watch:
                 del self.monitored[name]
-        for name in watch:
+        for name in preds:  # in ring order, not the set's: a seeded run must not depend on str hashes
             if name not in self.monitored:
                 self.monitored[name] = now  # a fresh assignment gets a full period of grace
+        self.prober.keep(watch)
 
     def suspect(self, name: str, inc: int, accuser: str | None, now: float) -> None:
         """A member just became suspect: start its timer, ``accuser`` its first confirmation."""

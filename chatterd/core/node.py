@@ -143,6 +143,9 @@ class Node:
         news = self.news
         return {
             wire.Heartbeat: lambda msg, src, now: None,  # its arrival was recorded in receive()
+            wire.Ping: self.detector.prober.on_ping,
+            wire.PingReq: self.detector.prober.on_ping_req,
+            wire.Vouch: self.detector.on_vouch,
             wire.Lease: self.election.on_lease,
             wire.Rumor: lambda msg, src, now: self.rumors.on_rumor(msg, now),
             wire.Alive: lambda msg, src, now: news.on_alive(msg, now, src),
