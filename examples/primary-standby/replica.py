@@ -256,6 +256,8 @@ def main() -> int:
     ap.add_argument("--log", type=Path, help="chatterd's log file")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM: same clean stop as Ctrl-C
+    # Ctrl-C even when started with SIGINT ignored (a job a script put in the background)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     tags = {"http": f"{HOST}:{args.http_port}", **(CANDIDACY if args.bootstrap else {})}
     node = Sidecar(args.name, args.port, join=args.join, tags=tags, log_path=args.log)

@@ -198,6 +198,8 @@ def main() -> int:
     if not 1 <= args.shards <= 256:
         ap.error("--shards must be within 1..256")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM: same clean stop as Ctrl-C
+    # Ctrl-C even when started with SIGINT ignored (a job a script put in the background)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     tags = {"http": f"{HOST}:{args.http_port}", **(candidacy(args.shards) if args.bootstrap else {})}
     node = Sidecar(args.name, args.port, join=args.join, tags=tags, log_path=args.log)

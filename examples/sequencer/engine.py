@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import threading
 import time
 import urllib.request
@@ -178,7 +179,14 @@ def main() -> None:
     server = ThreadingHTTPServer((a.host, a.port), make_handler(engine))
     server.daemon_threads = True
     print(f"{a.name}: orders on http://{a.host}:{a.port}, sidecar {a.sidecar}", flush=True)
-    server.serve_forever()
+    # Ctrl-C (or SIGTERM) ends the engine, even when started with SIGINT ignored (a job a
+    # script put in the background)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print(f"{a.name}: stopping", flush=True)
 
 
 if __name__ == "__main__":
