@@ -16,7 +16,7 @@ import itertools
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +30,30 @@ NAMES = ("r1", "r2")
 
 
 class System:
-    def __init__(self, workdir: Path, echo: bool = False) -> None:
+    """The replicas (``script``, each with its chatterd) on free ports of 127.0.0.1, each
+    joining the others; shardrun.ShardSystem runs the sharded ones the same way."""
+
+    script = "replica.py"
+
+    def __init__(self, workdir: Path, echo: bool = False, names: Sequence[str] = NAMES) -> None:
         self.workdir = workdir
         self.echo = echo
-        self.port = {n: free_port() for n in NAMES}  # chatterd (UDP gossip + HTTP API)
-        self.http = {n: free_port() for n in NAMES}  # the service
+        self.names = list(names)
+        self.port = {n: free_port() for n in self.names}  # chatterd (UDP gossip + HTTP API)
+        self.http = {n: free_port() for n in self.names}  # the service
         self.apps: dict[str, App] = {}
-        self.client = Client([f"127.0.0.1:{self.port[n]}" for n in NAMES])
+        self.client = self.make_client([f"127.0.0.1:{self.port[n]}" for n in self.names])
+
+    def make_client(self, nodes: list[str]) -> Any:
+        return Client(nodes)
+
+    def script_args(self) -> list[str]:
+        """The script's own arguments, beyond name, ports, seeds, log and --bootstrap."""
+        return []
+
+    def context(self) -> str:
+        """What a timed-out wait adds to its message."""
+        return ""
 
     def _out(self, app: str) -> Callable[[str], None]:
         def out(line: str) -> None:
@@ -46,9 +63,11 @@ class System:
         return out
 
     def start(self, name: str, bootstrap: bool) -> App:
-        other = next(n for n in NAMES if n != name)
-        argv = [str(HERE / "replica.py"), "--name", name, "--port", str(self.port[name])]
-        argv += ["--http-port", str(self.http[name]), "--join", f"127.0.0.1:{self.port[other]}"]
+        argv = [str(HERE / self.script), "--name", name, "--port", str(self.port[name])]
+        argv += ["--http-port", str(self.http[name]), *self.script_args()]
+        for other in self.names:
+            if other != name:
+                argv += ["--join", f"127.0.0.1:{self.port[other]}"]
         argv += ["--log", str(self.workdir / f"{name}.chatterd.log")]
         if bootstrap:
             argv.append("--bootstrap")
@@ -59,16 +78,16 @@ class System:
 
     def state(self, name: str) -> dict[str, Any] | None:
         try:
-            st: dict[str, Any] = http_json(f"http://127.0.0.1:{self.http[name]}/state", timeout=1.0)
+            st: dict[str, Any] = http_json(f"http://127.0.0.1:{self.http[name]}/state", timeout=2.0)
             return st
-        except OSError:
+        except (OSError, ValueError):
             return None
 
     def wait_for(self, check: Callable[[], bool], timeout: float, what: str) -> float:
         start = time.monotonic()
         while not check():
             if time.monotonic() - start > timeout:
-                raise TimeoutError(f"timed out after {timeout:g} s waiting for: {what}")
+                raise TimeoutError(f"timed out after {timeout:g} s waiting for: {what}{self.context()}")
             time.sleep(0.05)
         return time.monotonic() - start
 

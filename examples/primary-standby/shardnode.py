@@ -26,17 +26,17 @@ a shard keeps serving its others, and its copy of the lost one is replaced by th
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from jsonhttp import JsonHandler
 from shardlog import NotPrimary, ShardLog, role_of, shard_of
 from sidecar import HOST, Sidecar, http_json
 
@@ -139,19 +139,8 @@ class ShardNode:
             pass
 
 
-def make_handler(rep: ShardNode) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # quiet
-            pass
-
-        def reply(self, code: int, body: Any) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
+def make_handler(rep: ShardNode) -> type[JsonHandler]:
+    class Handler(JsonHandler):
         def do_GET(self) -> None:
             if self.path == "/state":
                 self.reply(200, rep.state())
@@ -160,7 +149,7 @@ def make_handler(rep: ShardNode) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             try:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+                body = self.read_json()
             except ValueError:
                 self.reply(400, {"error": "invalid JSON"})
                 return

@@ -22,51 +22,29 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
+from scenario import System  # noqa: E402
 from shardclient import ShardClient  # noqa: E402
 from shardlog import role_of  # noqa: E402
-from sidecar import App, free_port, http_json  # noqa: E402
+from sidecar import http_json  # noqa: E402
 
 Table = dict[int, tuple[str, int]]  # shard → (holder, epoch)
 
 
-class ShardSystem:
+class ShardSystem(System):
+    script = "shardnode.py"
+
     def __init__(self, workdir: Path, replicas: int, shards: int, echo: bool = False) -> None:
-        self.workdir = workdir
-        self.names = [f"r{i}" for i in range(1, replicas + 1)]
         self.shards = shards
-        self.echo = echo
-        self.port = {n: free_port() for n in self.names}  # chatterd (UDP gossip + HTTP API)
-        self.http = {n: free_port() for n in self.names}  # the service
-        self.apps: dict[str, App] = {}
-        self.client = ShardClient([f"127.0.0.1:{self.port[n]}" for n in self.names], shards)
+        super().__init__(workdir, echo, names=[f"r{i}" for i in range(1, replicas + 1)])
 
-    def _out(self, app: str) -> Callable[[str], None]:
-        def out(line: str) -> None:
-            if self.echo:
-                print(f"{app:>7} | {line}", flush=True)
+    def make_client(self, nodes: list[str]) -> ShardClient:
+        return ShardClient(nodes, self.shards)
 
-        return out
+    def script_args(self) -> list[str]:
+        return ["--shards", str(self.shards)]
 
-    def start(self, name: str, bootstrap: bool) -> App:
-        argv = [str(HERE / "shardnode.py"), "--name", name, "--port", str(self.port[name])]
-        argv += ["--http-port", str(self.http[name]), "--shards", str(self.shards)]
-        for other in self.names:
-            if other != name:
-                argv += ["--join", f"127.0.0.1:{self.port[other]}"]
-        argv += ["--log", str(self.workdir / f"{name}.chatterd.log")]
-        if bootstrap:
-            argv.append("--bootstrap")
-        app = App(name, argv, self._out(name))
-        app.start()
-        self.apps[name] = app
-        return app
-
-    def state(self, name: str) -> dict[str, Any] | None:
-        try:
-            st: dict[str, Any] = http_json(f"http://127.0.0.1:{self.http[name]}/state", timeout=2.0)
-            return st
-        except (OSError, ValueError):
-            return None
+    def context(self) -> str:
+        return f"; roles {self.table()}"
 
     def table(self) -> Table:
         """Each shard's (holder, epoch) as the first answering chatterd of a running replica sees it."""
@@ -87,20 +65,6 @@ class ShardSystem:
             return False
         loads = [sum(1 for h, _ in t.values() if h == n) for n in among]
         return min(loads) >= self.shards // len(among) and max(loads) - min(loads) <= 1
-
-    def wait_for(self, check: Callable[[], bool], timeout: float, what: str) -> float:
-        start = time.monotonic()
-        while not check():
-            if time.monotonic() - start > timeout:
-                raise TimeoutError(f"timed out after {timeout:g} s waiting for: {what}; roles {self.table()}")
-            time.sleep(0.05)
-        return time.monotonic() - start
-
-    def stop_all(self) -> None:
-        for app in self.apps.values():
-            app.interrupt()
-        for app in self.apps.values():
-            app.stop()
 
 
 @contextlib.contextmanager

@@ -24,13 +24,16 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import sys
 import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # examples/: jsonhttp
+from jsonhttp import JsonHandler
 from sequencer import HOST, ROLE, OrderLog
 
 from chatterd.httpauth import find_token
@@ -126,39 +129,28 @@ class Engine:
             }
 
 
-def make_handler(engine: Engine) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+def make_handler(engine: Engine) -> type[JsonHandler]:
+    class Handler(JsonHandler):
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms stall
 
-        def _reply(self, code: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
         def do_GET(self) -> None:
             if self.path == "/state":
-                self._reply(200, engine.state())
+                self.reply(200, engine.state())
             else:
-                self._reply(404, {"error": "not found"})
+                self.reply(404, {"error": "not found"})
 
         def do_POST(self) -> None:
             if self.path != "/order":
-                self._reply(404, {"error": "not found"})
+                self.reply(404, {"error": "not found"})
                 return
             try:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+                body = self.read_json()
                 order_id = int(body["id"])
             except (ValueError, KeyError, TypeError):
-                self._reply(400, {"error": 'expected {"id": N}'})
+                self.reply(400, {"error": 'expected {"id": N}'})
                 return
-            self._reply(*engine.order(order_id))
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
+            self.reply(*engine.order(order_id))
 
     return Handler
 

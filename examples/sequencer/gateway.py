@@ -26,14 +26,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import structlog
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # examples/: jsonhttp
+from jsonhttp import JsonHandler
 from sequencer import APP_TAG, HOST, SERVE_DIR, Gateway
 
 from chatterd import logs
@@ -118,35 +122,24 @@ class Forwarder:
             }
 
 
-def make_handler(fw: Forwarder) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+def make_handler(fw: Forwarder) -> type[JsonHandler]:
+    class Handler(JsonHandler):
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True
 
-        def _reply(self, code: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
         def do_GET(self) -> None:
-            self._reply(*((200, fw.state()) if self.path == "/state" else (404, {"error": "not found"})))
+            self.reply(*((200, fw.state()) if self.path == "/state" else (404, {"error": "not found"})))
 
         def do_POST(self) -> None:
             if self.path != "/order":
-                self._reply(404, {"error": "not found"})
+                self.reply(404, {"error": "not found"})
                 return
             try:
-                order_id = int(json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))["id"])
+                order_id = int(self.read_json()["id"])
             except (ValueError, KeyError, TypeError):
-                self._reply(400, {"error": 'expected {"id": N}'})
+                self.reply(400, {"error": 'expected {"id": N}'})
                 return
-            self._reply(*fw.order(order_id))
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
+            self.reply(*fw.order(order_id))
 
     return Handler
 
