@@ -39,6 +39,8 @@ def test_parse_and_tag() -> None:
     assert encoded_size(tags) < 40 < MAX_TAGS_BYTES  # 64 roles in one small tag
     assert candidacies(tags) == dict.fromkeys(ROLES, 0)
     assert group_candidacies({"roles:x0..99999": "0", "roles:bad": "1", "roles:y0..1": "z"}) == {}
+    # at most MAX_MEMBER_ROLES (256) per member: a group that would go over is left out
+    assert set(group_candidacies({"roles:a0..255": "0", "roles:b0..3": "0"})) == {f"a{i}" for i in range(256)}
 
 
 def test_cold_start_is_even_and_the_same_whatever_the_order() -> None:
