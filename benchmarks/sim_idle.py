@@ -46,28 +46,30 @@ structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.
 
 IP_UDP_HEADERS = 28  # what compare.py adds per datagram (IPv4 20 + UDP 8)
 
-# Candidate designs: each a variant of the lan profile (issue #13). Field names are Config's.
+# The lan profile before issue #13: 3 monitors, heartbeats every 0.25 s, suspect after 2 s,
+# push-pull and reconnect every 5 s, no probes. The candidate designs are variants of it;
+# "lan" is today's profile (it became probe-fast).
+CLASSIC: dict[str, Any] = {
+    "heartbeat_interval": 0.25,
+    "probe_before_suspect": False,
+    "suspect_after": 2.0,
+    "pushpull_interval": 5.0,
+    "reconnect_interval": 5.0,
+}
+_PROBE = {"heartbeat_interval": 1.0, "probe_before_suspect": True}
+# Candidate designs (issue #13). Field names are Config's.
 DESIGNS: dict[str, dict[str, Any]] = {
-    "lan": {},  # today's defaults: 3 monitors, heartbeats every 0.25 s, suspect after 2 s
-    "hb1": {"heartbeat_interval": 1.0},  # the plain cut: heartbeats every 1 s, nothing else
-    "hb05-m2": {"heartbeat_interval": 0.5, "monitors": 2},  # 4 heartbeats/s, 2 observers
-    "probe": {"heartbeat_interval": 1.0, "probe_before_suspect": True},  # SWIM probes before suspecting
-    "probe-pp15": {"heartbeat_interval": 1.0, "probe_before_suspect": True, "pushpull_interval": 15.0},
-    "probe-pp30": {"heartbeat_interval": 1.0, "probe_before_suspect": True, "pushpull_interval": 30.0},
-    "probe-pp30-rc30": {
-        "heartbeat_interval": 1.0,
-        "probe_before_suspect": True,
-        "pushpull_interval": 30.0,
-        "reconnect_interval": 30.0,
-    },
-    "probe-fast": {  # the same, suspecting after 1.75 s of silence instead of 2 s
-        "heartbeat_interval": 1.0,
-        "probe_before_suspect": True,
-        "pushpull_interval": 30.0,
-        "reconnect_interval": 30.0,
-        "suspect_after": 1.75,
-    },
-    "probe-m2": {"heartbeat_interval": 1.0, "monitors": 2, "probe_before_suspect": True, "pushpull_interval": 30.0},
+    "lan": {},  # today's defaults (probe-fast)
+    "classic": CLASSIC,
+    "hb1": {**CLASSIC, "heartbeat_interval": 1.0},  # the plain cut: heartbeats every 1 s, nothing else
+    "hb05-m2": {**CLASSIC, "heartbeat_interval": 0.5, "monitors": 2},  # 4 heartbeats/s, 2 observers
+    "probe": {**CLASSIC, **_PROBE},  # SWIM probes before suspecting
+    "probe-pp15": {**CLASSIC, **_PROBE, "pushpull_interval": 15.0},
+    "probe-pp30": {**CLASSIC, **_PROBE, "pushpull_interval": 30.0},
+    "probe-pp30-rc30": {**CLASSIC, **_PROBE, "pushpull_interval": 30.0, "reconnect_interval": 30.0},
+    # the same, suspecting after 1.75 s of silence instead of 2 s: what the lan profile became
+    "probe-fast": {**CLASSIC, **_PROBE, "pushpull_interval": 30.0, "reconnect_interval": 30.0, "suspect_after": 1.75},
+    "probe-m2": {**CLASSIC, **_PROBE, "monitors": 2, "pushpull_interval": 30.0},
 }
 
 _TYPE = re.compile(rb'"type":"([a-z-]+)"')

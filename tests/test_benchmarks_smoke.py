@@ -26,7 +26,7 @@ SMOKE = {
         "chatter-sealed",
     ),
     "sim_scale": ("--sizes 30 --messages 2 --skip loss partition tradeoff", "size"),
-    "sim_idle": ("--designs lan probe-fast --n 10 --window 5 --kills 1 --losses 0.05 --minutes 0.2", "probe-fast"),
+    "sim_idle": ("--designs classic probe-fast --n 10 --window 5 --kills 1 --losses 0.05 --minutes 0.2", "probe-fast"),
     "throughput": (
         "--parts core,process --core-count 500 --rates 1000 --series new-user --step 1 --no-py-spy",
         "sustained",
@@ -52,8 +52,8 @@ def test_benchmark_smoke(name: str, tmp_path: Path) -> None:
         row = data["size"][0]
         assert row["n"] == 30 and row["detection"]["reported"] == 29 and row["false_deaths"] == 0
     if name == "sim_idle":
-        lan, probe = data["designs"]
-        assert lan["load"]["datagrams_by_kind"]["heartbeat"] == 12.0 and probe["detection"]["max_s"] is not None
+        classic, probe = data["designs"]
+        assert classic["load"]["datagrams_by_kind"]["heartbeat"] == 12.0 and probe["detection"]["max_s"] is not None
     if name == "compare":
         results = data["sizes"][0]["results"]
         assert [r["system"] for r in results] == ["chatter", "chatter-sealed"]

@@ -65,16 +65,25 @@ class Config:
     # A node takes part in role elections only this long after it started (or joined), so
     # that it sees the other candidates and the current claims before it may claim itself.
     role_settle: float = 1.0
+    # Under --expect, a candidate sends every member a lease request this often, and counts
+    # the members that answered in the last suspect_after - 2 lease intervals as its quorum
+    # (core/election.py): a holder cut off into a minority steps down before the majority
+    # can declare it dead. Its own interval, shorter than the heartbeats': only candidates
+    # with --expect pay for it.
+    lease_interval: float = 0.25
 
     # --- failure detection ------------------------------------------------------------
     # Each node sends a heartbeat to `monitors` peers (its successors on a hash ring) every
     # heartbeat_interval. The load per node is monitors / heartbeat_interval datagrams per
-    # second whatever the cluster size.
-    heartbeat_interval: float = 0.25
+    # second whatever the cluster size: 3 per second (issue #13's idle target is 4; it was 12
+    # with heartbeats every 0.25 s). Rarer heartbeats do not slow detection down, the probes
+    # below keep them from raising false suspicions (docs/benchmarks.md, issue #13).
+    heartbeat_interval: float = 1.0
     monitors: int = 3
-    # A monitor that hears nothing from a node for suspect_after seconds suspects it
-    # (the seeds' figure: the failover system took over after 2 s of silence).
-    suspect_after: float = 2.0
+    # A monitor that hears nothing from a node for suspect_after seconds (and no answer to its
+    # probes) suspects it. The seeds' failover systems take over after 2 s of silence; 1.75 s
+    # plus the shortest suspicion timeout puts a death everywhere at 2.25 s at worst.
+    suspect_after: float = 1.75
     # Lifeguard-style suspicion timeout: suspicion_max with one accuser, shrinking
     # logarithmically to suspicion_min when every monitor of the node agrees.
     suspicion_min: float = 0.5
@@ -82,25 +91,28 @@ class Config:
     # Local health: if our own timers fire later than this, we were starved (CPU, GC, a
     # paused process) and we do not count the stall against the nodes we monitor.
     max_timer_lateness: float = 0.3
-    # Probe before suspecting (core/probe.py; issue #13: a design being measured, off by
-    # default). A monitor that has not heard a member for probe_after seconds pings it (SWIM's
-    # direct probe), and the member answers with a heartbeat; from the second round on, every
+    # Probe before suspecting (core/probe.py, issue #13). A monitor that has not heard a
+    # member for probe_after seconds pings it (SWIM's direct probe), and the member answers
+    # with a heartbeat; from the second round on, every
     # probe_interval, it also asks probe_relays other members (the member's other monitors
     # first) to check it (ping-req): a relay that heard it within probe_after vouches for it
     # at once, else pings it and vouches when it answers. Only a member still silent after
     # suspect_after is suspected, so a lost heartbeat costs a probe rather than a suspicion,
     # and heartbeats may be several times rarer for the same detection time. probe_after must
     # leave one heartbeat interval of silence plus a margin for the heartbeat in flight.
-    probe_before_suspect: bool = False
+    probe_before_suspect: bool = True
     probe_after: float = 1.1
     probe_interval: float = 0.15
     probe_relays: int = 2
 
     # --- membership -------------------------------------------------------------------
-    # Push-pull anti-entropy with one random live peer every pushpull_interval seconds.
-    pushpull_interval: float = 5.0
-    # Every reconnect_interval we also try one random dead member, so healed partitions merge.
-    reconnect_interval: float = 5.0
+    # Push-pull anti-entropy with one random live peer every pushpull_interval seconds: the
+    # backstop of gossip, which reaches every node on its own. 30 s as memberlist's and Serf's
+    # LAN default (5 s cost a third of the idle byte budget: a ~450-byte digest each time).
+    pushpull_interval: float = 30.0
+    # Every reconnect_interval we also try one random dead member, so healed partitions merge:
+    # each of N nodes tries, so a cluster finds the other side within about 30/N seconds.
+    reconnect_interval: float = 30.0
     # Seeds given with --join are retried this often until one answers.
     join_retry_interval: float = 1.0
     # Dead and left members are forgotten after this long (Serf's reap interval is 24 h;
@@ -135,9 +147,13 @@ class Config:
 # LAN: the defaults above, tuned for a data-centre network.
 LAN = Config()
 
-# LOCAL: a single host or a very fast network; the same rules, shorter timers.
+# LOCAL: a single host or a very fast network; the same rules, shorter timers: detection in
+# about 1.25 s, for 30 heartbeats per second per node (and no probes: a lost heartbeat on
+# loopback is rare, and 10 of them fit in suspect_after).
 LOCAL = Config(
     heartbeat_interval=0.1,
+    probe_before_suspect=False,
+    lease_interval=0.1,
     suspect_after=1.0,
     suspicion_min=0.25,
     suspicion_max=2.0,

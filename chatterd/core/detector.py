@@ -37,6 +37,7 @@ class Detector(Part):
         self.starved_at: float | None = None  # when our own timers last ran late (local health)
         self.accuse: Callable[[wire.Suspect, float], None] = lambda msg, now: None
         self.declare_dead: Callable[[wire.Dead, float], None] = lambda msg, now: None
+        self.woke: Callable[[float], None] = lambda now: None  # after a long stall: sync at once
         # Probes before suspecting (core/probe.py), with Config.probe_before_suspect.
         self.prober = Prober(ctx)
         self.probing = cfg.probe_before_suspect
@@ -61,6 +62,11 @@ class Detector(Part):
             if late > self.cfg.max_timer_lateness:
                 self.starved_at = now
                 self._starved(late)
+                if late >= self.cfg.suspect_after:
+                    # Long enough to have been declared dead, and to have missed the news
+                    # gossiped meanwhile (a role claimed by another): fetch it now rather
+                    # than at the next push-pull, up to pushpull_interval away.
+                    self.woke(now)
 
     def heartbeat_due(self, now: float) -> bool:
         """Send the heartbeats if they are due; True if they were."""

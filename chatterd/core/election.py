@@ -60,6 +60,7 @@ class Election(Part):
         self.settle_at: float | None = None if seeded else now + cfg.role_settle
         self.ready = False
         self._had_quorum = False
+        self.next_lease: float | None = None  # under --expect: when to send the next lease requests
         self.set_tags: Callable[[dict[str, str], float], bool] = lambda tags, now: False
         self.sync_now: Callable[[float], None] = lambda now: None  # start a push-pull at once
         # role → (its claim's holder we have no record of, when the claim arrived): the
@@ -71,6 +72,8 @@ class Election(Part):
 
     def deadline(self) -> float | None:
         d = self.settle_at
+        if self.next_lease is not None:
+            d = self.next_lease if d is None else min(d, self.next_lease)
         if self.unknown_holders and self.ready:
             hold = self.cfg.unknown_holder_hold
             end = min(since for _, since in self.unknown_holders.values()) + hold
@@ -95,11 +98,17 @@ class Election(Part):
         """We just joined: elect only after role_settle, once we know the claims."""
         self.settle_at = now + self.cfg.role_settle
 
-    def heartbeat(self) -> None:
-        """Under --expect a candidate asks every member to answer, every heartbeat interval:
-        the members that answered lately are its quorum (see members_up)."""
+    def lease_due(self, now: float) -> None:
+        """Under --expect a candidate asks every member to answer, every lease interval: the
+        members that answered lately are its quorum (see members_up)."""
         if self.roles.expect is None or not self.role_members.get(self.local.name):
+            self.next_lease = None
             return
+        if self.next_lease is None:
+            self.next_lease = now
+        if now < self.next_lease:
+            return
+        self.next_lease = max(self.next_lease + self.cfg.lease_interval, now)
         data = wire.encode([wire.Lease(inc=self.local.inc)], self.local.name)
         for m in self.table.members.values():
             if m.name != self.local.name and m.state in LIVE:
@@ -200,13 +209,13 @@ class Election(Part):
 
     def members_up(self, now: float) -> int:
         """Our quorum under --expect: ourselves and the members that answered us (any datagram)
-        in the last suspect_after - 2 heartbeat intervals. Gossip is not evidence: after a
+        in the last suspect_after - 2 lease intervals. Gossip is not evidence: after a
         partition a minority keeps members it does not monitor "alive" for a while. With
         answers, a holder cut off into a minority steps down by suspect_after after the cut,
         before the majority can declare it dead (suspect_after + suspicion_min after its last
         heartbeat) and elect another: at most one side holds a role."""
         cfg = self.cfg
-        recent = now - (cfg.suspect_after - 2 * cfg.heartbeat_interval)
+        recent = now - (cfg.suspect_after - 2 * cfg.lease_interval)
         me = self.local.name
         return 1 + sum(
             1

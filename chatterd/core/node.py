@@ -135,6 +135,7 @@ class Node:
         self.news.on_change = self.election.member_changed
         self.election.set_tags = self.set_tags
         self.election.sync_now = self.sync.soon
+        self.detector.woke = self.sync.soon
         self._handlers = self._dispatch_table()
         self.detector.refresh(now)
 
@@ -249,8 +250,8 @@ class Node:
     def handle_timers(self, now: float) -> None:
         self.detector.check_lateness(now)
         if not self.local.leaving:
-            if self.detector.heartbeat_due(now):
-                self.election.heartbeat()
+            self.detector.heartbeat_due(now)
+            self.election.lease_due(now)
             self.detector.tick(now)
             self.sync.tick(now)
             self.repair.tick(now)

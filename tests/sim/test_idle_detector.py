@@ -7,7 +7,7 @@ alarms under loss, idle cost."""
 import random
 
 from chatterd.core import wire
-from chatterd.core.config import LAN, MAX_RELAYED_PROBES
+from chatterd.core.config import LAN, LOCAL, MAX_RELAYED_PROBES
 from chatterd.core.events import MemberEvent
 from chatterd.sim import Simulation
 from chatterd.testing import SimFactory
@@ -42,9 +42,9 @@ def kill_and_time(sim: Simulation, victim: str) -> float:
     return max(fails)
 
 
-def test_off_by_default_and_lan_sends_no_probe(chatter_sim: SimFactory) -> None:
-    assert LAN.probe_before_suspect is False
-    sim = chatter_sim(0, loss=0.15)
+def test_lan_probes_and_local_sends_no_probe(chatter_sim: SimFactory) -> None:
+    assert LAN.probe_before_suspect is True and LOCAL.probe_before_suspect is False
+    sim = chatter_sim(0, loss=0.15, config=LOCAL)
     sim.bootstrap(10)
     sim.wiretap = []
     sim.run_for(30)

@@ -3,7 +3,7 @@
 import pytest
 
 from chatterd import views as rows
-from chatterd.core.config import LAN
+from chatterd.core.config import LAN, LOCAL
 from chatterd.core.events import Delivery, MemberEvent
 from chatterd.sim import Simulation
 from chatterd.testing import SimFactory
@@ -129,9 +129,26 @@ def test_restarted_node_comes_back_alive(chatter_sim: SimFactory) -> None:
     assert {m.state for m in sim.nodes["n5"].table.members.values()} == {"alive"}
 
 
-def test_one_lossy_monitor_is_refuted_not_fatal(chatter_sim: SimFactory) -> None:
-    """A single monitor that stops hearing a live node suspects it; the node refutes."""
+def test_one_deaf_monitor_is_answered_by_the_others_vouches(chatter_sim: SimFactory) -> None:
+    """A monitor that stops hearing a live node probes it through the node's other monitors,
+    which vouch for it: no suspicion at all (lan profile, probe_before_suspect)."""
     sim = chatter_sim(10)
+    target = "n2"
+    monitor = sim.nodes[target].ring.successors(target, 3)[0]
+    sim.block(target, monitor)
+    sim.run_for(30)
+    assert not sim.member_events("member-suspect", target)
+    assert sim.nodes[monitor].stats["probe_requests"] >= 10  # it did doubt, every time
+    assert not sim.false_deaths()
+    sim.heal()
+    sim.run_for(5)
+    assert views(sim, target) == {"alive"}
+
+
+def test_one_lossy_monitor_is_refuted_not_fatal(chatter_sim: SimFactory) -> None:
+    """Without probes (local profile), a single monitor that stops hearing a live node
+    suspects it; the node refutes."""
+    sim = chatter_sim(10, config=LOCAL)
     target = "n2"
     monitor = sim.nodes[target].ring.successors(target, 3)[0]
     sim.block(target, monitor)
@@ -241,7 +258,11 @@ def test_anti_entropy_repairs_what_gossip_missed(chatter_sim: SimFactory) -> Non
     sim.step(node)
     sim.run_for(0.05)  # longer than gossip needs, shorter than the next digest exchange
     assert sum(1 for n in names if rows.device_rows(sim.nodes[n])) == 1  # gossip did not carry it
-    sim.run_for(60)
+    # push-pull every 30 s ± 25 %, with one random peer: an epidemic of its own, in rounds
+    for _ in range(20):
+        if all(rows.device_rows(sim.nodes[n]) for n in names):
+            break
+        sim.run_for(30)
     assert all(rows.device_rows(sim.nodes[n]) for n in names)
     assert len({tuple(sim.nodes[n].digest.hashes) for n in names}) == 1  # every digest agrees
 
