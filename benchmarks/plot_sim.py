@@ -82,23 +82,33 @@ def plot_loss(rows: list[dict[str, Any]], path: Path, written: list[Path]) -> No
 
 
 def plot_tradeoff(rows: list[dict[str, Any]], path: Path, written: list[Path]) -> None:
-    fig, a = plt.subplots(figsize=(6.5, 4))
+    """False suspicions against detection time, one line per loss rate over the lan
+    detector's suspect_after values; the default circled, the detector before it (classic,
+    heartbeats every 0.25 s without probes) as a cross of the same colour."""
+    fig, a = plt.subplots(figsize=(7, 4.5))
     for loss in sorted({r["loss"] for r in rows}):
-        sub = [r for r in rows if r["loss"] == loss]
-        a.plot(
+        sub = [r for r in rows if r["loss"] == loss and r.get("design", "lan") == "lan"]
+        line = a.plot(
             [r["detection_max_s"] for r in sub],
             [r["suspicions_per_min"] + 0.01 for r in sub],
             "o-",
             label=f"{loss:.0%} loss",
-        )
+        )[0]
         for r in sub:
-            a.annotate(f"{r['suspect_after']:g} s", (r["detection_max_s"], r["suspicions_per_min"] + 0.01), fontsize=8)
+            xy = (r["detection_max_s"], r["suspicions_per_min"] + 0.01)
+            a.annotate(f"{r['suspect_after']:g} s", xy, fontsize=7, xytext=(3, 3), textcoords="offset points")
+            if r.get("default"):
+                a.plot(*xy, "o", ms=14, mfc="none", mec="black")
+        for r in (r for r in rows if r["loss"] == loss and r.get("design") == "classic"):
+            a.plot(r["detection_max_s"], r["suspicions_per_min"] + 0.01, "x", ms=9, mew=2, color=line.get_color())
+    a.plot([], [], "o", ms=14, mfc="none", mec="black", label="default (suspect_after 1.75 s)")
+    a.plot([], [], "x", ms=9, mew=2, color="grey", label="before issue #13 (0.25 s heartbeats, no probes)")
     a.set_yscale("log")
     a.set_xlabel("kill → dead everywhere, max (s)")
-    a.set_ylabel("false suspicions per minute, cluster-wide")
-    a.set_title("suspect_after: detection speed against false suspicions (N = 100)")
+    a.set_ylabel("false suspicions per minute, cluster-wide (+ 0.01)")
+    a.set_title("suspect_after: detection against false suspicions (N = 100, probes on)")
     a.grid(True, which="both", alpha=0.3)
-    a.legend()
+    a.legend(fontsize=7)
     _save(fig, path, written)
 
 

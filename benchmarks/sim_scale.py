@@ -147,12 +147,28 @@ def run_partition(n: int, seed: int) -> dict[str, Any]:
     return {"n": n, "seed": seed, "split_detected_s": split, "heal_converged_s": healed}
 
 
-def run_tradeoff(n: int, loss: float, suspect_after: float, seed: int, minutes: float) -> dict[str, Any]:
-    cfg = LAN.replace(suspect_after=suspect_after)
+# The trade-off sweep (issue #13): the lan detector (probes before suspecting) at these
+# suspect_after values, and the detector before it ("classic": heartbeats every 0.25 s, no
+# probes, suspect_after 2 s) as the reference, at each loss rate.
+TRADEOFF_LOSSES = (0.0, 0.05, 0.15, 0.30)
+TRADEOFF_SUSPECT = (1.25, 1.5, 1.75, 2.0)
+CLASSIC = {
+    "heartbeat_interval": 0.25,
+    "probe_before_suspect": False,
+    "pushpull_interval": 5.0,
+    "reconnect_interval": 5.0,
+}
+
+
+def run_tradeoff(
+    n: int, loss: float, suspect_after: float, seed: int, minutes: float, design: str = "lan"
+) -> dict[str, Any]:
+    cfg = LAN.replace(suspect_after=suspect_after, **(CLASSIC if design == "classic" else {}))
     sim = Simulation(seed=seed, loss=loss, config=cfg)
     names = sim.bootstrap(n)
     sim.run_for(minutes * 60)
-    row: dict[str, Any] = {"n": n, "loss": loss, "suspect_after": suspect_after, "minutes": minutes}
+    row: dict[str, Any] = {"n": n, "design": design, "loss": loss, "suspect_after": suspect_after, "minutes": minutes}
+    row["default"] = design == "lan" and suspect_after == LAN.suspect_after
     row["false_deaths"] = len(sim.false_deaths())
     row["suspicions_per_min"] = counters(sim)["suspicions"] / n / minutes  # events seen per node
     det = [detection(sim, names[i], wait=suspect_after + cfg.suspicion_max + 2) for i in (3, 17, 29)]
@@ -201,9 +217,10 @@ def main() -> None:
     if "tradeoff" not in args.skip:
         out["tradeoff"] = []
         minutes = 1 if args.quick else 5
-        for loss in (0.15, 0.25):
-            for sa in (0.75, 1.0, 1.5, 2.0):
-                row = run_tradeoff(100, loss, sa, args.seed, minutes)
+        points = [("lan", sa) for sa in TRADEOFF_SUSPECT] + [("classic", 2.0)]
+        for loss in TRADEOFF_LOSSES:
+            for design, sa in points:
+                row = run_tradeoff(100, loss, sa, args.seed, minutes, design)
                 show("tradeoff", row)
                 out["tradeoff"].append(row)
     write_json(args.json, out)

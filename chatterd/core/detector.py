@@ -136,9 +136,11 @@ class Detector(Part):
 
     def on_vouch(self, msg: wire.Vouch, src: tuple[str, int], now: float) -> None:
         """Another member heard ``msg.node`` for us (an answer to our PingReq)."""
-        if self.prober.vouched(msg, src) and msg.node in self.monitored:
-            self.monitored[msg.node] = now
-            self.prober.stop(msg.node)
+        heard = self.prober.vouched(msg, src, now)
+        last = self.monitored.get(msg.node)
+        if heard is not None and last is not None and heard > last:
+            self.monitored[msg.node] = heard
+            self.prober.stop(msg.node)  # probing starts again probe_after after ``heard``
 
     def refresh(self, now: float) -> None:
         """Watch our ring predecessors (after the ring changed)."""

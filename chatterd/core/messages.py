@@ -48,13 +48,16 @@ class PingReq(_Msg, tag="ping-req"):
 
 
 class Vouch(_Msg, tag="vouch"):
-    """'``node`` was heard from just now': the answer to a PingReq."""
+    """'``node`` was heard from ``ago`` ms ago': the answer to a PingReq. The asker counts the
+    member heard at that moment, not at the vouch's arrival: a vouch must not add the relay's
+    delay to a dead member's silence (clamped to suspect_after on arrival)."""
 
     node: str
+    ago: U63 = 0
 
 
 class Lease(_Msg, tag="lease"):
-    """'Answer me': sent every heartbeat interval to every member by a role candidate under
+    """'Answer me': sent every lease interval to every member by a role candidate under
     --expect, which counts the answers (any datagram) as its quorum (core/node.py)."""
 
     inc: U63

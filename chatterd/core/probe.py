@@ -1,6 +1,6 @@
 """Probe before suspecting: SWIM's direct and indirect probes (Das et al. 2002), as a step
 between a monitor's first missed heartbeat and its accusation (``Config.probe_before_suspect``,
-off by default; issue #13).
+on in the lan profile; issue #13).
 
 A monitor that has not heard a member for ``probe_after`` seconds starts probing it, one
 round every ``probe_interval`` until it hears from it or ``suspect_after`` runs out (then the
@@ -12,7 +12,9 @@ detector accuses, as without probes):
   ``probe_relays`` other members, drawn from the member's other monitors (they hear its
   heartbeats, so they can answer at once) and the next ones on the ring. A relay that heard
   the member within ``probe_after`` answers with a :class:`~chatterd.core.wire.Vouch`
-  straight away; otherwise it pings the member and vouches once it hears from it.
+  straight away, saying how long ago; otherwise it pings the member and vouches once it hears
+  from it. The asker counts the member heard when the relay heard it, so a vouch never
+  stretches a dead member's silence.
 
 A lost heartbeat thus costs a round trip or two, not a suspicion gossiped to the cluster.
 Bounds: a node answers pings and ping-reqs from members only (no reflection), relays at most
@@ -79,12 +81,14 @@ class Prober(Part):
         for name in self.next_round:
             self.next_round[name] += seconds
 
-    def vouched(self, msg: wire.Vouch, src: Addr) -> bool:
-        """A Vouch arrived: True if it counts (a member vouches for a member we probe)."""
+    def vouched(self, msg: wire.Vouch, src: Addr, now: float) -> float | None:
+        """A Vouch arrived: when the member was heard, if it counts (a member vouches for a
+        member we probe), else None. ``ago`` is bounded by suspect_after: a relay vouches
+        only for a member heard within probe_after, and a bigger figure is no news."""
         if msg.node not in self.next_round or not self.table.has_addr(src):
-            return False
+            return None
         self.fx.stats["vouches_accepted"] += 1
-        return True
+        return now - min(msg.ago / 1000, self.cfg.suspect_after)
 
     # ------------------------------------------------------------------ for the others
 
@@ -97,7 +101,8 @@ class Prober(Part):
         if m is None or m.state not in LIVE or msg.node == self.local.name or not self.table.has_addr(src):
             return
         if m.last_heard is not None and now - m.last_heard < self.cfg.probe_after:
-            self.fx.send_msg(wire.Vouch(node=msg.node), src)
+            ago = max(0, round((now - m.last_heard) * 1000))
+            self.fx.send_msg(wire.Vouch(node=msg.node, ago=ago), src)
             return
         askers = self.relayed.setdefault(msg.node, {})
         if src not in askers:

@@ -12,13 +12,7 @@ from chatterd.core.events import MemberEvent
 from chatterd.sim import Simulation
 from chatterd.testing import SimFactory
 
-PROBE = LAN.replace(
-    heartbeat_interval=1.0,
-    probe_before_suspect=True,
-    suspect_after=1.75,
-    pushpull_interval=30.0,
-    reconnect_interval=30.0,
-)
+PROBE = LAN  # the lan profile probes before suspecting (issue #13)
 
 
 def bootstrapped(chatter_sim: SimFactory, n: int, loss: float = 0.0) -> Simulation:
@@ -96,8 +90,8 @@ def test_idle_cost_within_the_target(chatter_sim: SimFactory) -> None:
 
 def test_a_lost_heartbeat_costs_a_probe_and_a_broken_link_a_vouch(chatter_sim: SimFactory) -> None:
     """One monitor that never hears a member (a one-way link failure) does not suspect it:
-    the member's other monitors vouch for it. With the lan profile it would be accused (and
-    refute) every few seconds."""
+    the member's other monitors vouch for it. Without probes it would be accused (and refute)
+    every few seconds."""
     sim = bootstrapped(chatter_sim, 10)
     watched = "n4"
     monitor = sim.nodes[watched].ring.successors(watched, PROBE.monitors)[0]
@@ -106,6 +100,39 @@ def test_a_lost_heartbeat_costs_a_probe_and_a_broken_link_a_vouch(chatter_sim: S
     assert sim.member_events("member-suspect") == []
     assert sim.nodes[monitor].stats["vouches_accepted"] >= 40
     assert {sim.state_of(watched, seen_by=n) for n in sim.live_names() if n != watched} == {"alive"}
+
+
+def test_a_vouch_does_not_stretch_a_dead_members_silence(chatter_sim: SimFactory) -> None:
+    """A monitor kept in doubt by vouches (it cannot hear the member) must accuse a member that
+    died as soon as the others do: a vouch counts the member heard when the relay heard it,
+    not when the vouch arrived (a real-process run saw kill -> dead take 2.63 s before)."""
+    sim = bootstrapped(chatter_sim, 10)
+    victim = "n4"
+    deaf = sim.nodes[victim].ring.successors(victim, PROBE.monitors)[0]
+    sim.block(victim, deaf)
+    for phase in (0.3, 0.6, 0.9):  # die at several points of the heartbeat interval
+        sim.run_until(float(int(sim.now) + 2) + phase)
+        sim.kill(victim)
+        t_kill, start = sim.now, len(sim.records)
+        heard_by_deaf = []  # when the deaf monitor believes the victim was last heard
+        while sim.now < t_kill + PROBE.suspect_after + PROBE.suspicion_max + 2:
+            sim.run_for(0.05)
+            last = sim.nodes[deaf].detector.monitored.get(victim)
+            if last is not None:
+                heard_by_deaf.append(last)
+        assert heard_by_deaf and max(heard_by_deaf) <= t_kill  # never after the death
+        fails = [
+            r.time - t_kill
+            for r in sim.records[start:]
+            if isinstance(r.event, MemberEvent) and r.event.kind == "member-failed" and r.event.node == victim
+        ]
+        assert len(fails) == len(sim.live_names())
+        assert max(fails) <= PROBE.suspect_after + PROBE.suspicion_min + 0.05, (phase, max(fails))
+        sim.restart(victim, join=["n0"])
+        sim.block(victim, deaf)
+        sim.run_for(10)
+    failed = {r.event.node for r in sim.records if isinstance(r.event, MemberEvent) and r.event.kind == "member-failed"}
+    assert failed == {victim}
 
 
 def test_ping_req_relays_are_bounded_and_strangers_unanswered(chatter_sim: SimFactory) -> None:
