@@ -109,7 +109,8 @@ def run_size(n: int, loss: float, seed: int, messages: int) -> dict[str, Any]:
     names = sim.bootstrap(n)
     sim.run_for(5)  # warm up: heartbeats flowing, first anti-entropy rounds
     row: dict[str, Any] = {"n": n, "loss": loss, "seed": seed}
-    row["load"] = load(sim, n, 10)
+    # Two push-pull intervals at least: a shorter window would leave the digests out.
+    row["load"] = load(sim, n, max(10.0, 2 * LAN.pushpull_interval))
     row["dissemination"] = dissemination(sim, names, messages)
     row["detection"] = detection(sim, names[n // 2], wait=LAN.suspect_after + LAN.suspicion_max + 2)
     row["false_deaths"] = len(sim.false_deaths())
