@@ -68,10 +68,10 @@ class Detector(Part):
                     # than at the next push-pull, up to pushpull_interval away.
                     self.woke(now)
 
-    def heartbeat_due(self, now: float) -> bool:
-        """Send the heartbeats if they are due; True if they were."""
+    def heartbeat_due(self, now: float) -> None:
+        """Send the heartbeats if they are due."""
         if now < self.next_hb:
-            return False
+            return
         data = wire.encode([wire.Heartbeat(inc=self.local.inc)], self.local.name)
         for name in self.ring.successors(self.local.name, self.cfg.monitors):
             self.fx.send(data, self.table.members[name].addr)
@@ -84,7 +84,6 @@ class Detector(Part):
             self.next_hb = now + hb - self.local.wall(now) % hb
             if self.next_hb - now < 1e-3:  # on a grid point already (rounding): the next one
                 self.next_hb += hb
-        return True
 
     def tick(self, now: float) -> None:
         """Accuse the silent members we watch; declare dead those whose suspicion ran out."""

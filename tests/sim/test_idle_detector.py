@@ -166,6 +166,40 @@ def test_ping_req_relays_are_bounded_and_strangers_unanswered(chatter_sim: SimFa
             raise AssertionError("accepted an empty name")
 
 
+def test_a_vouch_is_bounded_and_only_counts_from_a_member_for_a_member_we_probe(chatter_sim: SimFactory) -> None:
+    """``ago`` is a wire integer: out of range is malformed; a huge one is clamped to
+    suspect_after (no news, never a silence in the future); a vouch from a stranger, or for a
+    member we do not probe, moves nothing."""
+    sim = bootstrapped(chatter_sim, 10)
+    victim = "n4"
+    monitor = sim.nodes[victim].ring.successors(victim, PROBE.monitors)[0]
+    other = next(n for n in sim.live_names() if n not in (victim, monitor))
+    det = sim.nodes[monitor].detector
+    for bad in (
+        b'{"v":1,"m":[{"type":"vouch","node":"n4","ago":-1}]}',
+        b'{"v":1,"m":[{"type":"vouch","node":"n4","ago":9223372036854775808}]}',
+    ):
+        try:
+            wire.decode(bad)
+        except wire.WireError as e:
+            assert e.reason == "invalid"
+        else:
+            raise AssertionError("accepted an out-of-range ago")
+    sim.kill(victim)
+    sim.run_for(PROBE.probe_after + 0.05)  # the monitor is probing the victim now
+    assert victim in det.prober.next_round
+    last = det.monitored[victim]
+    huge = wire.encode([wire.Vouch(node=victim, ago=2**63 - 1)], other)
+    sim.send_raw(huge, sim.addr_of[other], monitor)
+    sim.send_raw(wire.encode([wire.Vouch(node=victim)], "x"), ("sim", 9999), monitor)  # a stranger
+    sim.send_raw(wire.encode([wire.Vouch(node="n1")], other), sim.addr_of[other], monitor)  # not probed
+    sim.run_for(0.001)
+    assert det.monitored[victim] == last  # now - suspect_after is older than what it knew
+    assert sim.nodes[monitor].stats["vouches_accepted"] == 1  # the clamped one only
+    sim.run_for(PROBE.suspect_after + PROBE.suspicion_max)
+    assert sim.state_of(victim, seen_by=monitor) == "dead"
+
+
 def test_partition_is_detected_and_heals_with_probes(chatter_sim: SimFactory) -> None:
     """Probes across a cut fail like heartbeats: each side declares the other dead, and with
     reconnect every 30 s the two sides still find each other (20 nodes try, one every 1.5 s)."""
