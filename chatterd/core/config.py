@@ -346,3 +346,34 @@ MAX_QUERY_IDS = 10_000
 MAX_QUERY_ID = 64
 MAX_QUERY_NAME = 128
 QUERY_ERROR_MAX = 200
+
+# ================================================================================ user queries
+# `chatterd query NAME` (core/userquery.py), as Serf's: the default timeout grows with the
+# cluster like Serf's GossipInterval * QueryTimeoutMult * ceil(log10(N + 1)). Serf's gossip
+# interval (200 ms) paces its dissemination; ours (Config.gossip_interval, 10 ms) is a
+# retransmit flush, and a responder is a process (a shell forked per query, tens of ms, more
+# on a loaded host): the unit is the larger of gossip_interval * 16 and USER_QUERY_UNIT,
+# 1 s per decade of members (1 s up to 9 members, 2 s up to 99, 3 s up to 999).
+USER_QUERY_TIMEOUT_MULT = 16
+USER_QUERY_UNIT = 1.0
+# Request payload and response, in UTF-8 bytes: Serf's QuerySizeLimit and
+# QueryResponseSizeLimit (1 KiB each); both fit one datagram with their envelope.
+QUERY_DATA_MAX = 1024
+QUERY_RESPONSE_MAX = 1024
+# Filters a query carries: member names (--node) and tag patterns (--tag KEY=REGEX), each
+# pattern at most MAX_TAG_REGEX characters, matched with a time budget (a hostile pattern
+# must not stall the node): QUERY_REGEX_BUDGET seconds per pattern.
+MAX_QUERY_NODES = 32
+MAX_QUERY_TAGS = 8
+MAX_TAG_REGEX = 128
+QUERY_REGEX_BUDGET = 0.002
+# A responder also sends its answer through up to this many other members (Serf's relay
+# factor, at most 5 there too): a lossy link to the asker costs a relay, not the answer.
+MAX_RELAY_FACTOR = 5
+# User queries one node asks at once; queries its handlers answer at once (beyond it the node
+# answers "busy"); answers one asked query records (acks and responses each).
+MAX_PENDING_USER_QUERIES = 16
+MAX_ANSWERING = 64
+MAX_QUERY_ANSWERS = 10_000
+# A user query's name: what --event-handler query:NAME=... can name.
+USER_QUERY_NAME_MAX = 64

@@ -76,4 +76,37 @@ class KeysResult:
         return [n for n in self.asked if n not in self.answered]
 
 
-Event = MemberEvent | Delivery | RoleEvent | KeysResult
+@dataclass(frozen=True, slots=True)
+class QueryRequest:
+    """A user query this node has a handler for (core/userquery.py): the shell runs it and
+    gives its output to ``Node.query_respond`` within ``timeout`` seconds."""
+
+    id: str
+    name: str
+    origin: str
+    data: str
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class QueryUpdate:
+    """News of a user query this node asked, as it comes (core/userquery.py).
+
+    kind: ``ack`` (``node`` received it), ``response`` (``node`` answered: ``data``, or the
+    ``error`` it gave), each with ``rtt``, seconds since the query was asked; ``done`` (the
+    end: ``asked``, the members it was for as this node saw them, and ``acked``,
+    ``answered`` and ``silent``, those never heard from)."""
+
+    id: str
+    kind: str
+    node: str = ""
+    rtt: float = 0.0
+    data: str = ""
+    error: str = ""
+    asked: tuple[str, ...] = ()
+    acked: tuple[str, ...] = ()
+    answered: tuple[str, ...] = ()
+    silent: tuple[str, ...] = ()
+
+
+Event = MemberEvent | Delivery | RoleEvent | KeysResult | QueryRequest | QueryUpdate

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import msgspec
 
 from chatterd.core.bounds import U63, Epoch
+from chatterd.core.config import MAX_RELAY_FACTOR
 from chatterd.core.digest import BUCKETS
 from chatterd.core.membership import MemberState
 from chatterd.core.roles import Claim
@@ -20,6 +21,9 @@ from chatterd.core.roles import Claim
 # Every integer on the wire is bounded (core/bounds.py: U63, Epoch, and these).
 Bucket = Annotated[int, msgspec.Meta(ge=0, lt=BUCKETS)]
 Hash = Annotated[int, msgspec.Meta(ge=0, le=0xFFFFFFFF)]  # a 32-bit digest signature XOR
+
+# How many other members a query's responder sends its answer through (core/userquery.py).
+Relay = Annotated[int, msgspec.Meta(ge=0, le=MAX_RELAY_FACTOR)]
 
 # A message version: (Lamport time, message id). Totally ordered, consistent with causality.
 Version = tuple[U63, str]
@@ -210,6 +214,14 @@ class Query(_Msg, tag="query"):
     timeout: U63  # ms: answers after ts + timeout are not awaited
     payload: dict[str, Any] = {}
     again: bool = False
+    # User queries (core/userquery.py): the request, the filters each receiver applies to
+    # itself (member names; tag key -> regular expression), whether to acknowledge on
+    # receipt, and through how many other members to send the response too.
+    data: str = ""
+    nodes: list[str] = []
+    tags: dict[str, str] = {}
+    ack: bool = False
+    relay: Relay = 0
 
 
 class Answer(_Msg, tag="answer"):
@@ -219,6 +231,12 @@ class Answer(_Msg, tag="answer"):
     node: str
     payload: dict[str, Any] = {}
     error: str = ""
+    # User queries: an acknowledgement (nothing else in it), or the response ``data``; ``to``
+    # names the asker on a copy sent through another member, which passes it on to the
+    # asker's address in its own member table.
+    ack: bool = False
+    data: str = ""
+    to: str = ""
 
 
 Message = (

@@ -23,7 +23,8 @@ them and finds the earliest deadline:
     repair.py     recovery of the rumors mongering missed
     sync.py       join, push-pull anti-entropy, reconnect
     election.py   role elections, claims and epochs, quorum, lock gating
-    query.py      questions to every member, answered to the asker; keys.py: keyring ops
+    query.py      questions to every member, answered to the asker; keys.py: keyring ops;
+                  userquery.py: user queries (`chatterd query`, reachability)
     delegate.py   what payloads mean (chatter_rs.py: chatter-rs's devices and view gossip)
 """
 
@@ -58,6 +59,7 @@ from chatterd.core.rumors import Rumors
 from chatterd.core.seal import Opened, Sealer, SealError, is_sealed
 from chatterd.core.state import MemberNews
 from chatterd.core.sync import Sync
+from chatterd.core.userquery import UserQueries
 
 Addr = tuple[str, int]
 
@@ -126,6 +128,7 @@ class Node:
         self.repair = Repair(ctx, self.gossip)
         self.rumors = Rumors(ctx, self.gossip, self.repair, self.delegate)
         self.queries = Queries(ctx, self.gossip)
+        self.user_queries = UserQueries(ctx, self.queries, self.gossip)  # .ask, .respond: the shell's
         self.keys = Keys(ctx, self.queries, self.keyring, lambda now: self.set_tags(self.local.tags, now))
         if sealer is not None:
             fx.member_key = self.keys.member_key
@@ -174,7 +177,8 @@ class Node:
 
     def next_deadline(self) -> float:
         d = min(self.detector.deadline(), self.sync.deadline())
-        for t in (self.gossip.next_flush, self.repair.next_round, self.election.deadline(), self.queries.deadline()):
+        qs = self.queries.deadline(), self.user_queries.deadline()
+        for t in (self.gossip.next_flush, self.repair.next_round, self.election.deadline(), *qs):
             if t is not None and t < d:
                 d = t
         return d
@@ -257,6 +261,7 @@ class Node:
             self.repair.tick(now)
         self.election.tick(now)
         self.queries.tick(now)
+        self.user_queries.tick(now)
         self.gossip.tick(now)
         self.detector.expected_wake = self.next_deadline()
 

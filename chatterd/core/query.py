@@ -20,7 +20,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -30,6 +30,9 @@ from chatterd.core.context import Context, Part
 from chatterd.core.dedup import SeenSet
 from chatterd.core.gossip import Gossip
 from chatterd.core.membership import LIVE
+
+if TYPE_CHECKING:
+    from chatterd.core.userquery import UserQueries
 
 Addr = tuple[str, int]
 # What a node answers to a query: (payload, now) -> (answer payload, error text or "").
@@ -78,6 +81,7 @@ class Queries(Part):
         # Ids of the queries seen (for QUERY_TIMEOUT_MAX), each with our answer's datagram.
         self.seen: SeenSet[bytes] = SeenSet(QUERY_TIMEOUT_MAX, MAX_QUERY_IDS)
         self.sealed_input = False  # the node says, for each datagram, whether it came sealed
+        self.user: UserQueries | None = None  # the queries of names no spec has (core/userquery.py)
 
     def register(self, name: str, handler: Handler, *, sealed_only: bool = False) -> None:
         self.specs[name] = _Spec(handler, sealed_only)
@@ -126,9 +130,13 @@ class Queries(Part):
         return qid
 
     def on_answer(self, msg: wire.Answer, src: Addr, now: float) -> None:
+        if msg.to and msg.to != self.local.name:
+            self._pass_on(msg, src)
+            return
         p = self.pending.get(msg.id)
         if p is None:
-            self.fx.drop("unexpected", "answer_dropped")  # late (after the end), or never asked
+            if msg.to or self.user is None or not self.user.on_answer(msg, src, now):
+                self.fx.drop("unexpected", "answer_dropped")  # late (after the end), or never asked
             return
         m = self.table.get(msg.node)
         if m is None or m.addr != src:
@@ -139,6 +147,16 @@ class Queries(Part):
             return
         self._record(p, msg.node, msg.payload, msg.error)
         self._finish_if_complete(p, now)
+
+    def _pass_on(self, msg: wire.Answer, src: Addr) -> None:
+        """A response relayed through us (core/userquery.py): from a member, to the asker's
+        address in our table, never to an address the message gives."""
+        dest = self.table.get(msg.to)
+        if not self.table.has_addr(src) or dest is None or dest.state not in LIVE or dest.name == msg.node:
+            self.fx.drop("relay", "answer_dropped")
+            return
+        self.fx.stats["answers_passed_on"] += 1
+        self.fx.send_msg(msg, dest.addr)
 
     def _record(self, p: _Pending, node: str, payload: dict[str, Any], error: str) -> None:
         p.result.answers[node] = payload
@@ -192,7 +210,7 @@ class Queries(Part):
         if not self.seen.add(msg.id, now):
             answer = self.seen.get(msg.id)
             if msg.again and answer is not None:
-                self._send_answer(msg.origin, answer)  # our answer was lost: again
+                self.send_answer(msg.origin, answer)  # our answer was lost: again
             else:
                 self.fx.stats["query_duplicates"] += 1
             return
@@ -209,12 +227,18 @@ class Queries(Part):
         if origin is None or origin.state not in LIVE:
             self.fx.drop("origin_unknown", "query_dropped")
             return
-        data = self._answer_datagram(msg.id, *self._run(msg.name, msg.payload, now))
+        if msg.name not in self.specs and self.user is not None:
+            got = self.user.on_query(msg, now)
+            if got is None:
+                return
+            data = got
+        else:
+            data = self._answer_datagram(msg.id, *self._run(msg.name, msg.payload, now))
         self.seen.set(msg.id, data)
         self.fx.stats["queries_answered"] += 1
-        self._send_answer(msg.origin, data)
+        self.send_answer(msg.origin, data)
 
-    def _send_answer(self, origin: str, data: bytes) -> None:
+    def send_answer(self, origin: str, data: bytes) -> None:
         m = self.table.get(origin)
         if m is not None and m.state in LIVE:
             self.fx.send(data, m.addr)

@@ -21,9 +21,14 @@ from chatterd.core.config import (
     ENVELOPE_OVERHEAD,
     MAX_QUERY_ID,
     MAX_QUERY_NAME,
+    MAX_QUERY_NODES,
+    MAX_QUERY_TAGS,
     MAX_SUMMARY_GAPS,
     MAX_SUMMARY_STREAMS,
+    MAX_TAG_REGEX,
+    QUERY_DATA_MAX,
     QUERY_ERROR_MAX,
+    QUERY_RESPONSE_MAX,
     QUERY_TIMEOUT_MAX,
 )
 from chatterd.core.digest import BUCKETS
@@ -197,10 +202,18 @@ def _check_query(msg: Query | Answer) -> None:
         _check_name(msg.origin)
         if not 0 < len(msg.name) <= MAX_QUERY_NAME or msg.timeout > QUERY_TIMEOUT_MAX * 1000:
             raise WireError("invalid", "query name empty or too long, or timeout too long")
+        if len(msg.data) > QUERY_DATA_MAX or len(msg.nodes) > MAX_QUERY_NODES or len(msg.tags) > MAX_QUERY_TAGS:
+            raise WireError("invalid", "query data too long, or too many filters")
+        if not all(0 < len(n) <= MAX_QUERY_NAME for n in msg.nodes):
+            raise WireError("invalid", "empty or too long member name in a query filter")
+        if not all(0 < len(k) <= MAX_QUERY_NAME and 0 < len(p) <= MAX_TAG_REGEX for k, p in msg.tags.items()):
+            raise WireError("invalid", "empty or too long tag filter in a query")
     else:
         _check_name(msg.node)
-        if len(msg.error) > QUERY_ERROR_MAX:
-            raise WireError("invalid", "answer error too long")
+        if len(msg.error) > QUERY_ERROR_MAX or len(msg.data) > QUERY_RESPONSE_MAX or len(msg.to) > MAX_QUERY_NAME:
+            raise WireError("invalid", "answer error, data or relay name too long")
+        if msg.ack and (msg.data or msg.error or msg.payload):
+            raise WireError("invalid", "an acknowledgement carries nothing")
 
 
 def _check_name(node: str) -> None:
