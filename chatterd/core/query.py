@@ -135,7 +135,7 @@ class Queries(Part):
             return
         p = self.pending.get(msg.id)
         if p is None:
-            if msg.to or self.user is None or not self.user.on_answer(msg, src, now):
+            if self.user is None or not self.user.on_answer(msg, src, now):
                 self.fx.drop("unexpected", "answer_dropped")  # late (after the end), or never asked
             return
         m = self.table.get(msg.node)

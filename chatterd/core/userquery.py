@@ -160,11 +160,16 @@ class UserQueries(Part):
         self.asked[qid] = a
         self.queries.seen.add(qid, now)
         if me in expected:
-            self._heard_ack(qid, a, me, now)
+            if q.ack:
+                self._heard_ack(qid, a, me, now)
             self._request(msg, now, now + timeout)
         self.gossip.broadcast("q:" + qid, msg, now)
         self._finish_if_complete(qid, a, now)
         return qid
+
+    def reachability(self, timeout: float | None, now: float) -> str:
+        """Ask every live member to acknowledge, nothing more (``chatterd reachability``)."""
+        return self.ask(UserQuery(REACH_QUERY, timeout=timeout), now, internal=True)
 
     def on_answer(self, msg: wire.Answer, src: Addr, now: float) -> bool:
         """An ack or a response for a query we asked (False: not one of ours)."""
