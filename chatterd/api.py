@@ -14,6 +14,10 @@ POST /v1/leave     leave the cluster gracefully, then the daemon exits
 GET  /v1/keys      the keys every member holds, with counts (?timeout=S: how long to wait)
 POST /v1/keys/install, /v1/keys/use, /v1/keys/remove   {"key": "<base64>", "force": false,
                    "timeout": S}: the keyring operation on every member (409 when refused)
+POST /v1/query     a user query (chatterd.queryops): {"name": N, "payload": S, "nodes": [...],
+                   "tags": {"k": "regex"}, "timeout": S, "ack": true, "relay": K}; the answer
+                   streams one JSON object per line: the query, each ack and response, a summary
+GET  /v1/reachability  every live member asked to acknowledge (?timeout=S), streamed the same way
 GET  /metrics      Prometheus text format (chatterd.metrics)
 GET  /             the dashboard: chatterd/static/index.html, fed by the stream and the JSON above
 GET  /static/...   its script and style sheet (files in the package: no CDN, works offline)
@@ -52,11 +56,13 @@ from chatterd.core.config import HTTP_MAX_HEADERS, QUERY_TIMEOUT
 from chatterd.core.keyring import KeyringError
 from chatterd.core.membership import MemberState
 from chatterd.core.query import QueryError
+from chatterd.core.userquery import UserQuery, check_timeout
 from chatterd.eventlog import EventLog, Row
 from chatterd.httpauth import HttpToken
 from chatterd.keyops import result_json
 from chatterd.leases import UnknownRole, lease_answer
 from chatterd.metrics import Metrics
+from chatterd.queryops import parse_body as parse_query_body
 
 if TYPE_CHECKING:
     from chatterd.runtime import Runtime
@@ -242,6 +248,28 @@ class _Endpoints:
             return JSONResponse(body | {"error": result.refused}, status_code=409)
         return JSONResponse(body)
 
+    @mutating
+    async def query(self, request: Request) -> Response:
+        try:
+            q = parse_query_body(await request.json())
+        except ValueError as e:  # QueryError too
+            return error(str(e) if isinstance(e, QueryError) else "the body must be JSON")
+        return self._query_stream(q, None)
+
+    async def reachability(self, request: Request) -> Response:
+        try:
+            timeout = check_timeout(request.query_params.get("timeout"))
+        except QueryError as e:
+            return error(str(e))
+        return self._query_stream(None, timeout)
+
+    def _query_stream(self, q: UserQuery | None, timeout: float | None) -> Response:
+        try:
+            op = self.rt.queryops.start(q, timeout)
+        except QueryError as e:
+            return error(str(e))
+        return StreamingResponse(self.rt.queryops.lines(op), media_type="application/x-ndjson")
+
     async def health(self, request: Request) -> JSONResponse:
         h = self.rt.health()
         return JSONResponse(h, status_code=200 if h["status"] == "ok" else 503)
@@ -270,6 +298,8 @@ def build_app(rt: Runtime) -> Guard:
         Route("/v1/leave", e.leave, methods=["POST"]),
         Route("/v1/keys", e.keys_list),
         Route("/v1/keys/{op:str}", e.keys_change, methods=["POST"]),
+        Route("/v1/query", e.query, methods=["POST"]),
+        Route("/v1/reachability", e.reachability),
         Route("/metrics", e.prometheus),
         Route("/", e.dashboard),
         Mount("/static", StaticFiles(packages=[STATIC_PACKAGE]), name="static"),

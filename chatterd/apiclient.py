@@ -150,6 +150,28 @@ class Client:
     ) -> Any:
         return self.request("GET", path, params=params, accept=accept, timeout=timeout)
 
+    def stream_lines(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> Iterator[Row]:
+        """A streamed answer of one JSON object per line (POST /v1/query), each as it comes;
+        ``timeout``: the longest silence between two lines."""
+        t = httpx.Timeout(self.timeout, read=timeout or self.timeout)
+        try:
+            with self._http.stream(method, path, json=body, timeout=t) as resp:
+                if resp.is_error:
+                    resp.read()
+                    raise self._refused(resp, path)
+                for line in resp.iter_lines():
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except ValueError:
+                        raise CtlError(f"{self.base} did not answer like a chatter node (not JSON)") from None
+                    if not isinstance(row, dict):
+                        raise CtlError(f"{self.base} did not answer like a chatter node (not an object)")
+                    yield row
+        except httpx.TransportError as e:
+            raise self._failure(e) from None
+
     def stream_events(self, since: int = 0) -> Iterator[Row]:
         """The node's events after ``since`` (0: every buffered one), then each new one as it
         comes, until the node goes away (NodeUnreachable) or keeps failing (CtlError).

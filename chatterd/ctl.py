@@ -6,6 +6,9 @@
     chatterd leave
     chatterd tags [show | set KEY=VALUE... | delete KEY...] [--json]
     chatterd keys [list | install KEY | use KEY | remove KEY [--force]] [--timeout S] [--json]
+    chatterd query NAME [PAYLOAD] [--node NAME]... [--tag KEY=REGEX]... [--timeout SECONDS]
+                   [--no-ack] [--relay-factor N] [--json]          (chatterd.queryctl)
+    chatterd reachability [--timeout SECONDS] [--json]
 
 Each talks to the node at ``--http ADDR`` (default: ``$CHATTER_HTTP_ADDR``, else
 127.0.0.1:2428, where ``chatterd`` with its default ``--listen`` serves its API), with the
@@ -33,6 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from chatterd import queryctl
 from chatterd.apiclient import (  # noqa: F401  (some re-exported: tests use them as ctl.NAME)
     EXIT_FAILED,
     RECONNECT_TRIES,
@@ -249,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON for scripts")
     t.set_defaults(run=cmd_tags)
     _keys_parser(sub, common)
+    queryctl.add_parsers(sub, common)
     return p
 
 

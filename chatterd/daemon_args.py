@@ -355,7 +355,8 @@ def _handler_arguments(p: argparse.ArgumentParser) -> None:
         help="run COMMAND (through /bin/sh -c) for each event FILTER matches: an event type (member-join, "
         "member-leave, member-failed, member-update, member-recover, member-suspect, member-alive, debug, "
         "device, view, user), user:NAME, * or a comma list; no filter = every event; the event comes as "
-        "JSON on stdin; repeatable",
+        "JSON on stdin; repeatable. query:NAME=COMMAND answers the queries named NAME: COMMAND reads the "
+        "payload on stdin, its stdout is the response",
     )
     p.add_argument(
         "--handler-queue",

@@ -7,7 +7,9 @@ Each ``--event-handler [FILTER=]COMMAND`` runs COMMAND through ``/bin/sh -c`` fo
 its filter matches. FILTER is an event type, ``user:NAME`` for user events named NAME, ``*``,
 or a comma list of them; without a filter every event matches. The text before the first
 ``=`` is a filter when it contains no white space and no shell punctuation (``echo a=b`` is a
-command; ``X=1 cmd`` is an error: write ``*=X=1 cmd``).
+command; ``X=1 cmd`` is an error: write ``*=X=1 cmd``). ``query:NAME`` (alone, or with other
+query names) makes COMMAND the responder of the user queries named NAME: chatterd.queryhandlers
+runs it, and its stdout is the response (as Serf's query handlers).
 
 The handler reads the event row (as ``/v1/events`` shows it) as one JSON line on stdin and
 finds ``CHATTER_EVENT``, ``CHATTER_SELF_NAME``, ``CHATTER_SELF_ADDR``, ``CHATTER_USER_EVENT``
@@ -40,6 +42,8 @@ import trio
 
 from chatterd.core.config import HANDLER_QUEUE, HANDLER_TIMEOUT
 from chatterd.core.payloads import user_event_name
+from chatterd.core.query import QueryError
+from chatterd.core.userquery import check_name
 
 log = structlog.get_logger("chatterd.handlers")
 
@@ -92,6 +96,7 @@ class HandlerSpec:
     command: str
     types: frozenset[str] | None = None  # event types; "user" means every user event
     user_names: frozenset[str] = frozenset()  # from user:NAME
+    query_names: frozenset[str] = frozenset()  # from query:NAME: answers those queries, no event
 
     def matches(self, kind: str, user_name: str | None = None) -> bool:
         if self.types is None or kind in self.types:
@@ -100,6 +105,8 @@ class HandlerSpec:
 
     @property
     def filter_text(self) -> str:
+        if self.query_names:
+            return ",".join(f"query:{n}" for n in sorted(self.query_names))
         if self.types is None:
             return "*"
         return ",".join([*sorted(self.types), *(f"user:{n}" for n in sorted(self.user_names))])
@@ -118,9 +125,12 @@ def parse_spec(text: str) -> HandlerSpec:
         return HandlerSpec(command)
     types: set[str] = set()
     names: set[str] = set()
+    queries: set[str] = set()
     every = False
     for item in filt.split(","):
-        if item == "*":
+        if item.startswith("query:"):
+            queries.add(_query_name(item[len("query:") :], filt))
+        elif item == "*":
             every = True
         elif item in EVENT_TYPES:
             types.add(item)
@@ -135,11 +145,22 @@ def parse_spec(text: str) -> HandlerSpec:
             if "," not in filt and not item.startswith(("member", "user")):
                 hint = f"; to run a command containing '=' for every event, write '*={text}'"
             raise HandlerSpecError(
-                f"{what} in filter {filt!r} (expected {', '.join(EVENT_TYPES)}, user:NAME or *{hint})"
+                f"{what} in filter {filt!r} (expected {', '.join(EVENT_TYPES)}, user:NAME, query:NAME or *{hint})"
             )
+    if queries:
+        if types or names or every:
+            raise HandlerSpecError(f"query:NAME and event types in one filter {filt!r}: give each its own handler")
+        return HandlerSpec(command, frozenset(), query_names=frozenset(queries))
     if every:
         return HandlerSpec(command)
     return HandlerSpec(command, frozenset(types), frozenset(names))
+
+
+def _query_name(name: str, filt: str) -> str:
+    try:
+        return check_name(name)
+    except QueryError as e:
+        raise HandlerSpecError(f"{e} in filter {filt!r}") from None
 
 
 class _Capture:

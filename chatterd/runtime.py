@@ -42,6 +42,7 @@ from chatterd.leases import Leases
 from chatterd.loopguard import LoopGuard
 from chatterd.options import Options
 from chatterd.parent import ParentWatch
+from chatterd.queryops import QueryOps
 from chatterd.seeds import LOOKUP_TIMEOUT, Discovery
 from chatterd.supervision import Check, Watchdog
 
@@ -88,9 +89,9 @@ class Runtime:
         self.app: App | None = None  # --run: the application, our child (chatterd.app)
         self.leases: Leases | None = None  # --lease-ttl (chatterd.leases)
         self.exit_status = 0  # --run: the application's, when its end ended chatterd
-        self.handlers = Handlers(
-            opts.handlers, name=opts.name, queue_size=opts.handler_queue, timeout=opts.handler_timeout
-        )
+        self.queryops = QueryOps(self)  # `chatterd query`: the API's streams, the query:NAME handlers
+        events = [s for s in opts.handlers if not s.query_names]  # the query:NAME ones are queryops'
+        self.handlers = Handlers(events, name=opts.name, queue_size=opts.handler_queue, timeout=opts.handler_timeout)
 
     # ------------------------------------------------------------------ life cycle
 
@@ -182,6 +183,7 @@ class Runtime:
         nursery.start_soon(self._protocol_loop)
         nursery.start_soon(self._signals)
         nursery.start_soon(self.handlers.run, wire.format_addr(node.addr))
+        nursery.start_soon(self.queryops.run, wire.format_addr(node.addr))
         if opts.data_dir is not None:
             nursery.start_soon(self.persister.run, node)
         if self.discovery is not None:  # names again while not joined, or alone
@@ -381,6 +383,8 @@ class Runtime:
         if isinstance(ev, KeysResult):
             self.keyops.resolve(ev)
             return
+        if self.queryops.record(ev):
+            return
         if self.metrics is not None and isinstance(ev, MemberEvent):
             self.metrics.observe(ev)  # detection latency histogram
         self.handlers.submit(self.eventlog.record(ev))
@@ -395,7 +399,7 @@ class Runtime:
     def health(self) -> dict[str, Any]:
         node = self.node
         assert node is not None
-        counters = dict(node.stats) | self.stats | self.handlers.stats | self.eventlog.stats
+        counters = dict(node.stats) | self.stats | self.handlers.stats | self.eventlog.stats | self.queryops.stats
         uptime = time.time() - self.started_at
         report = self.health_watch.report(node, counters, self.stats["internal_errors"], uptime, trio.current_time())
         return report | self.security.health()

@@ -377,3 +377,6 @@ MAX_ANSWERING = 64
 MAX_QUERY_ANSWERS = 10_000
 # A user query's name: what --event-handler query:NAME=... can name.
 USER_QUERY_NAME_MAX = 64
+# Query handlers (--event-handler query:NAME=COMMAND) running at once on a node: apart from
+# the event handlers, so that a slow event handler never makes a query time out.
+QUERY_HANDLERS_AT_ONCE = 4

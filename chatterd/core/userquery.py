@@ -29,6 +29,7 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
@@ -76,6 +77,19 @@ def default_timeout(cfg: Config, members: int) -> float:
     """Serf's GossipInterval * QueryTimeoutMult * ceil(log10(N + 1)), with our unit (config.py)."""
     unit = max(cfg.gossip_interval * USER_QUERY_TIMEOUT_MULT, USER_QUERY_UNIT)
     return min(unit * max(1, math.ceil(math.log10(members + 1))), QUERY_TIMEOUT_MAX)
+
+
+def check_timeout(value: Any) -> float | None:
+    """A timeout in seconds from JSON, a query string or a command line (None: the default); raises QueryError."""
+    if value is None:
+        return None
+    try:
+        t = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        t = math.nan
+    if not 0 < t <= QUERY_TIMEOUT_MAX:  # nan fails too
+        raise QueryError(f"the timeout must be a number of seconds above 0 and at most {QUERY_TIMEOUT_MAX:g}")
+    return t
 
 
 @dataclass(frozen=True)
