@@ -23,8 +23,7 @@ them and finds the earliest deadline:
     repair.py     recovery of the rumors mongering missed
     sync.py       join, push-pull anti-entropy, reconnect
     election.py   role elections, claims and epochs, quorum, lock gating
-    query.py      questions to every member, answered to the asker; keys.py: keyring ops;
-                  userquery.py: user queries (`chatterd query`, reachability)
+    query.py      questions to members, answered to the asker; keys.py, userquery.py on it
     delegate.py   what payloads mean (chatter_rs.py: chatter-rs's devices and view gossip)
 """
 
