@@ -97,15 +97,23 @@ def _ms(row: Row) -> str:
 
 
 class QueryPrinter:
-    """Lines for people, one row of the stream at a time."""
+    """Lines for people, one row of the stream at a time (names padded to the longest asked)."""
+
+    def __init__(self) -> None:
+        self.width = 0
+
+    def node(self, row: Row) -> str:
+        return str(row.get("node", "")).ljust(self.width)
 
     def lines(self, row: Row) -> list[str]:
         kind = row.get("type")
         if kind == "query":
-            asked = len(row.get("asked", []))
-            return [f"query {row.get('name')!r} ({row.get('id')}): {asked} members, timeout {row.get('timeout_s'):g} s"]
+            asked = [str(n) for n in row.get("asked", [])]
+            self.width = max(map(len, asked), default=0)
+            timeout = row.get("timeout_s")
+            return [f"query {row.get('name')!r} to {len(asked)} members, timeout {timeout:g} s (id {row.get('id')})"]
         if kind == "ack":
-            return [f"ack       {row.get('node')}  {_ms(row)}"]
+            return [f"ack       {self.node(row)}  {_ms(row)}"]
         if kind == "response":
             return self._response(row)
         if kind == "summary":
@@ -114,7 +122,7 @@ class QueryPrinter:
 
     def _response(self, row: Row) -> list[str]:
         text = str(row.get("payload", "")).rstrip("\n").splitlines() or [""]
-        head = f"response  {row.get('node')}  {_ms(row)}"
+        head = f"response  {self.node(row)}  {_ms(row)}"
         out = [f"{head}  {text[0]}".rstrip()] + [f"    {line}" for line in text[1:]]
         if row.get("error"):
             out.append(f"    error: {row['error']}")
@@ -126,6 +134,8 @@ class QueryPrinter:
         out = [f"asked {row['asked']}, acked {row['acked']}, answered {row['answered']}, timed out {row['timed_out']}"]
         if row.get("silent"):
             out.append(f"timed out (never heard from): {', '.join(row['silent'])}")
+        if row.get("no_response"):
+            out.append(f"acknowledged without a response (no handler for the name?): {', '.join(row['no_response'])}")
         return out
 
 
@@ -133,18 +143,19 @@ class ReachPrinter(QueryPrinter):
     def lines(self, row: Row) -> list[str]:
         kind = row.get("type")
         if kind == "query":
-            n = len(row.get("asked", []))
-            return [f"asking {n} live members to acknowledge, timeout {row.get('timeout_s'):g} s"]
+            asked = [str(n) for n in row.get("asked", [])]
+            self.width = max(map(len, asked), default=0)
+            return [f"asking {len(asked)} live members to acknowledge, timeout {row.get('timeout_s'):g} s"]
         if kind == "ack":
-            return [f"answered      {row.get('node')}  {_ms(row)}"]
+            return [f"answered        {self.node(row)}  {_ms(row)}"]
         if kind == "summary" and "error" not in row:
             silent = row.get("silent", [])
             out = [f"did not answer  {n}" for n in silent]
             out.append(f"{row['acked']} of {row['asked']} members answered, {len(silent)} did not")
             if silent:
                 out.append(
-                    "a member that did not answer but is alive in `chatterd members` is paused or cut off "
-                    "from this node one way (a failed one is shown failed)"
+                    "a member alive in `chatterd members` that did not answer cannot reach this node (a one-way "
+                    "fault, or a paused process); one that is down is soon shown dead there"
                 )
             return out
         return super().lines(row)

@@ -10,7 +10,8 @@ in the core (core/userquery.py) and stream its news as it comes, one JSON object
 
 A response that is an error has ``"error"`` too. ``asked``: the live members the filters pick
 in this node's table (plus any other that answered); ``timed_out``/``silent``: those asked
-and never heard from; ``no_response``: those that acknowledged but did not answer.
+and never heard from; ``no_response`` (not for reachability): those that acknowledged but
+did not answer; reachability's has no ``answered`` either.
 
 The requests this node's handlers answer go to chatterd.queryhandlers. Everything is bounded:
 a query's rows wait in a buffer of MAX_QUERY_ANSWERS (more are counted and left out; the
@@ -179,8 +180,11 @@ def summary_row(op: _Open) -> dict[str, Any]:
         "answered": len(s.answered),
         "timed_out": len(s.silent),
         "silent": list(s.silent),
-        "no_response": [n for n in s.acked if n not in s.answered],
     }
+    if op.name == REACH_QUERY:  # acknowledgements are all reachability asks for
+        del row["answered"]
+    else:
+        row["no_response"] = [n for n in s.acked if n not in s.answered]
     if op.left_out:
         row["left_out"] = op.left_out
     return row
