@@ -51,9 +51,9 @@ from chatterd.core.config import (
 from chatterd.core.context import Context, Part
 from chatterd.core.events import QueryRequest, QueryUpdate
 from chatterd.core.gossip import Gossip
-from chatterd.core.membership import LIVE, Member
+from chatterd.core.membership import LIVE
 from chatterd.core.query import Queries, QueryError
-from chatterd.core.queryfilter import FilterError, Filters, compile_filters
+from chatterd.core.queryfilter import FilterError, compile_filters
 
 Addr = tuple[str, int]
 
@@ -169,7 +169,11 @@ class UserQueries(Part):
         limit = wire.max_message_size(self.cfg.max_datagram)
         if len(wire.encode_message(msg)) > limit:
             raise QueryError(f"the query with its filters is over the {limit}-byte limit of a datagram")
-        expected = sorted(m.name for m in self.table.members.values() if m.state in LIVE and _picks(filters, m))
+        try:  # our own table, judged as each member will judge itself
+            live = [m for m in self.table.members.values() if m.state in LIVE]
+            expected = sorted(m.name for m in live if filters.matches(m.name, m.tags))
+        except FilterError as e:
+            raise QueryError(str(e)) from None
         a = _Asked(msg, now, now + timeout, now + timeout / 4, timeout / 4, expected)
         self.asked[qid] = a
         self.queries.seen.add(qid, now)
@@ -250,7 +254,7 @@ class UserQueries(Part):
         for qid, b in list(self.answering.items()):
             if now >= b.until:
                 del self.answering[qid]
-                self.fx.stats["query_responses_too_late"] += 1
+                self.fx.stats["query_requests_expired"] += 1  # the handler did not answer in time
 
     def _ask_again(self, a: _Asked) -> None:
         again = msgspec.structs.replace(a.msg, again=True)
@@ -344,10 +348,3 @@ class UserQueries(Part):
 
     def set_handled(self, names: Iterable[str]) -> None:
         self.handled = frozenset(names)
-
-
-def _picks(filters: Filters, m: Member) -> bool:
-    try:
-        return filters.matches(m.name, m.tags)
-    except FilterError:
-        return False
