@@ -237,3 +237,15 @@ def test_hostile_filters_and_strangers_are_dropped_and_counted() -> None:
     # A relay request from a stranger is not passed on.
     n1.receive(wire.encode([wire.Answer(id=qid, node="n2", to="n0")], "x"), ("sim", 997), sim.now)
     assert n1.stats["answer_dropped_relay"] == 1 and not n1.take_outgoing()
+
+
+def test_the_asker_answers_itself_and_a_query_for_nobody_ends_at_once() -> None:
+    sim = cluster(3, 11, {"n0": ["q"]})
+    start = sim.now
+    ups = run_query(sim, "n0", UserQuery("q", "me", nodes=("n0",), timeout=5.0))
+    assert [(u.kind, u.node) for u in ups] == [("ack", "n0"), ("response", "n0"), ("done", "")]
+    assert ups[1].data == "n0 says me" and sim.now - start < 0.1  # ended with the one response expected
+    ups = run_query(sim, "n0", UserQuery("q", nodes=("nobody",), timeout=5.0))
+    assert [u.kind for u in ups] == ["done"] and ups[0].asked == ()
+    sim.run_for(0.5)
+    assert sim.nodes["n1"].stats["queries_filtered_out"] == 2  # it still saw (and passed on) both
