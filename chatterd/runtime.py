@@ -20,12 +20,13 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
 
-from chatterd import advertise, keyfile, persistence, udp
+from chatterd import advertise, httplisten, keyfile, persistence, udp
 from chatterd.app import App, app_env
 from chatterd.core import tags, wire
 from chatterd.core.balance import group_tags
@@ -66,6 +67,7 @@ class Runtime:
         self.persister = persistence.Persister(opts.data_dir, opts.name, opts.config, opts.tags)
         self.started_at = time.time()
         self.sock: socket.socket | None = None
+        self.http_sock: socket.socket | None = None  # bound at start, handed to the API's server
         self.http_bound: list[str] = []
         self.http_token: HttpToken | None = None  # the API's bearer token (chatterd.httpauth)
         self.stats = {"send_errors": 0, "internal_errors": 0}
@@ -97,6 +99,12 @@ class Runtime:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         opts = self.opts
         self.sock = sock = udp.bind(opts.listen)
+        if opts.http is not None:
+            try:  # before any log line: a taken port is one line, like the UDP one
+                self.http_sock = httplisten.bind(opts.http)
+            except OSError:
+                sock.close()
+                raise
         bound = udp.from_socket(sock.getsockname())
         found = await self._resolve_seeds(sock)  # DNS seeds, once, before choosing our address
         choice = advertise.choose(bound, opts.seeds + found, opts.advertise)
@@ -126,6 +134,8 @@ class Runtime:
             if self.watchdog is not None:
                 self.watchdog.stop()
             sock.close()
+            if self.http_sock is not None:
+                self.http_sock.close()  # closed already if the API's server took it over
             if self.http_token is not None:
                 self.http_token.remove()  # only a token file the node made
             self.persister.save_if_changed(node)
@@ -208,7 +218,7 @@ class Runtime:
             from chatterd.api import serve_api
 
             self.http_token = HttpToken.for_node(opts.http, opts.http_token_file, opts.data_dir)
-            self.http_bound = await nursery.start(serve_api, self, opts.http)
+            self.http_bound = await nursery.start(partial(serve_api, self, opts.http, sock=self.http_sock))
             self.http_token.publish(self.http_bound)
             log.info("http_listening", addr=self.http_bound)
         self._start_app_tasks(nursery)

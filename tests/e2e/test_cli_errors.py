@@ -142,18 +142,24 @@ async def test_chatterd_udp_port_in_use() -> None:
     assert "in use" in line, line
 
 
-async def test_chatterd_http_port_in_use() -> None:
-    """The API listens on TCP at the --listen port by default; that port being taken is as fatal."""
+@pytest.mark.parametrize("own_port", [False, True], ids=["http-at-the-listen-port", "http-own-port"])
+async def test_chatterd_http_port_in_use(own_port: bool) -> None:
+    """The API listens on TCP at the --listen port by default (or at --http); that port being
+    taken is as fatal, and as short: one line at the default log level, as for UDP."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.bind((HOST, 0))
         taken.listen()
         port = taken.getsockname()[1]
+        args = (
+            ["--listen", f"{HOST}:{free_port()}", "--http", f"{HOST}:{port}"]
+            if own_port
+            else ["--listen", f"{HOST}:{port}"]
+        )
         with trio.fail_after(15):
-            # warn: no info lines on stderr, so the error has to be the only line.
-            res = await run_cli("chatterd", "--listen", f"{HOST}:{port}", env=base_env(CHATTER_LOG="warn"))
+            res = await run_cli("chatterd", *args, env=base_env(CHATTER_LOG="info"))
     assert res.returncode == 1, str(res)
     line = assert_one_line_error(res, 1, "chatterd")
-    assert "in use" in line, line
+    assert line == f"chatterd: error: cannot serve HTTP on {HOST}:{port}: Address already in use", line
 
 
 async def test_chatterd_help() -> None:
