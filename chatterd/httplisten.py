@@ -36,6 +36,18 @@ def bind(addr: Addr) -> socket.socket:
     return sock
 
 
+def bind_beside(addr: Addr | None, udp_sock: socket.socket) -> socket.socket | None:
+    """bind(addr), for a node whose UDP socket is ``udp_sock``: closed too if this fails (the
+    node does not start). None for a node without the API."""
+    if addr is None:
+        return None
+    try:
+        return bind(addr)
+    except OSError:
+        udp_sock.close()
+        raise
+
+
 def hand_over(sock: socket.socket) -> str:
     """The socket as hypercorn's ``bind`` entry (``fd://N``): hypercorn owns the descriptor
     from then on, and ``sock`` is left closed without closing it (no double close)."""

@@ -45,6 +45,7 @@ from chatterd.options import Options
 from chatterd.parent import ParentWatch
 from chatterd.seeds import LOOKUP_TIMEOUT, Discovery
 from chatterd.supervision import Check, Watchdog
+from chatterd.wirelog import WireLog
 
 if TYPE_CHECKING:
     from chatterd.lock import RoleLock
@@ -93,18 +94,15 @@ class Runtime:
         self.handlers = Handlers(
             opts.handlers, name=opts.name, queue_size=opts.handler_queue, timeout=opts.handler_timeout
         )
+        # RUST_LOG=debug / trace: lines per message and datagram; `on` is False at info.
+        self.wirelog = WireLog(opts.name, opts.config, lambda: self.node.sealer if self.node else None)
 
     # ------------------------------------------------------------------ life cycle
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         opts = self.opts
         self.sock = sock = udp.bind(opts.listen)
-        if opts.http is not None:
-            try:  # before any log line: a taken port is one line, like the UDP one
-                self.http_sock = httplisten.bind(opts.http)
-            except OSError:
-                sock.close()
-                raise
+        self.http_sock = httplisten.bind_beside(opts.http, sock)  # before any log line
         bound = udp.from_socket(sock.getsockname())
         found = await self._resolve_seeds(sock)  # DNS seeds, once, before choosing our address
         choice = advertise.choose(bound, opts.seeds + found, opts.advertise)
@@ -331,6 +329,7 @@ class Runtime:
         node, sock = self.node, self.sock
         assert node is not None and sock is not None
         bufsize = node.cfg.max_receive + 1
+        wirelog = self.wirelog if self.wirelog.on else None
         node.handle_timers(trio.current_time())
         self._pump()
         while True:
@@ -348,6 +347,8 @@ class Runtime:
                     continue
                 now = trio.current_time()
                 src = udp.from_socket(addr)
+                if wirelog is not None:
+                    wirelog.received(data, src)
                 try:
                     node.receive(data, src, now)
                 except Exception:
@@ -370,7 +371,10 @@ class Runtime:
         """Send what the core produced and record its events."""
         node, sock = self.node, self.sock
         assert node is not None and sock is not None
+        wirelog = self.wirelog
         for data, addr in node.take_outgoing():
+            if wirelog.on:
+                wirelog.sent(data, addr)
             try:
                 sock.sendto(data, udp.to_socket(sock, addr))
             except OSError as e:
