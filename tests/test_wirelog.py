@@ -49,6 +49,7 @@ def lines(out: io.StringIO) -> list[dict[str, Any]]:
         ("warn,chatterd.membership=debug", False, False),
         ("debug", True, False),
         ("chatterd.gossip=debug", True, False),
+        ("warn,chatterd=debug", True, False),
         ("chatterd::wire=trace", False, True),
         ("trace", True, True),
         ("trace,chatterd.wire=info,chatterd.gossip=info", False, False),
