@@ -43,6 +43,9 @@ GOSSIP = "chatterd.gossip"
 WIRE = "chatterd.wire"
 
 # Shown at trace only (in the datagram lines): the detector's and repair's periodic traffic.
+# Lines about failures of this module itself, at most (a bug must not flood the log).
+MAX_FAILURE_LINES = 10
+
 UPKEEP = frozenset({"hb", "ping", "ping-req", "vouch", "lease", "digest", "want", "have"})
 
 
@@ -86,14 +89,25 @@ class WireLog:
         self._max_size = config.max_receive
         self._max_depth = config.max_payload_depth
         self._sealer = sealer
+        self.failures = 0
         self._log_gossip = structlog.get_logger(GOSSIP).bind(at=name)
         self._log_wire = structlog.get_logger(WIRE).bind(at=name)
 
     def received(self, data: bytes, src: Addr) -> None:
-        self._datagram("in", data, src)
+        self._guarded("in", data, src)
 
     def sent(self, data: bytes, dest: Addr) -> None:
-        self._datagram("out", data, dest)
+        self._guarded("out", data, dest)
+
+    def _guarded(self, direction: str, data: bytes, peer: Addr) -> None:
+        """The lines of one datagram; a failure to write them must not touch the node's work
+        (the runtime calls this beside the core, not inside its guard): said, then ignored."""
+        try:
+            self._datagram(direction, data, peer)
+        except Exception:
+            self.failures += 1
+            if self.failures <= MAX_FAILURE_LINES:
+                self._log_wire.exception("wirelog_failed", dir=direction, bytes=len(data))
 
     def _datagram(self, direction: str, data: bytes, peer: Addr) -> None:
         sealed = is_sealed(data)

@@ -121,3 +121,16 @@ def test_trace_lines_render_on_a_console_too() -> None:
     WireLog("n1", LAN, lambda: None).received(wire.encode([wire.Heartbeat(inc=1)], "n2"), PEER)
     text = out.getvalue()
     assert "datagram" in text and "trace" in text and "kinds=['hb']" in text, text
+
+
+def test_a_failure_to_describe_a_datagram_is_said_a_few_times_and_never_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    log, out = wirelog("trace")
+
+    def broken(msg: wire.Message) -> str:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr("chatterd.wirelog.kind_of", broken)
+    for _ in range(50):
+        log.received(wire.encode([wire.Heartbeat(inc=1)], "n2"), PEER)
+    said = [e for e in lines(out) if e["event"] == "wirelog_failed"]
+    assert log.failures == 50 and len(said) == 10 and said[0]["level"] == "error"
