@@ -5,7 +5,8 @@
 
 The node acknowledges what it accepted; chatter-inject retries until it gets the
 acknowledgement (UDP loses packets) and prints the message id and the node that accepted
-it. ``--no-wait`` sends once and exits. Any problem: one line on stderr, non-zero exit.
+it. ``--no-wait`` sends once and prints the message id it sent. Nothing listening on the
+port (ICMP port unreachable) fails at once. Any problem: one line on stderr, non-zero exit.
 For a node started with ``--encrypt``: the same ``--encrypt KEY`` (or ``$CHATTER_ENCRYPT_KEY``,
 or ``--keyring-file``) and ``--label``.
 """
@@ -30,31 +31,66 @@ from chatterd.core.seal import Sealer
 # EXIT_USAGE (2): bad arguments or bad message, nothing was sent
 EXIT_FAILED = 1  # sent, but not accepted (no acknowledgement, or rejected by the node)
 
+_DEVICE = "541b10e7-d13a-45e8-8567-7d450ce86603"
+_EXAMPLES = [  # one of each of chatter-rs's kinds, and a user message
+    {"DebugMessage": {"text": "hello world"}},
+    {"DeviceGossip": {"DeviceAdded": {"origin": _DEVICE, "name": "gw", "description": "router"}}},
+    {"DeviceGossip": {"DeviceRemoved": {"origin": _DEVICE, "name": "gw"}}},
+    {"ViewGossip": {"ServerAdded": {"uuid": "0f6d3e2a-5b8c-4d1e-9a7f-2c4b6d8e0a13", "addr": "10.0.0.5:8080"}}},
+]
+EPILOG = "\n".join(
+    [
+        "payloads (chatter-rs's kinds, checked field by field, or any other JSON object):",
+        *(f"  chatter-inject 127.0.0.1:8080 '{json.dumps(e, separators=(',', ':'))}'" for e in _EXAMPLES),
+        """  echo '{"deploy":{"version":"1.2.3"}}' | chatter-inject 127.0.0.1:8080""",
+        "",
+        "output: MESSAGE_ID NODE once the node acknowledged; with --no-wait, MESSAGE_ID",
+        "",
+        "exit status:",
+        "  0  accepted (with --no-wait: sent)",
+        f"  {EXIT_FAILED}  not accepted: rejected by the node, nothing listens on the port, or no",
+        "     acknowledgement within --timeout (a node with --encrypt needs the key)",
+        f"  {EXIT_USAGE}  bad address, option, JSON or message, or over the size limit: nothing was sent",
+    ]
+)
+
+STDIN_HINT = "chatter-inject: reading the message (JSON) from stdin; end it with Ctrl-D, or give it as an argument"
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="chatter-inject", description="Post one JSON message into a chatter node over UDP.")
+    p = Parser(
+        prog="chatter-inject",
+        description="Post one JSON message into a chatter node over UDP.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("addr", metavar="ADDR", help="UDP address of the node, HOST:PORT")
     p.add_argument("json", nargs="?", metavar="JSON", help="the message; read from stdin when omitted")
-    p.add_argument("--no-wait", action="store_true", help="send once, do not wait for the acknowledgement")
+    p.add_argument(
+        "--no-wait", action="store_true", help="send once and print the message id; do not wait for the acknowledgement"
+    )
     p.add_argument(
         "--timeout",
         type=positive_float,
         default=INJECT_TIMEOUT,
+        metavar="SECONDS",
         help=f"seconds to wait for the acknowledgement (default: {INJECT_TIMEOUT:g})",
     )
     p.add_argument(
         "--retry",
         type=positive_float,
         default=INJECT_RETRY,
+        metavar="SECONDS",
         help=f"seconds between retries (default: {INJECT_RETRY:g})",
     )
     p.add_argument(
-        "--hops", type=int, default=None, help="hop budget (default: chosen by the node from the cluster size)"
+        "--hops", type=int, default=None, metavar="N", help="hop budget (default: by the node from the cluster size)"
     )
     p.add_argument(
         "--max-datagram",
         type=int,
         default=LAN.max_datagram,
+        metavar="BYTES",
         help=f"size limit of the datagram (default: {LAN.max_datagram})",
     )
     p.add_argument(
@@ -79,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         addr = wire.parse_addr(args.addr)
     except ValueError as e:
         fail(EXIT_USAGE, str(e))
-    text = args.json if args.json is not None else sys.stdin.read()
+    text = args.json if args.json is not None else _read_stdin()
     try:
         payload: Any = json.loads(text)
     except json.JSONDecodeError as e:
@@ -110,9 +146,24 @@ def main(argv: list[str] | None = None) -> int:
     target = (str(sockaddr[0]), int(sockaddr[1]))
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         if args.no_wait:
-            sock.sendto(data if sealer is None else sealer.seal(data), target)
+            try:
+                sock.sendto(data if sealer is None else sealer.seal(data), target)
+            except OSError as e:
+                fail(EXIT_FAILED, f"cannot send to {args.addr}: {e.strerror or e}")
+            print(rid)  # the message id, unless the node has one by that id already (never by chance)
             return 0
+        client.report_refusals(sock)  # nothing listening: fail at once, not after --timeout
         return _send_until_acked(sock, data, target, rid, args, sealer)
+
+
+def _read_stdin() -> str:
+    """The message from stdin; on a terminal, say so first (else it looks like a hang)."""
+    try:
+        if sys.stdin.isatty():
+            print(STDIN_HINT, file=sys.stderr)
+    except ValueError:  # stdin closed
+        pass
+    return sys.stdin.read()
 
 
 def _send_until_acked(
@@ -127,6 +178,8 @@ def _send_until_acked(
         mid, node = client.send_until_acked(sock, data, target, rid, args.timeout, args.retry, sealer)
     except client.Rejected as e:
         fail(EXIT_FAILED, f"rejected by {args.addr}: {e}")
+    except client.NotListening as e:
+        fail(EXIT_FAILED, str(e))
     except TimeoutError:
         hint = client.NEEDS_KEY if sealer is None else client.WRONG_KEY
         fail(EXIT_FAILED, f"no acknowledgement from {args.addr} within {args.timeout:g} s; {hint}")

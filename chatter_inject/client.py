@@ -13,11 +13,16 @@ A node started with ``--encrypt`` accepts only sealed datagrams: give the same k
 nonce and sequence number, else the node's replay window would refuse it), and only answers
 that open with the key count. Without the key an encrypted node stays silent: the
 TimeoutError says the node may require one.
+
+Where nothing listens at all, the host answers ICMP port unreachable: on a socket that
+reports it (:func:`report_refusals`, which ``inject`` applies to the socket it makes) that is
+:class:`NotListening` at once rather than a TimeoutError after ``timeout``.
 """
 
 from __future__ import annotations
 
 import socket
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -33,6 +38,32 @@ Addr = tuple[str, int]
 
 class Rejected(Exception):
     """The node refused the message (``inject-nack``); the text says why."""
+
+
+class NotListening(ConnectionRefusedError):
+    """Nothing listens at the address: its host answered ICMP port unreachable."""
+
+
+# Linux's IP_RECVERR / IPV6_RECVERR (include/uapi/linux/in.h, in6.h); Python 3.11 names neither.
+_RECVERR = {socket.AF_INET: (socket.IPPROTO_IP, 11), socket.AF_INET6: (socket.IPPROTO_IPV6, 25)}
+
+
+def report_refusals(sock: socket.socket) -> bool:
+    """Have ``sock`` report ICMP port unreachable (a ConnectionRefusedError from recv).
+
+    A connected UDP socket reports it, but accepts datagrams only from the address it is
+    connected to, and a node bound to a wildcard address (``0.0.0.0``, ``[::]``) answers from
+    the address its routes choose: injecting to a secondary or virtual address of its host
+    would then time out. So the socket stays unconnected and asks for the errors (Linux's
+    IP_RECVERR). False where that is not available: the request then times out as before."""
+    opt = _RECVERR.get(sock.family)
+    if not sys.platform.startswith("linux") or opt is None:
+        return False
+    try:
+        sock.setsockopt(opt[0], opt[1], 1)
+    except OSError:
+        return False
+    return True
 
 
 def request(payload: Any, hops: int | None = None) -> tuple[str, bytes]:
@@ -73,7 +104,8 @@ def send_until_acked(
     sealer: Sealer | None = None,
 ) -> tuple[str, str]:
     """Send ``data`` to ``target`` every ``retry`` seconds until the node answers request
-    ``rid``: returns (message id, node name). Raises Rejected, TimeoutError or OSError (send)."""
+    ``rid``: returns (message id, node name). Raises Rejected, TimeoutError, NotListening
+    (on a socket that reports refusals: see report_refusals) or OSError (send)."""
     deadline = time.monotonic() + timeout
     while True:
         sock.sendto(data if sealer is None else sealer.seal(data), target)
@@ -85,7 +117,10 @@ def send_until_acked(
             except TimeoutError:
                 break
             except ConnectionRefusedError:
-                time.sleep(left)  # nothing listening there (yet): try again at the next round
+                # We send to nothing but target: the refusal is its host's, for our datagram.
+                raise NotListening(f"nothing listens on {wire.format_addr(target)} (ICMP port unreachable)") from None
+            except OSError:
+                time.sleep(left)  # e.g. host unreachable, perhaps for a moment: the next round
                 break
             try:
                 dgram = wire.decode(reply if sealer is None else sealer.open(reply).body)
@@ -116,10 +151,12 @@ def inject(
 ) -> tuple[str, str]:
     """Post ``payload`` to the node at ``target``; (message id, node) once it acknowledged.
     ``encrypt`` (a base64 key), ``keyring_file`` or ``keyring``, with ``label``: for a node
-    started with --encrypt. Raises KeyringError for a bad key."""
+    started with --encrypt. Raises KeyringError for a bad key; see send_until_acked for the
+    rest (a ``sock`` of the caller's reports refusals only if report_refusals was applied)."""
     sealer = sealer_for(encrypt, keyring_file, label, keyring)
     rid, data = request(payload, hops)
     if sock is not None:
         return send_until_acked(sock, data, target, rid, timeout, retry, sealer)
     with socket.socket(socket.AF_INET6 if ":" in target[0] else socket.AF_INET, socket.SOCK_DGRAM) as own:
+        report_refusals(own)
         return send_until_acked(own, data, target, rid, timeout, retry, sealer)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -49,7 +50,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from chatterd import views
+from chatterd import httplisten, views
 from chatterd.apiguard import Guard, is_mutating, mutating
 from chatterd.core import tags, wire
 from chatterd.core.config import HTTP_MAX_HEADERS, QUERY_TIMEOUT
@@ -341,10 +342,16 @@ def member_filter(statuses: list[str], tag_pairs: list[str]) -> Callable[[dict[s
 
 
 async def serve_api(
-    rt: Runtime, addr: tuple[str, int], *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+    rt: Runtime,
+    addr: tuple[str, int],
+    *,
+    sock: socket.socket | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """Serve the API on ``addr``; on ``sock`` if given, the socket chatterd.httplisten bound
+    for it at start (the server takes it over)."""
     cfg = HyperConfig()
-    cfg.bind = [wire.format_addr(addr)]
+    cfg.bind = [wire.format_addr(addr) if sock is None else httplisten.hand_over(sock)]
     cfg.accesslog = None
     cfg.errorlog = logging.getLogger("hypercorn.error")  # through our structlog handler
     cfg.graceful_timeout = 0.2
@@ -357,4 +364,4 @@ async def serve_api(
         err = os_error_of(e)
         if err is None:
             raise
-        raise OSError(err.errno, f"cannot serve HTTP on {cfg.bind[0]}: {err.strerror}") from None
+        raise OSError(err.errno, f"cannot serve HTTP on {wire.format_addr(addr)}: {err.strerror}") from None

@@ -8,6 +8,11 @@ Levels: off, error, warn, info, debug, trace. Default: info.
 Output: readable console lines on a terminal, JSON lines otherwise or with
 ``--log-format json``. Every line is an event with keys:
 ``event="member_failed" node=n3 after_s=2.4``.
+
+A shell that would log per datagram asks :func:`enabled` once, at start, and keeps the
+answer (chatterd/wirelog.py): at the default level such a line costs nothing, not even the
+building of its keys. Trace lines go out through :func:`trace` (structlog has no trace
+method of its own).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 import msgspec
 import structlog
@@ -29,6 +34,7 @@ LEVELS = {
     "debug": logging.DEBUG,
     "trace": 5,
 }
+TRACE = LEVELS["trace"]
 
 
 class LogSpecError(ValueError):
@@ -85,7 +91,7 @@ class _LineWriter:
             self._stream.write(data.decode() + "\n")
             self._stream.flush()
 
-    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+    log = trace = debug = info = warn = warning = error = critical = exception = fatal = msg
 
 
 class _TargetFilter:
@@ -129,6 +135,24 @@ _METHOD_LEVEL = {
 
 _json = msgspec.json.Encoder(enc_hook=str)
 
+# The filter setup() installed; None before (e.g. a Runtime built in-process by a test).
+_active: _TargetFilter | None = None
+
+
+def enabled(target: str, level: int) -> bool:
+    """Whether lines of ``level`` on ``target`` (a logger name) pass the filter set up by
+    setup(); False before setup. Meant to be asked once and remembered."""
+    f = _active
+    return f is not None and level >= f.level_of(target)
+
+
+def trace(logger: Any, event: str, **kw: Any) -> None:
+    """Log ``event`` at trace level on ``logger`` (a bound structlog logger, as made by
+    ``structlog.get_logger(name).bind()``): the target filter keeps or drops it as any line.
+    Goes through structlog's processors like its own level methods do (``_proxy_to_logger``
+    is the documented hook of structlog's BoundLoggerBase for that)."""
+    logger._proxy_to_logger("trace", event, **kw)
+
 
 def _json_line(obj: object, **_: object) -> str:
     return _json.encode(obj).decode()
@@ -163,9 +187,11 @@ def setup(spec: str | None = None, fmt: str = "auto", stream: TextIO | None = No
     else:
         renderer = native = structlog.dev.ConsoleRenderer(colors=stream.isatty())
     stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    global _active
+    _active = _TargetFilter(default, targets)
     structlog.configure(
         processors=[
-            _TargetFilter(default, targets),
+            _active,
             _drop_none,
             structlog.processors.add_log_level,
             stamp,

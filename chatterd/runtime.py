@@ -20,12 +20,13 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
 
-from chatterd import advertise, keyfile, persistence, udp
+from chatterd import advertise, httplisten, keyfile, persistence, udp
 from chatterd.app import App, app_env
 from chatterd.core import tags, wire
 from chatterd.core.balance import group_tags
@@ -45,6 +46,7 @@ from chatterd.parent import ParentWatch
 from chatterd.queryops import QueryOps
 from chatterd.seeds import LOOKUP_TIMEOUT, Discovery
 from chatterd.supervision import Check, Watchdog
+from chatterd.wirelog import WireLog
 
 if TYPE_CHECKING:
     from chatterd.lock import RoleLock
@@ -67,6 +69,7 @@ class Runtime:
         self.persister = persistence.Persister(opts.data_dir, opts.name, opts.config, opts.tags)
         self.started_at = time.time()
         self.sock: socket.socket | None = None
+        self.http_sock: socket.socket | None = None  # bound at start, handed to the API's server
         self.http_bound: list[str] = []
         self.http_token: HttpToken | None = None  # the API's bearer token (chatterd.httpauth)
         self.stats = {"send_errors": 0, "internal_errors": 0}
@@ -92,12 +95,15 @@ class Runtime:
         self.queryops = QueryOps(self)  # `chatterd query`: the API's streams, the query:NAME handlers
         events = [s for s in opts.handlers if not s.query_names]  # the query:NAME ones are queryops'
         self.handlers = Handlers(events, name=opts.name, queue_size=opts.handler_queue, timeout=opts.handler_timeout)
+        # RUST_LOG=debug / trace: lines per message and datagram; `on` is False at info.
+        self.wirelog = WireLog(opts.name, opts.config, lambda: self.node.sealer if self.node else None)
 
     # ------------------------------------------------------------------ life cycle
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         opts = self.opts
         self.sock = sock = udp.bind(opts.listen)
+        self.http_sock = httplisten.bind_beside(opts.http, sock)  # before any log line
         bound = udp.from_socket(sock.getsockname())
         found = await self._resolve_seeds(sock)  # DNS seeds, once, before choosing our address
         choice = advertise.choose(bound, opts.seeds + found, opts.advertise)
@@ -127,6 +133,8 @@ class Runtime:
             if self.watchdog is not None:
                 self.watchdog.stop()
             sock.close()
+            if self.http_sock is not None:
+                self.http_sock.close()  # closed already if the API's server took it over
             if self.http_token is not None:
                 self.http_token.remove()  # only a token file the node made
             self.persister.save_if_changed(node)
@@ -210,7 +218,7 @@ class Runtime:
             from chatterd.api import serve_api
 
             self.http_token = HttpToken.for_node(opts.http, opts.http_token_file, opts.data_dir)
-            self.http_bound = await nursery.start(serve_api, self, opts.http)
+            self.http_bound = await nursery.start(partial(serve_api, self, opts.http, sock=self.http_sock))
             self.http_token.publish(self.http_bound)
             log.info("http_listening", addr=self.http_bound)
         self._start_app_tasks(nursery)
@@ -323,6 +331,7 @@ class Runtime:
         node, sock = self.node, self.sock
         assert node is not None and sock is not None
         bufsize = node.cfg.max_receive + 1
+        wirelog = self.wirelog if self.wirelog.on else None
         node.handle_timers(trio.current_time())
         self._pump()
         while True:
@@ -340,6 +349,8 @@ class Runtime:
                     continue
                 now = trio.current_time()
                 src = udp.from_socket(addr)
+                if wirelog is not None:
+                    wirelog.received(data, src)
                 try:
                     node.receive(data, src, now)
                 except Exception:
@@ -362,7 +373,10 @@ class Runtime:
         """Send what the core produced and record its events."""
         node, sock = self.node, self.sock
         assert node is not None and sock is not None
+        wirelog = self.wirelog
         for data, addr in node.take_outgoing():
+            if wirelog.on:
+                wirelog.sent(data, addr)
             try:
                 sock.sendto(data, udp.to_socket(sock, addr))
             except OSError as e:

@@ -40,8 +40,9 @@ class Rumors(Part):
         self.seen: SeenSet[None] = SeenSet(cfg.seen_ttl, cfg.seen_max)
         self.injects: SeenSet[str] = SeenSet(cfg.seen_ttl, MAX_INJECT_IDS)
 
-    def inject(self, payload: Any, now: float, hops: int | None = None) -> str:
-        """Accept a payload into the cluster from this node. Raises PayloadError."""
+    def inject(self, payload: Any, now: float, hops: int | None = None, mid: str | None = None) -> str:
+        """Accept a payload into the cluster from this node; its message id (``mid`` if
+        given: see on_inject). Raises PayloadError."""
         cfg = self.cfg
         self.delegate.validate(payload)
         if wire.depth(payload) > cfg.max_payload_depth:
@@ -53,7 +54,7 @@ class Rumors(Part):
             self.seq = saturate(self.seq + 1)
         budget = cfg.hop_budget(len(self.ring)) if hops is None else max(0, min(hops, cfg.max_hops))
         rumor = wire.Rumor(
-            id=uuid.UUID(int=self.rng.getrandbits(128), version=4).hex,
+            id=mid or uuid.UUID(int=self.rng.getrandbits(128), version=4).hex,
             origin=self.local.name,
             ts=self.local.wall_ms(now),
             lt=self.lt,
@@ -122,8 +123,12 @@ class Rumors(Part):
         if known is not None:
             self.fx.send_msg(wire.InjectAck(rid=msg.rid, id=known, node=name), src)
             return
+        # The request id becomes the message id, so that `chatter-inject --no-wait` can print
+        # the id it sent; a request id that is not one (32 hex digits) or is already a
+        # message's here gets a new one (the acknowledgement says which).
+        own = msg.rid if _is_message_id(msg.rid) and msg.rid not in self.seen else None
         try:
-            mid = self.inject(msg.payload, now, msg.hops)
+            mid = self.inject(msg.payload, now, msg.hops, own)
         except PayloadError as e:
             self.fx.stats["injects_rejected"] += 1
             self.fx.send_msg(wire.InjectNack(rid=msg.rid, error=str(e)[:INJECT_NACK_ERROR_MAX]), src)
@@ -131,3 +136,11 @@ class Rumors(Part):
         self.fx.stats["injects"] += 1
         self.injects.add(msg.rid, now, mid)
         self.fx.send_msg(wire.InjectAck(rid=msg.rid, id=mid, node=name), src)
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _is_message_id(text: str) -> bool:
+    """A message id as nodes make them: 32 lowercase hex digits (a UUID's hex)."""
+    return len(text) == 32 and _HEX.issuperset(text)
