@@ -38,6 +38,7 @@ def test_a_member_is_forgotten_reap_after_its_death_or_leave(how: str, seed: int
     assert set(known(sim, "n3").values()) == {state}  # still shown, for reap_after
     sim.run_until(max(since.values()) + REAP_AFTER + ROUND + 0.1)
     assert set(known(sim, "n3").values()) == {None}  # forgotten by every node
+    assert {o: sim.nodes[o].stats["reaped"] for o in sim.live_names()} == dict.fromkeys(sim.live_names(), 1)
     sim.run_for(60)  # and not learned again from a peer's gossip or state
     assert set(known(sim, "n3").values()) == {None}
     for o in sim.live_names():
