@@ -33,7 +33,7 @@ def why_not_here(node: Node, role: str, candidates: Mapping[str, int]) -> str | 
     recorded = book.why_not.get(role)
     if recorded is not None:
         if role in election.balanced_of.get(node.name, ()) and recorded.startswith(HELD_BY):
-            return f"{recorded}: balanced roles are spread over their candidates"
+            return f"{recorded} (balanced)"
         return _with_priorities(recorded, node.name, candidates)
     if node.failing is not None:
         return f"candidacy withdrawn: {node.failing}"
