@@ -87,8 +87,8 @@ function clock(unixSeconds) {
 }
 
 // A duration that moves on with the browser's clock: its value at the fetch, and when that was.
-function ticking(s, cls) {
-  const cell = el("td", { class: `num ${cls}` }, seconds(s));
+function ticking(s, cls, tag = "td") {
+  const cell = el(tag, { class: `num ${cls}` }, seconds(s));
   if (s !== null && s !== undefined) {
     cell.dataset.base = s;
     cell.dataset.at = performance.now();
@@ -120,8 +120,8 @@ function renderHealth(h) {
   badge.textContent = h.status;
   $("#counts").textContent = Object.entries(h.members).map(([state, n]) => `${n} ${state}`).join(", ");
   $("#reasons").textContent = [...(h.reasons || []), ...(h.warnings || [])].join("; ");
-  const uptime = $("#uptime");
-  uptime.textContent = `up ${seconds(h.uptime_s)}, encryption ${h.encryption_mode ?? h.encryption}`;
+  const encryption = `, encryption ${h.encryption_mode ?? h.encryption}`;
+  $("#uptime").replaceChildren("up ", ticking(h.uptime_s, "uptime", "span"), encryption);
   renderCounters(h.counters || {});
 }
 

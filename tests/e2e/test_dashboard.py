@@ -202,14 +202,16 @@ async def test_dashboard_follows_the_cluster_live(chatter_cluster_factory: Clust
 
 async def _no_fetch_while_quiet(browser: WebDriver) -> None:
     """Over QUIET_S with no event, the page fetches nothing; with events, a few fetches each."""
-    since = 'tr[data-name="n1"] td.since'
-    fetches, events, before = (
+    since, uptime = 'tr[data-name="n1"] td.since', "#uptime .uptime"
+    fetches, events, before, up = (
         await _script(browser, FETCHES_JS),
         len(await _feed(browser)),
         await _script(browser, TEXT_JS, since),
+        await _script(browser, TEXT_JS, uptime),
     )
     await trio.sleep(QUIET_S)
     new_fetches = await _script(browser, FETCHES_JS) - fetches
     new_events = len(await _feed(browser)) - events
     assert new_fetches <= 3 * new_events, (new_fetches, new_events)  # none at all when nothing happened
     assert await _script(browser, TEXT_JS, since) != before  # "in state for" ticks with the page's clock
+    assert await _script(browser, TEXT_JS, uptime) != up  # and so does the uptime
