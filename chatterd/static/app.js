@@ -38,6 +38,7 @@ let opened = false; // the stream was open once: a later open is a reconnection
 const drawn = new Set(); // the tables drawn at least once
 let reopenTry = 0;
 let refreshTimer = null;
+let fetchError = null; // why the last refresh failed, until one succeeds
 const pending = new Set(); // tables to fetch at the next refresh
 const generation = {}; // table → number of its latest fetch
 const token = new URLSearchParams(location.hash.slice(1)).get("token");
@@ -314,7 +315,8 @@ function openStream() {
   stream.onerror = () => {
     // The node went away (or refused the stream): say so; the browser retries by itself unless
     // it gave up (CLOSED), and then the page opens a new stream after a growing wait.
-    showUnreachable("the event stream broke: reconnecting");
+    // A failed fetch says more (e.g. that the node wants its token): keep its words.
+    showUnreachable(fetchError ?? "the event stream broke: reconnecting");
     setLive("down", "reconnecting…");
     if (stream.readyState === EventSource.CLOSED) {
       setTimeout(openStream, REOPEN_MS[Math.min(reopenTry++, REOPEN_MS.length - 1)]);
@@ -364,7 +366,9 @@ async function refresh() {
       drawn.add(t);
     });
     $("#updated").textContent = `updated ${clock(Date.now() / 1000)}`;
+    fetchError = null;
   } catch (err) {
+    fetchError = String(err);
     showUnreachable(err);
   }
 }
