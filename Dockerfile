@@ -28,7 +28,7 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY chatterd ./chatterd
 COPY chatter_inject ./chatter_inject
 # The wheels of chatter and of every dependency, then a venv from those wheels alone.

@@ -68,6 +68,7 @@ TUNABLES = [
     ("--gossip-interval", "gossip_interval", float, "seconds between retransmission rounds"),
     ("--pushpull-interval", "pushpull_interval", float, "seconds between full-state exchanges"),
     ("--max-datagram", "max_datagram", int, "largest datagram built, in bytes"),
+    ("--reap-after", "reap_after", float, "seconds a dead or left member stays in the table before it is forgotten"),
 ]
 
 

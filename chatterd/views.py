@@ -8,6 +8,7 @@ from typing import Any
 from chatterd.core import wire
 from chatterd.core.chatter_rs import ChatterRs
 from chatterd.core.node import Node
+from chatterd.role_reasons import why_not_here
 
 
 def member_rows(node: Node, now: float) -> list[dict[str, Any]]:
@@ -60,7 +61,7 @@ def role_rows(node: Node, now: float) -> list[dict[str, Any]]:
                 "candidates": dict(sorted(cands.get(role, {}).items(), key=lambda kv: (-kv[1], kv[0]))),
                 "held_here": role in book.held,
                 "waiting_for_lock": role in book.pending,
-                "why_not_here": book.why_not.get(role),
+                "why_not_here": why_not_here(node, role, cands.get(role, {})),
             }
         )
     return rows

@@ -4,7 +4,8 @@
 
 Starts three chatterd processes (127.0.0.1, free ports), posts the chatter-rs README's
 examples with chatter-inject, shows what each node delivered, kills one node with SIGKILL
-and shows every survivor's view of it. Every process is stopped by PID at the end.
+and shows every survivor's view of it. Every process is stopped by PID at the end; the nodes'
+logs go to a new temporary directory, whose path is printed first and last, and are kept.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import trio
 
@@ -43,11 +46,12 @@ async def show_members(cluster: LocalCluster) -> None:
 
 
 async def main() -> None:
-    say("starting 3 chatterd nodes on 127.0.0.1")
+    log_dir = Path(tempfile.mkdtemp(prefix="chatter-demo-"))
+    say(f"starting 3 chatterd nodes on 127.0.0.1 (logs in {log_dir})")
     t0 = time.monotonic()
-    async with local_cluster(3) as cluster:
+    async with local_cluster(3, log_dir=log_dir) as cluster:
         for n in cluster.nodes:
-            print(f"  {n.name}: udp+http {n.addr} (pid {n.pid}, log {n.log_path})")
+            print(f"  {n.name}: udp+http {n.addr} (pid {n.pid}, log {n.log_path.name})")
         print(f"  converged in {time.monotonic() - t0:.2f} s")
         await show_members(cluster)
 
@@ -78,7 +82,7 @@ async def main() -> None:
             print(f"  {node.name}: member-failed {ev[0]['received_at'] - t_kill:.2f} s after the kill")
         await show_members(cluster)
         say("stopping the remaining nodes")
-    print("  done")
+    print(f"  done; logs kept in {log_dir}")
 
 
 if __name__ == "__main__":

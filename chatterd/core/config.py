@@ -193,6 +193,10 @@ MAX_REPAIR_RUMORS = 256
 MAX_STATE_CHUNKS = 32
 # chatter-inject request ids remembered (for idempotent retries) for seen_ttl seconds.
 MAX_INJECT_IDS = 10_000
+# Names of members reaped in the last reap_after that a node remembers, so that a peer that has
+# not reaped them yet cannot hand them back (core/membership.py): as many as a large cluster
+# loses in that time; beyond it the oldest are forgotten first.
+FORGOTTEN_MAX = 10_000
 # Integers on the wire (incarnations, epochs, clocks, sequence numbers...) are 0..2^63-1: a
 # signed 64-bit integer, what every JSON implementation of a peer can hold.
 WIRE_INT_MAX = 2**63 - 1

@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from chatterd.core.config import FORGOTTEN_MAX
 from chatterd.core.digest import Digest, bucket_of, signature
 
 
@@ -76,6 +77,11 @@ class MemberTable:
         self.digest = digest or Digest()
         self._addrs: Counter[tuple[str, int]] | None = None  # records per address, built when first asked
         self._names: dict[tuple[str, int], str] | None = None  # the latest member at each address, likewise
+        # Members reaped here → (their last incarnation, when), oldest first, kept for one more
+        # reap_after: a peer that has not reaped them yet sends them back as history (dead or
+        # left, core/state.py), and taking that back would keep them for another reap_after,
+        # and pass them on again. Bounded: at most FORGOTTEN_MAX names.
+        self.forgotten: dict[str, tuple[int, float]] = {}
 
     def has_addr(self, addr: tuple[str, int]) -> bool:
         """Does any record (any state: a dead member may come back) have this address?"""
@@ -218,10 +224,23 @@ class MemberTable:
         return Transition(m, old, state)
 
     def reap(self, now: float, after: float) -> list[str]:
-        """Forget members dead or left for longer than ``after`` seconds."""
+        """Forget members dead or left for longer than ``after`` seconds (and, ``after`` later,
+        that they were forgotten)."""
+        forgotten = self.forgotten
+        while forgotten and now - next(iter(forgotten.values()))[1] >= after:
+            del forgotten[next(iter(forgotten))]
         gone = [n for n, m in self.members.items() if m.state in (DEAD, LEFT) and now - m.since >= after]
         for n in gone:
             m = self.members.pop(n)
             self._addr_moved(m.addr, None, n)
             self.digest.update(m.bucket, m.signature(), 0)
+            forgotten.pop(n, None)
+            forgotten[n] = (m.inc, now)
+        while len(forgotten) > FORGOTTEN_MAX:
+            del forgotten[next(iter(forgotten))]
         return gone
+
+    def forgot(self, name: str, inc: int) -> bool:
+        """Did we reap this member lately, at this incarnation or a later one?"""
+        seen = self.forgotten.get(name)
+        return seen is not None and inc <= seen[0]

@@ -182,6 +182,8 @@ class MemberNews(Part):
             except ValueError:
                 return
             if rec.state in (DEAD, LEFT):
+                if self.table.forgot(rec.node, rec.inc):
+                    return  # we reaped it: a peer that has not yet must not bring it back
                 # History from before we joined: remember it quietly, no events.
                 self.table.insert(rec.node, rec.id, addr, rec.inc, MemberState(rec.state), now, rec.tags)
                 return

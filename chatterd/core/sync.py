@@ -128,6 +128,8 @@ class Sync(Part):
                     self.fx.send(self.join_datagram(), seed)
         for name in self.table.reap(now, self.cfg.reap_after):
             self.news.dead.pop(name, None)
+            self.fx.stats["reaped"] += 1
+            self.fx.log_members.info("member_reaped", node=name, after_s=self.cfg.reap_after)
         self.delegate.expire(now)
 
     # ------------------------------------------------------------------ messages

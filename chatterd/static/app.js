@@ -1,24 +1,46 @@
-// chatter dashboard: live from the node's API, no framework.
+// chatter dashboard: live from the node's API, no framework, no polling.
 //   The event feed: GET /v1/events/stream (server-sent events, EventSource), each row as it
-//   happens; the browser reconnects by itself, and the node replays what it missed.
-//   The tables: GET /v1/health, /v1/members, /v1/roles, /v1/devices at once when an event
-//   says they changed (a member, role or device event), and every POLL_MS anyway (the
-//   "last heard" times, changes seen without an event here).
+//   happens; the browser reconnects by itself, the page reopens a stream the browser gave up on.
+//   The tables: fetched once at start and after each (re)connection of the stream, then again
+//   only when an event says they changed: a member event refetches /v1/members, /v1/roles and
+//   /v1/health; a role event /v1/roles and /v1/health; a device event /v1/devices; any other
+//   event /v1/health (its counters). Between two fetches the durations ("last heard" of a member
+//   not alive, "in state for", uptime) move on with the browser's clock: an alive member silent
+//   for long would have become suspect, an event that refetches the table.
 // Every value from the API goes into the page as text (textContent), never as HTML.
 // A node whose API listens beyond loopback wants its token for every read: open the page as
 // HOST:PORT/#token=TOKEN (a fragment never leaves the browser); the page sends it as
 // Authorization: Bearer, and as ?access_token= for the event stream (EventSource sends no headers).
 "use strict";
 
-const POLL_MS = 5000;
-const REFRESH_DELAY_MS = 100; // events come in bursts: one refresh for a burst
+const REFRESH_DELAY_MS = 100; // events come in bursts: one fetch per table for a burst
+const TICK_MS = 1000; // redraw the durations (no request)
+const REOPEN_MS = [1000, 2000, 4000, 8000, 16000]; // waits before reopening a closed stream
 const MAX_EVENTS = 200; // rows kept in the feed
+// Counters always shown (0 when the node has not counted any yet); "bad" ones turn red above 0.
+const MAIN_COUNTERS = [
+  ["datagrams_in", "datagrams in"], ["datagrams_out", "datagrams out"],
+  ["bytes_in", "bytes in"], ["bytes_out", "bytes out"],
+  ["delivered", "delivered"], ["duplicates", "duplicates"],
+  ["suspicions", "suspicions"], ["refutations", "refutations"], ["deaths", "deaths"],
+  ["malformed", "malformed", "bad"], ["starved", "timers starved", "bad"],
+  ["send_errors", "send errors", "bad"], ["handler_failures", "handler failures", "bad"],
+  ["internal_errors", "internal errors", "bad"],
+];
+const ALL_TABLES = ["health", "members", "roles", "devices"];
+const REFETCH = { member: ["members", "roles", "health"], role: ["roles", "health"], device: ["devices"] };
 
 let lastSeq = 0; // highest event seq shown
 let nodeId = null; // the node's id: a restarted node numbers its events from 1 again
+let selfName = null;
 let stream = null; // the EventSource of the feed
-let pollTimer = null;
+let opened = false; // the stream was open once: a later open is a reconnection
+const drawn = new Set(); // the tables drawn at least once
+let reopenTry = 0;
 let refreshTimer = null;
+let fetchError = null; // why the last refresh failed, until one succeeds
+const pending = new Set(); // tables to fetch at the next refresh
+const generation = {}; // table → number of its latest fetch
 const token = new URLSearchParams(location.hash.slice(1)).get("token");
 
 function el(tag, attrs = {}, ...children) {
@@ -31,6 +53,8 @@ function el(tag, attrs = {}, ...children) {
   for (const c of children) node.append(c instanceof Node ? c : String(c));
   return node;
 }
+
+const $ = (sel) => document.querySelector(sel);
 
 async function getJSON(path) {
   const headers = token ? { Authorization: `Bearer ${token}` } : {};
@@ -53,20 +77,75 @@ function seconds(s) {
   return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
 }
 
+function bytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+}
+
 function clock(unixSeconds) {
   return new Date(unixSeconds * 1000).toLocaleTimeString([], { hour12: false });
 }
 
+// A duration that moves on with the browser's clock: its value at the fetch, and when that was.
+function ticking(s, cls, tag = "td") {
+  const cell = el(tag, { class: `num ${cls}` }, seconds(s));
+  if (s !== null && s !== undefined) {
+    cell.dataset.base = s;
+    cell.dataset.at = performance.now();
+  }
+  return cell;
+}
+
+function tick() {
+  for (const cell of document.querySelectorAll("[data-base]")) {
+    cell.textContent = seconds(Number(cell.dataset.base) + (performance.now() - Number(cell.dataset.at)) / 1000);
+  }
+}
+
+// Show a table (hidden before its first answer) or the line that replaces it.
+function showTable(id, rows, emptyText) {
+  $(`#${id}`).hidden = rows === 0;
+  const empty = $(`#${id}-empty`);
+  empty.hidden = rows !== 0;
+  empty.textContent = emptyText;
+}
+
 function renderHealth(h) {
+  selfName = h.name;
   document.title = `chatter: ${h.name}`;
-  document.getElementById("self-name").textContent = h.name;
-  document.getElementById("self-addr").textContent = `${h.addr} · incarnation ${h.incarnation}`;
-  const badge = document.getElementById("health");
+  $("#self-name").textContent = h.name;
+  $("#self-addr").textContent = `${h.addr} · incarnation ${h.incarnation}`;
+  const badge = $("#health");
   badge.dataset.status = h.status;
   badge.textContent = h.status;
-  const counts = Object.entries(h.members).map(([state, n]) => `${n} ${state}`);
-  document.getElementById("counts").textContent = counts.join(", ");
-  document.getElementById("reasons").textContent = (h.reasons || []).join("; ");
+  $("#counts").textContent = Object.entries(h.members).map(([state, n]) => `${n} ${state}`).join(", ");
+  $("#reasons").textContent = [...(h.reasons || []), ...(h.warnings || [])].join("; ");
+  const encryption = `, encryption ${h.encryption_mode ?? h.encryption}`;
+  $("#uptime").replaceChildren("up ", ticking(h.uptime_s, "uptime", "span"), encryption);
+  renderCounters(h.counters || {});
+}
+
+function renderCounters(counters) {
+  const tiles = MAIN_COUNTERS.map(([key, label, bad]) => {
+    const n = counters[key] ?? 0;
+    const shown = key.startsWith("bytes_") ? bytes(n) : n.toLocaleString("en");
+    return el(
+      "div",
+      { class: `counter${bad && n > 0 ? " bad" : ""}`, "data-counter": key, "data-value": n },
+      el("span", { class: "value" }, shown),
+      el("span", { class: "label" }, label),
+    );
+  });
+  $("#counters").replaceChildren(...tiles);
+  $("#counters-empty").hidden = true;
+  const rest = Object.entries(counters).sort(([a], [b]) => (a < b ? -1 : 1));
+  const body = el("tbody");
+  for (const [k, v] of rest) body.append(el("tr", { "data-counter": k }, el("td", {}, k), el("td", { class: "num" }, v)));
+  $("#all-counters tbody").replaceWith(body);
+  const details = $("#all-counters");
+  details.hidden = false;
+  details.querySelector("summary").textContent = `all counters (${rest.length})`;
 }
 
 function tagChips(tags) {
@@ -76,24 +155,40 @@ function tagChips(tags) {
     .map(([k, v]) => el("span", { class: "tag" }, `${k}=${v}`));
 }
 
-function renderMembers(rows, selfName) {
+function renderMembers(rows) {
   const body = el("tbody");
   for (const m of rows) {
+    const self = m.name === selfName;
     const tr = el(
       "tr",
-      { class: `member state-${m.state}${m.name === selfName ? " self" : ""}`, "data-name": m.name, "data-state": m.state },
+      { class: `member state-${m.state}${self ? " self" : ""}`, "data-name": m.name, "data-state": m.state },
       el("td", {}, m.name),
       el("td", { class: "state" }, el("span", { class: "badge" }, m.state)),
       el("td", {}, m.addr),
       el("td", { class: "tags" }, ...tagChips(m.tags)),
-      el("td", { class: "num heard" }, m.name === selfName ? "—" : seconds(m.last_heard_s)),
-      el("td", { class: "num" }, seconds(m.state_since_s)),
+      // An alive member is heard all the time: its figure is as of the fetch (it would be suspect otherwise).
+      self ? el("td", { class: "num" }, "—") : m.state === "alive" ? el("td", { class: "num heard" }, seconds(m.last_heard_s)) : ticking(m.last_heard_s, "heard"),
+      ticking(m.state_since_s, "since"),
       el("td", { class: "num" }, m.incarnation),
     );
     tr.title = `id ${m.id}`;
+    tr.dataset.text = [m.name, m.state, m.addr, ...Object.entries(m.tags || {}).map(([k, v]) => `${k}=${v}`)].join(" ").toLowerCase();
     body.append(tr);
   }
-  document.querySelector("#members tbody").replaceWith(body);
+  $("#members tbody").replaceWith(body);
+  showTable("members", rows.length, "No members.");
+  applyFilter();
+}
+
+function applyFilter() {
+  const words = $("#member-filter").value.toLowerCase().split(/\s+/).filter(Boolean);
+  const rows = document.querySelectorAll("#members tbody tr");
+  let shown = 0;
+  for (const tr of rows) {
+    tr.hidden = !words.every((w) => tr.dataset.text.includes(w));
+    if (!tr.hidden) shown++;
+  }
+  $("#member-shown").textContent = words.length ? `(${shown} of ${rows.length} shown)` : `(${rows.length})`;
 }
 
 function metricText(metrics) {
@@ -117,26 +212,36 @@ function renderDevices(rows) {
       ),
     );
   }
-  document.querySelector("#devices tbody").replaceWith(body);
+  $("#devices tbody").replaceWith(body);
+  showTable("devices", rows.length, "No devices.");
+}
+
+function hereText(r) {
+  if (r.held_here) return "held here";
+  if (r.waiting_for_lock) return "waiting for the lock";
+  return r.why_not_here ? `not here: ${r.why_not_here}` : "";
 }
 
 function renderRoles(rows) {
   const body = el("tbody");
   for (const r of rows) {
     const cands = Object.entries(r.candidates).map(([n, p]) => `${n}:${p}`).join(" ");
+    const holderState = r.holder && r.holder_state && r.holder_state !== "alive" ? ` (${r.holder_state})` : "";
     body.append(
       el(
         "tr",
-        { class: "role", "data-role": r.role, "data-holder": r.holder ?? "" },
+        { class: `role${r.held_here ? " held" : ""}`, "data-role": r.role, "data-holder": r.holder ?? "" },
         el("td", {}, r.role),
-        el("td", {}, r.holder ?? "-", r.held_here ? el("span", { class: "muted" }, " (this node)") : ""),
+        el("td", {}, (r.holder ?? "-") + holderState),
         el("td", {}, String(r.epoch)),
         el("td", { class: "muted" }, r.since ? clock(r.since) : "-"),
         el("td", { class: "muted" }, cands || "-"),
+        el("td", { class: "here", "data-why": r.why_not_here ?? "" }, hereText(r)),
       ),
     );
   }
-  document.querySelector("#roles tbody").replaceWith(body);
+  $("#roles tbody").replaceWith(body);
+  showTable("roles", rows.length, "No roles: start nodes with --role NAME:PRIORITY or --roles PREFIXA..B.");
 }
 
 function summary(e) {
@@ -161,28 +266,32 @@ function summary(e) {
   return `${json.length > 160 ? json.slice(0, 157) + "..." : json} from ${e.origin}`;
 }
 
-function appendEvents(rows) {
-  const list = document.getElementById("events");
-  for (const e of rows.slice(-MAX_EVENTS)) {
-    list.prepend(
-      el(
-        "li",
-        { "data-seq": e.seq, "data-kind": e.kind, "data-origin": e.origin },
-        el("span", { class: "time" }, clock(e.received_at)),
-        el("span", { class: "kind" }, e.kind),
-        el("span", { class: "text" }, summary(e)),
-      ),
-    );
-  }
+function appendEvent(e) {
+  const list = $("#events");
+  list.prepend(
+    el(
+      "li",
+      { "data-seq": e.seq, "data-kind": e.kind, "data-origin": e.origin },
+      el("span", { class: "time" }, clock(e.received_at)),
+      el("span", { class: "kind" }, e.kind),
+      el("span", { class: "text" }, summary(e)),
+    ),
+  );
   while (list.children.length > MAX_EVENTS) list.lastElementChild.remove();
-  if (rows.length) lastSeq = Math.max(lastSeq, rows[rows.length - 1].seq);
+  lastSeq = Math.max(lastSeq, e.seq);
+}
+
+function setLive(state, text) {
+  const live = $("#live");
+  live.dataset.live = state;
+  live.textContent = text;
 }
 
 function showUnreachable(err) {
-  const badge = document.getElementById("health");
+  const badge = $("#health");
   badge.dataset.status = "unreachable";
   badge.textContent = "unreachable";
-  document.getElementById("reasons").textContent = String(err);
+  $("#reasons").textContent = String(err);
 }
 
 function openStream() {
@@ -190,48 +299,81 @@ function openStream() {
   if (stream) stream.close();
   const auth = token ? `&access_token=${encodeURIComponent(token)}` : "";
   stream = new EventSource(`/v1/events/stream?since=0${auth}`);
+  stream.onopen = () => {
+    reopenTry = 0;
+    setLive("live", "live");
+    // What happened while away (or what the first fetch, failed or still under way, did not draw).
+    if (opened || drawn.size < ALL_TABLES.length) scheduleRefresh(...ALL_TABLES);
+    opened = true;
+  };
   stream.onmessage = (msg) => {
     const e = JSON.parse(msg.data);
     if (e.seq <= lastSeq) return; // already shown
-    appendEvents([e]);
-    if (/^(member|role)-|^device$/.test(e.kind)) scheduleRefresh();
+    appendEvent(e);
+    scheduleRefresh(...(REFETCH[e.kind.split("-")[0]] || ["health"]));
   };
-  stream.onerror = () => scheduleRefresh(); // the node went away, or is back: the tables say which
+  stream.onerror = () => {
+    // The node went away (or refused the stream): say so; the browser retries by itself unless
+    // it gave up (CLOSED), and then the page opens a new stream after a growing wait.
+    // A failed fetch says more (e.g. that the node wants its token): keep its words.
+    showUnreachable(fetchError ?? "the event stream broke: reconnecting");
+    setLive("down", "reconnecting…");
+    if (stream.readyState === EventSource.CLOSED) {
+      setTimeout(openStream, REOPEN_MS[Math.min(reopenTry++, REOPEN_MS.length - 1)]);
+    }
+  };
 }
 
-function scheduleRefresh() {
+function scheduleRefresh(...tables) {
+  for (const t of tables) pending.add(t);
   if (refreshTimer === null) refreshTimer = setTimeout(refresh, REFRESH_DELAY_MS);
 }
 
+const FETCHERS = {
+  members: ["/v1/members", renderMembers],
+  roles: ["/v1/roles", renderRoles],
+  devices: ["/v1/devices", renderDevices],
+};
+
 async function refresh() {
-  clearTimeout(refreshTimer);
   refreshTimer = null;
-  clearTimeout(pollTimer);
+  const tables = new Set(pending);
+  pending.clear();
   try {
-    const health = await getJSON("/v1/health");
-    if (health.id !== nodeId) {
-      // First look, or the node was restarted: start the feed again.
-      nodeId = health.id;
-      lastSeq = 0;
-      document.getElementById("events").replaceChildren();
-      openStream();
+    if (tables.has("health") || selfName === null) {
+      const health = await getJSON("/v1/health");
+      renderHealth(health);
+      drawn.add("health");
+      if (health.id !== nodeId) {
+        const first = nodeId === null;
+        nodeId = health.id;
+        if (!first) {
+          // The node was restarted: its events are numbered from 1 again, and its tables are new.
+          lastSeq = 0;
+          $("#events").replaceChildren();
+          for (const t of Object.keys(FETCHERS)) tables.add(t);
+          openStream();
+        }
+      }
     }
-    const [members, roles, devices] = await Promise.all([
-      getJSON("/v1/members"),
-      getJSON("/v1/roles"),
-      getJSON("/v1/devices"),
-    ]);
-    renderHealth(health);
-    renderMembers(members, health.name);
-    renderRoles(roles);
-    renderDevices(devices);
-    document.getElementById("updated").textContent = `updated ${clock(Date.now() / 1000)}`;
+    const wanted = Object.entries(FETCHERS).filter(([t]) => tables.has(t));
+    const gens = wanted.map(([t]) => (generation[t] = (generation[t] || 0) + 1));
+    const answers = await Promise.all(wanted.map(([, [path]]) => getJSON(path)));
+    // Two refreshes may overlap: an answer older than one already drawn is not drawn.
+    wanted.forEach(([t, [, render]], i) => {
+      if (gens[i] !== generation[t]) return;
+      render(answers[i]);
+      drawn.add(t);
+    });
+    $("#updated").textContent = `updated ${clock(Date.now() / 1000)}`;
+    fetchError = null;
   } catch (err) {
+    fetchError = String(err);
     showUnreachable(err);
-  } finally {
-    clearTimeout(pollTimer); // another refresh may have run meanwhile: one timer only
-    pollTimer = setTimeout(refresh, POLL_MS);
   }
 }
 
-refresh();
+$("#member-filter").addEventListener("input", applyFilter);
+setInterval(tick, TICK_MS);
+openStream();
+scheduleRefresh(...ALL_TABLES);

@@ -9,7 +9,7 @@ higher priority), kill -9 of the master and its chatterd (the slave continues wi
 another restart of the master, and kill -9 of the master's PID alone (its chatterd, started
 with --exit-with-parent, leaves by itself: the slave continues at once). The receiver checks
 every count: no number skipped or repeated. Everything is stopped by PID at the end; logs
-are kept in a temporary directory shown at the start.
+are kept in a new temporary directory, shown at the start and at the end.
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ def main() -> int:
         f"rejected {result['rejected']}; the slave's first count came {took:.2f} s after kill -9 of the master's "
         f"group, {took_pid:.2f} s after kill -9 of its PID alone"
     )
+    say(f"logs kept in {workdir}")
     ok = result["gaps"] == 0 and result["duplicates"] == 0 and result["in_order"]
     return 0 if ok else 1
 

@@ -9,7 +9,8 @@ through the client, kills the primary and its chatterd with -9 in the middle of 
 old primary (it rejoins as standby and catches up), and compares both replicas. ``--kill
 pid`` kills the primary's PID alone instead (its chatterd, started with --exit-with-parent,
 then leaves by itself). Everything
-is stopped by PID at the end; chatterd logs go to a temporary directory shown at the start.
+is stopped by PID at the end; chatterd logs go to a new temporary directory,
+shown at the start and at the end, and kept.
 
 ``--shards S`` runs the sharded service instead (shardnode.py, shardrun.py): ``--replicas``
 replicas (3) share S shards as balanced chatter roles; the primary of shard-0 is killed with -9
@@ -62,6 +63,7 @@ def main() -> int:
             f"in order {c['in_order']}"
         )
     print(f"   logs identical: {r['logs_identical']}; primaries at once (max): {r['max_primaries_at_once']}")
+    print(f"   logs kept in {workdir}")
     ok = r["logs_identical"] and r["data_identical"] and r["max_primaries_at_once"] == 1
     for n in ("promoted_replica", "restarted_replica"):
         ok = ok and r[n]["duplicates"] == r[n]["missing"] == 0 and r[n]["in_order"]
@@ -85,6 +87,7 @@ def run_shards(shards: int, replicas: int, mode: str, clients: int) -> int:
     print(f"   every copy of every shard: duplicates {r['duplicates']}, missing {r['missing']}, ", end="")
     print(f"extra {r['extra']}, ", end="")
     print(f"in order {r['in_order']}, stamps as acknowledged {r['stamps_match']}, identical {r['logs_identical']}")
+    print(f"   logs kept in {workdir}")
     ok = r["duplicates"] == r["missing"] == r["extra"] == 0 and r["in_order"] and r["stamps_match"]
     ok = ok and r["ack_epochs_monotone"]
     ok = ok and r["logs_identical"] and r["data_identical"] and r["only_killed_moved"] and r["only_to_restarted"]

@@ -8,7 +8,9 @@ kill -9s the primary mid-stream (app and sidecar), then (with fresh engines) kil
 primary's app alone (its sidecar gives the role up when the app's lease on it runs out), then
 pauses the primary with SIGSTOP for longer than its lease and wakes it up. After each, it
 checks the shared order log: every order id exactly once, never two engines in one epoch. Every
-process is stopped at the end, by PID. Exit status 0 if all three checks pass.
+process is stopped at the end, by PID. Exit status 0 if all three checks pass. The logs (etcd's,
+each app's and each sidecar's, and the order logs) go to a new temporary directory, or to
+``--keep DIR``, whose path is printed at the start and at the end; it is kept.
 
     python3 examples/sequencer/run.py --serve [--dir DIR]
 
@@ -159,35 +161,34 @@ def main() -> int:
     p = argparse.ArgumentParser(description="the split-brain-safe sequencer demo")
     p.add_argument("--orders", type=int, default=600, help="orders per scenario (default 600)")
     p.add_argument("--interval", type=float, default=0.01, help="seconds between orders (default 0.01)")
-    p.add_argument("--keep", type=Path, help="keep logs in this directory (default: a temporary one)")
+    p.add_argument("--keep", type=Path, help="put the logs in this directory (default: a new temporary one, kept)")
     p.add_argument("--serve", action="store_true", help="start etcd and 3 engines, keep them until Ctrl-C")
     p.add_argument("--dir", type=Path, default=SERVE_DIR, help=f"--serve's files (default {SERVE_DIR})")
     a = p.parse_args()
     if a.serve:
         return serve(a.dir)
     ok = True
-    with tempfile.TemporaryDirectory(prefix="sequencer-") as tmp:
-        work = a.keep or Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        say(f"starting etcd on 127.0.0.1 (files in {work})")
-        etcd = Etcd(work)
-        try:
-            for i, kind in enumerate(["kill", "kill_app", "pause"]):
-                say(f"--- scenario {i + 1}: {kind} the primary mid-stream ---")
-                with Sequencer(work / kind, etcd_url=etcd.url, prefix=f"seq-{kind}/") as seq:
-                    primary = seq.wait_primary()
-                    st = primary.state()
-                    say(f"3 engines up; primary {primary.name} in epoch {st['accepting_epoch']}; "
-                        f"streaming {a.orders} orders")  # fmt: skip
-                    res = run_scenario(seq, kind, n=a.orders, interval=a.interval, say=say)
-                    report(res)
-                    ok = ok and res["ok"]
-                    if kind == "pause":
-                        ok = ok and res["woken_appended_after_resume"] == 0
-                    say(f"order log: {seq.log_path}")
-        finally:
-            etcd.stop()
-            say("stopped etcd and every engine")
+    work = a.keep or Path(tempfile.mkdtemp(prefix="sequencer-"))
+    work.mkdir(parents=True, exist_ok=True)
+    say(f"starting etcd on 127.0.0.1 (logs in {work})")
+    etcd = Etcd(work)
+    try:
+        for i, kind in enumerate(["kill", "kill_app", "pause"]):
+            say(f"--- scenario {i + 1}: {kind} the primary mid-stream ---")
+            with Sequencer(work / kind, etcd_url=etcd.url, prefix=f"seq-{kind}/") as seq:
+                primary = seq.wait_primary()
+                st = primary.state()
+                say(f"3 engines up; primary {primary.name} in epoch {st['accepting_epoch']}; "
+                    f"streaming {a.orders} orders")  # fmt: skip
+                res = run_scenario(seq, kind, n=a.orders, interval=a.interval, say=say)
+                report(res)
+                ok = ok and res["ok"]
+                if kind == "pause":
+                    ok = ok and res["woken_appended_after_resume"] == 0
+                say(f"order log: {seq.log_path}")
+    finally:
+        etcd.stop()
+        say(f"stopped etcd and every engine; logs kept in {work}")
     return 0 if ok else 1
 
 

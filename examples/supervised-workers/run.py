@@ -9,7 +9,8 @@
    rejoins as a standby) and then a worker killed after the takeover
 5. stop everything, by PID
 
-Logs, pidfiles and the restart file are in a temporary directory (or --keep DIR).
+Logs, pidfiles and the restart file go to a new temporary directory (or --keep DIR), whose path is
+printed at the start and at the end; it is kept.
 """
 
 from __future__ import annotations
@@ -95,16 +96,18 @@ def demo(system: System) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stations", type=int, default=3)
-    p.add_argument("--keep", type=Path, default=None, help="keep logs and pidfiles in DIR")
+    p.add_argument(
+        "--keep", type=Path, default=None, help="put logs and pidfiles in DIR (default: a new temporary one, kept)"
+    )
     args = p.parse_args()
-    with tempfile.TemporaryDirectory(prefix="supervised-workers-") as tmp:
-        with System(args.keep or Path(tmp), stations=args.stations) as system:
-            try:
-                demo(system)
-            except (TimeoutError, AssertionError) as e:
-                print(f"FAILED: {e} (logs: {system.dir})", file=sys.stderr)
-                return 1
-    print("done: every process stopped")
+    work = args.keep or Path(tempfile.mkdtemp(prefix="supervised-workers-"))
+    with System(work, stations=args.stations) as system:
+        try:
+            demo(system)
+        except (TimeoutError, AssertionError) as e:
+            print(f"FAILED: {e} (logs kept in {system.dir})", file=sys.stderr)
+            return 1
+    print(f"done: every process stopped; logs kept in {work}")
     return 0
 
 

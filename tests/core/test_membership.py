@@ -1,5 +1,6 @@
 import pytest
 
+from chatterd.core import membership
 from chatterd.core.membership import MemberTable
 
 A = ("127.0.0.1", 1)
@@ -71,3 +72,26 @@ def test_reap_forgets_long_dead_members() -> None:
     assert t.reap(now=100, after=100) == []
     assert t.reap(now=110, after=100) == ["x"]
     assert t.get("x") is None and t.get("y") is not None
+
+
+def test_a_reaped_member_is_remembered_for_one_more_reap_after_at_its_incarnation() -> None:
+    t = table()
+    t.apply_dead("x", 5, 10)
+    assert t.reap(now=110, after=100) == ["x"]
+    assert t.forgot("x", 5) and t.forgot("x", 4)  # its history, as a peer still holds it
+    assert not t.forgot("x", 6)  # a later life is news
+    assert not t.forgot("y", 1)
+    t.reap(now=209, after=100)
+    assert t.forgot("x", 5)
+    t.reap(now=210, after=100)  # one more reap_after: forgotten that it was forgotten
+    assert not t.forgot("x", 5) and t.forgotten == {}
+
+
+def test_the_reaped_names_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(membership, "FORGOTTEN_MAX", 3)
+    t = MemberTable()
+    for i in range(5):
+        t.apply_alive(f"m{i}", "id", ("127.0.0.1", 10 + i), 1, now=0)
+        t.apply_dead(f"m{i}", 1, now=i)
+        t.reap(now=100 + i, after=100)
+    assert list(t.forgotten) == ["m2", "m3", "m4"]  # the oldest go first

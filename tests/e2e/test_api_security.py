@@ -187,6 +187,8 @@ async def test_dashboard_beyond_loopback_takes_the_token_from_its_fragment(tmp_p
                 return "token" in await script("return document.getElementById('reasons').textContent")
 
             await wait_until(says_token, 30, "the page to say that it needs the token")
+            await trio.sleep(3.5)  # the event stream, refused too, is retried meanwhile (after 1 s, then 2 s)
+            assert await says_token(), "the retries of the stream must not hide why the page shows nothing"
             await trio.to_thread.run_sync(browser.get, "about:blank")
             await trio.to_thread.run_sync(browser.get, f"{url}#token={token}")
 
