@@ -332,10 +332,10 @@ class Runtime:
         assert node is not None and sock is not None
         bufsize = node.cfg.max_receive + 1
         wirelog = self.wirelog if self.wirelog.on else None
-        node.handle_timers(trio.current_time())
+        wake = node.handle_timers(trio.current_time())
         self._pump()
         while True:
-            with trio.move_on_at(node.next_deadline()) as self._sleep:
+            with trio.move_on_at(wake) as self._sleep:
                 await trio.lowlevel.wait_readable(sock)
             self._sleep = None
             now = trio.current_time()
@@ -357,7 +357,7 @@ class Runtime:
                     self.stats["internal_errors"] += 1
                     self.receive_guard.failed(src=wire.format_addr(src))
             try:
-                node.handle_timers(now)
+                wake = node.handle_timers(now)
             except Exception:
                 # The deadline may now be in the past: pause rather than spin (loopguard.py).
                 self.stats["internal_errors"] += 1

@@ -3,8 +3,7 @@
 A :class:`Node` does no I/O and reads no clock. Its shell feeds it datagrams and the time:
 
     node.receive(data, addr, now)      # a datagram arrived
-    node.handle_timers(now)            # the time is now; run what is due
-    node.next_deadline()               # when to call handle_timers next
+    node.handle_timers(now)            # run what is due; returns next_deadline(), when to call it again
     node.take_outgoing()               # [(datagram, addr)] to send
     node.take_events()                 # [MemberEvent | Delivery | RoleEvent] that happened
 
@@ -250,7 +249,7 @@ class Node:
             "datagram_dropped", reason=reason, counter=counter, detail=detail[:200], src=wire.format_addr(addr)
         )
 
-    def handle_timers(self, now: float) -> None:
+    def handle_timers(self, now: float) -> float:
         self.detector.check_lateness(now)
         if not self.local.leaving:
             self.detector.heartbeat_due(now)
@@ -262,7 +261,8 @@ class Node:
         self.queries.tick(now)
         self.user_queries.tick(now)
         self.gossip.tick(now)
-        self.detector.expected_wake = self.next_deadline()
+        self.detector.expected_wake = wake = self.next_deadline()
+        return wake
 
     def inject(self, payload: Any, now: float, hops: int | None = None) -> str:
         """Accept a payload into the cluster from this node. Raises PayloadError."""

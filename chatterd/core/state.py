@@ -125,8 +125,17 @@ class MemberNews(Part):
             return True
         if node != self.local.name:
             return False
-        if not self.local.leaving:
+        me = self.local
+        if me.leaving:
+            return True
+        if inc >= me.inc:
             self.refute(inc, now, src)
+        else:
+            # Older than what we already announced (a paused node finds a backlog of them):
+            # no new incarnation, just our current one to the accuser, which has not heard it.
+            self.fx.stats["stale_accusations"] += 1
+            if src is not None:
+                self.fx.send_msg(me.alive_msg(), src)
         return True
 
     def on_suspect(self, msg: wire.Suspect, now: float, src: Addr | None = None, by: str | None = None) -> None:

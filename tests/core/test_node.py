@@ -133,6 +133,20 @@ def test_news_of_its_own_death_is_refuted_at_a_higher_incarnation() -> None:
     assert alive and all(m.inc == inc + 1 for m in alive)
 
 
+def test_a_backlog_of_stale_accusations_raises_the_incarnation_once() -> None:
+    # A node resumed after a pause finds many old Suspect/Dead of itself in its buffer: the
+    # first (at its incarnation) is refuted; older ones only get the current Alive back.
+    n = with_peer()
+    inc = n.inc
+    n.receive(wire.encode([wire.Suspect(node="a", inc=inc, by="b")], "b"), B, 1.0)
+    stale = wire.encode([wire.Suspect(node="a", inc=inc, by="b"), wire.Dead(node="a", inc=inc, by="b")], "b")
+    for _ in range(10):
+        n.receive(stale, B, 1.0)
+    assert n.inc == inc + 1 and n.stats["refutations"] == 1 and n.stats["stale_accusations"] == 20
+    told = [m for m in msgs_to(n, B) if isinstance(m, wire.Alive) and m.node == "a"]
+    assert told and all(m.inc == inc + 1 for m in told)
+
+
 def test_a_rumor_is_delivered_once_and_forwarded_with_one_hop_less() -> None:
     n = with_peer()
     r = wire.Rumor(id="m1", origin="b", ts=1_800_000_000_000, lt=3, hops=2, payload={"DebugMessage": {"text": "hi"}})
