@@ -15,7 +15,8 @@ idle       after a settle pause, with nothing polling the nodes: CPU per node (u
            /proc/PID/stat, % of one core) and bytes per second per node on the nodes' ports
            (iptables counters on lo, ``benchmarks._lib.iptables.PortAccounting``: UDP they send plus TCP to or from
            their ports, IP sizes, divided by N).
-broadcast  ``--messages`` broadcasts, one at a time, each posted through a random node and
+broadcast  (``--loss P``: with P of the UDP datagrams to the nodes' ports dropped on lo meanwhile)
+           ``--messages`` broadcasts, one at a time, each posted through a random node and
            awaited on every node: chatter-inject, ``serf event -coalesce=false``, kinship's
            ``Cluster.broadcast`` via the node's control socket. Latency on a node = its delivery
            row's time - the origin's own row (its delivery for chatter and Serf, the ``sent``
@@ -53,7 +54,7 @@ import trio
 
 from benchmarks._lib.cli import add_output_args, log_root, new_parser, run_trio, write_json
 from benchmarks._lib.cli import say_timed as say
-from benchmarks._lib.iptables import IptablesError, PortAccounting, iptables_problem
+from benchmarks._lib.iptables import IptablesError, LoopbackLoss, PortAccounting, iptables_problem
 from benchmarks._lib.nodeapi import Window
 from benchmarks._lib.phases import CpuUse, idle_cpu, pick_victims
 from benchmarks._lib.stats import fmt, summary
@@ -297,8 +298,13 @@ async def run_system(system: str, n: int, args: argparse.Namespace, log_dir: Pat
         say(f"{system} N={n}: idle window {args.idle:g} s")
         res["idle"] = await phase_idle(c, args.idle, args.account)
         res["problems"] += res["idle"].pop("problems")
-        say(f"{system} N={n}: {args.messages} broadcasts")
-        res["broadcast"] = await phase_broadcast(c, args.messages, rng, timeout)
+        say(f"{system} N={n}: {args.messages} broadcasts" + (f" at {args.loss:.0%} loss" if args.loss else ""))
+        if args.loss:
+            with LoopbackLoss([node.port for node in c.nodes], args.loss) as loss:
+                res["broadcast"] = await phase_broadcast(c, args.messages, rng, timeout)
+                res["broadcast"]["datagrams_dropped"] = loss.dropped()
+        else:
+            res["broadcast"] = await phase_broadcast(c, args.messages, rng, timeout)
         res["problems"] += res["broadcast"]["problems"]
         stops = (("dead", signal.SIGKILL, FAILED, "kill -9"), ("left", c.graceful_signal, LEFT, "graceful stop"))
         for key, sig, kind, label in stops:
@@ -379,10 +385,13 @@ FIGURES: list[Figure] = [
 def table(n: int, results: Sequence[Result], args: argparse.Namespace) -> str:
     lines = [
         f"N = {n}: {args.repeat} kills and {args.repeat} graceful stops per system, {args.messages} broadcasts, "
-        f"idle window {args.idle:g} s",
+        f"idle window {args.idle:g} s" + (f"; broadcasts at {args.loss:.0%} UDP loss" if args.loss else ""),
         *render(f"N = {n}", 38, results, FIGURES),
         "  '=' same figure as the column to its left (same run); '-' not measured or not available",
     ]
+    if args.loss:
+        lines.append("  datagrams dropped during the broadcasts: " + ", ".join(
+            f"{r['system']} {dig(r, 'broadcast', 'datagrams_dropped')}" for r in results))  # fmt: skip
     for res in results:
         for p in res["problems"]:
             lines.append(f"  {res['system']}: PROBLEM: {p}")
@@ -415,6 +424,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=30.0, help="longest wait for one step, plus N seconds")
     p.add_argument("--seed", type=int, default=1, help="seed for the victims and broadcast origins (default: 1)")
     p.add_argument("--no-bytes", dest="account", action="store_false", help="skip the iptables byte counts")
+    p.add_argument(
+        "--loss",
+        type=float,
+        default=0.0,
+        help="during the broadcasts, drop this share of the UDP datagrams sent to the nodes' ports on lo (iptables)",
+    )
     add_output_args(p, "keep the nodes' logs and event files here")
     return p
 
@@ -453,7 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"compare: {missing[0]}: {missing[1]}", file=sys.stderr)
         return 2
-    if args.account:
+    if not 0 <= args.loss < 1:
+        parser.error("--loss must be in [0, 1)")
+    if args.account or args.loss:
         why = iptables_problem()
         if why:
             print(f"compare: no byte counts ({why}); run as root with iptables, or pass --no-bytes", file=sys.stderr)

@@ -75,3 +75,46 @@ def test_sealed_chatter_nodes_share_one_key_and_label(tmp_path: Path, monkeypatc
         assert ENCRYPT_KEY_ENV not in node.local.env
     bare = plain.new_node("n0", None)
     assert "--encrypt" not in bare.local.args and ENCRYPT_KEY_ENV not in bare.local.env
+
+
+@pytest.mark.e2e
+def test_loopback_loss_drops_only_the_given_ports_and_counts_what_it_dropped() -> None:
+    import socket
+
+    from benchmarks._lib.iptables import LoopbackLoss, iptables, iptables_problem
+
+    why = iptables_problem()
+    if why:
+        pytest.skip(f"no iptables here: {why}")
+    socks = []
+    for _ in range(2):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(0.5)
+        socks.append(s)
+    lossy = socks[0]
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        with LoopbackLoss([lossy.getsockname()[1]], 0.5) as loss:
+            for s in socks:
+                for _ in range(200):
+                    sender.sendto(b"x", s.getsockname())
+            got = []
+            for s in socks:
+                n = 0
+                try:
+                    while True:
+                        s.recv(16)
+                        n += 1
+                except TimeoutError:
+                    pass
+                got.append(n)
+            dropped = loss.dropped()
+            chain = loss.chain
+        assert got[1] == 200  # another port loses nothing
+        assert 0 < got[0] < 200 and got[0] + dropped == 200
+        assert chain not in iptables("-S")  # removed on the way out
+    finally:
+        for s in (*socks, sender):
+            s.close()

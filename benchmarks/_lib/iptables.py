@@ -15,6 +15,9 @@ port: push-pull, fallback pings; a connection's other end uses an ephemeral port
 on lo passes OUTPUT once, so each byte is counted once; the counts are IP packet sizes
 (headers included). The rules are removed, and the chain deleted, when the block exits.
 
+``LoopbackLoss``: drop each UDP datagram sent over lo to one of the given ports with probability
+p (a chain of its own, like PortAccounting's: nothing else on the host loses a datagram).
+
 ``Loss``: drop each incoming UDP datagram with probability p (in the current network
 namespace), after a plain counting rule, so that the loss actually applied can be read.
 """
@@ -29,7 +32,16 @@ from typing import Self
 
 from chatterd.testing.iptables import IptablesError, iptables, iptables_problem, statistic_drop
 
-__all__ = ["IptablesError", "Loss", "PortAccounting", "Rules", "iptables", "iptables_problem", "statistic_drop"]
+__all__ = [
+    "IptablesError",
+    "LoopbackLoss",
+    "Loss",
+    "PortAccounting",
+    "Rules",
+    "iptables",
+    "iptables_problem",
+    "statistic_drop",
+]
 
 
 def counted(listing: str) -> Iterator[tuple[list[str], int, int]]:
@@ -128,6 +140,35 @@ class Loss(Rules):
             if f[f.index("-p") + 1] == "udp":
                 out["dropped" if "DROP" in f else "udp_in"] += packets
         return out
+
+
+class LoopbackLoss(Rules):
+    def __init__(self, ports: Sequence[int], p: float) -> None:
+        self.ports = list(ports)
+        self.p = p
+        self.chain = f"CHLOSS{os.getpid()}"
+        self._jump = ["INPUT", "-i", "lo", "-p", "udp", "-j", self.chain]
+        self._active = False
+
+    def open(self) -> None:
+        iptables("-N", self.chain)
+        self._active = True
+        for port in self.ports:
+            rule = ["-p", "udp", "--dport", str(port), "-m", "statistic", "--mode", "random"]
+            iptables("-A", self.chain, *rule, "--probability", f"{self.p}", "-j", "DROP")
+        iptables("-I", *self._jump[:1], "1", *self._jump[1:])
+
+    def close(self) -> None:
+        if not self._active:
+            return
+        while _rule_exists(self._jump):
+            iptables("-D", *self._jump, check=False)
+        iptables("-F", self.chain, check=False)
+        iptables("-X", self.chain, check=False)
+        self._active = False
+
+    def dropped(self) -> int:
+        return sum(packets for _, packets, _ in counted(iptables("-S", self.chain, "-v")))
 
 
 def _rule_exists(rule: Sequence[str]) -> bool:
