@@ -86,6 +86,7 @@ class Runtime:
         self._saved_seeds: list[Addr] = []  # the peers --data-dir kept: seeds too
         self._cancel: trio.CancelScope | None = None
         self._sleep: trio.CancelScope | None = None  # the protocol loop's wait, cut short by kick()
+        self._pause = 0.0  # after timers that raised: the protocol loop's pause (loopguard.py)
         self.check: Check | None = None
         self.watchdog: Watchdog | None = None
         self.lock: RoleLock | None = None  # with --lock
@@ -328,46 +329,70 @@ class Runtime:
     # ------------------------------------------------------------------ protocol loop
 
     async def _protocol_loop(self) -> None:
-        node, sock = self.node, self.sock
-        assert node is not None and sock is not None
+        """Wait for a datagram or the core's next deadline, then take a turn. One cancel scope
+        lasts until its deadline comes (or kick() cuts it short): a turn for a datagram only
+        moves that deadline, which is most of an idle node's turns (issue #13's CPU)."""
+        sock = self.sock
+        assert sock is not None
+        wake = self._turn(drain=False)
+        while True:
+            if wake is None:  # the timers raised: pause rather than spin (loopguard.py)
+                await trio.sleep(self._pause)
+                wake = self._turn(drain=True)
+                continue
+            with trio.CancelScope(deadline=wake) as self._sleep:
+                while wake is not None:
+                    await trio.lowlevel.wait_readable(sock)
+                    wake = self._turn(drain=True)
+                    if wake is not None and wake != self._sleep.deadline:
+                        self._sleep.deadline = wake
+            self._sleep = None
+            if wake is not None:  # the deadline came, or kick()
+                wake = self._turn(drain=True)
+
+    def _turn(self, drain: bool) -> float | None:
+        """The datagrams waiting (a bounded batch), the timers, the sends: when to wake next,
+        or None if the timers raised (self._pause says how long to pause)."""
+        node = self.node
+        assert node is not None
+        now = trio.current_time()
+        if drain:
+            now = self._drain(node, now)
+        try:
+            wake = node.handle_timers(now)
+        except Exception:
+            self.stats["internal_errors"] += 1
+            self._pause = self.timers_guard.failed()  # raises LoopFailed when it keeps failing
+            self._pump()
+            return None
+        self.timers_guard.ok()
+        self._pump()
+        return wake
+
+    def _drain(self, node: Node, now: float) -> float:
+        """Feed the core what the socket holds, DRAIN_BATCH datagrams at most; the time after."""
+        sock = self.sock
+        assert sock is not None
         bufsize = node.cfg.max_receive + 1
         wirelog = self.wirelog if self.wirelog.on else None
-        wake = node.handle_timers(trio.current_time())
-        self._pump()
-        while True:
-            with trio.move_on_at(wake) as self._sleep:
-                await trio.lowlevel.wait_readable(sock)
-            self._sleep = None
-            now = trio.current_time()
-            for _ in range(DRAIN_BATCH):  # drain the socket, a bounded batch per turn
-                try:
-                    data, addr = sock.recvfrom(bufsize)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as e:  # e.g. ICMP port unreachable surfacing on Linux
-                    log.debug("recv_error", error=str(e))
-                    continue
-                now = trio.current_time()
-                src = udp.from_socket(addr)
-                if wirelog is not None:
-                    wirelog.received(data, src)
-                try:
-                    node.receive(data, src, now)
-                except Exception:
-                    self.stats["internal_errors"] += 1
-                    self.receive_guard.failed(src=wire.format_addr(src))
+        for _ in range(DRAIN_BATCH):
             try:
-                wake = node.handle_timers(now)
-            except Exception:
-                # The deadline may now be in the past: pause rather than spin (loopguard.py).
-                self.stats["internal_errors"] += 1
-                pause = self.timers_guard.failed()  # raises LoopFailed when it keeps failing
-                self._pump()
-                await trio.sleep(pause)
+                data, addr = sock.recvfrom(bufsize)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:  # e.g. ICMP port unreachable surfacing on Linux
+                log.debug("recv_error", error=str(e))
                 continue
-            self.timers_guard.ok()
-            self._pump()
-            await trio.lowlevel.checkpoint_if_cancelled()
+            now = trio.current_time()
+            src = udp.from_socket(addr)
+            if wirelog is not None:
+                wirelog.received(data, src)
+            try:
+                node.receive(data, src, now)
+            except Exception:
+                self.stats["internal_errors"] += 1
+                self.receive_guard.failed(src=wire.format_addr(src))
+        return now
 
     def _pump(self) -> None:
         """Send what the core produced and record its events."""
