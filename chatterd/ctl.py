@@ -6,6 +6,7 @@
     chatterd leave
     chatterd tags [show | set KEY=VALUE... | delete KEY...] [--json]
     chatterd keys [list | install KEY | use KEY | remove KEY [--force]] [--timeout S] [--json]
+    chatterd rtt NODE [NODE] [--json]     (chatterd/coords.py)
 
 Each talks to the node at ``--http ADDR`` (default: ``$CHATTER_HTTP_ADDR``, else
 127.0.0.1:2428, where ``chatterd`` with its default ``--listen`` serves its API), with the
@@ -33,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from chatterd import coords
 from chatterd.apiclient import (  # noqa: F401  (some re-exported: tests use them as ctl.NAME)
     EXIT_FAILED,
     RECONNECT_TRIES,
@@ -249,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON for scripts")
     t.set_defaults(run=cmd_tags)
     _keys_parser(sub, common)
+    coords.add_parser(sub, common)
     return p
 
 

@@ -121,6 +121,20 @@ class Config:
     # Device tombstones (removed devices) are kept this long so late gossip cannot revive them.
     tombstone_ttl: float = 600.0
 
+    # --- network coordinates ----------------------------------------------------------
+    # Vivaldi coordinates (core/coordinates.py) from a round-trip probe (core/rtt.py): every
+    # rtt_interval each node pings one member (every other time one it monitors, else the next
+    # of a shuffled round over all, as memberlist orders its probes), and the answer carries
+    # the member's coordinate; the first RTT_WARMUP_PROBES go every RTT_WARMUP_INTERVAL, so a
+    # new node has its coordinate within a minute. Why 60 s: issue #13's idle budget (300
+    # bytes/s per node) had ~5 bytes/s left with a dead member known (294.7 in the simulator,
+    # N = 30: heartbeats 263, digests 32); a probe and its answer take ~225 bytes (two
+    # datagrams, the answer's coordinate ~90), so 3.8 bytes/s at 60 s. Serf's coordinates ride
+    # its once-a-second probes; with more bytes to spend, 5-15 s settles coordinates sooner.
+    # False: no probes, no coordinates, the detector's timeouts as without them.
+    coordinates: bool = True
+    rtt_interval: float = 60.0
+
     def retransmits(self, cluster_size: int) -> int:
         """Total transmissions of one message by one node, for a cluster of this size."""
         return self.fanout + math.ceil(self.retransmit_mult * math.log10(cluster_size + 1))
@@ -161,6 +175,7 @@ LOCAL = Config(
     reconnect_interval=2.0,
     join_retry_interval=0.5,
     role_settle=0.5,
+    rtt_interval=1.0,
 )
 
 PROFILES: dict[str, Config] = {"lan": LAN, "local": LOCAL}
@@ -330,6 +345,47 @@ MAX_LABEL = 255
 # The environment variable that gives --encrypt's key (chatterd and chatter-inject), so that
 # the key need not appear in the process list.
 ENCRYPT_KEY_ENV = "CHATTER_ENCRYPT_KEY"
+
+# ========================================================================= coordinates
+# Vivaldi network coordinates (core/coordinates.py, core/rtt.py), with the constants of Serf's
+# coordinate package (facts from its config.go; they are Vivaldi's paper's figures, tuned by
+# Serf on real clusters). Every node of a cluster must agree on the dimensions.
+# 8 Euclidean dimensions plus a height: enough for the paper's data sets to embed with a
+# median error of a few %; the height absorbs each node's access link.
+COORD_DIMENSIONS = 8
+# The error estimate starts (and is capped) at 1.5: "no idea" (150 % wrong).
+VIVALDI_ERROR_MAX = 1.5
+# cc: the step of each update (a fraction of the residual), ce: how fast the error estimate
+# follows the observed error. 0.25 each, as the paper and Serf.
+VIVALDI_CC = 0.25
+VIVALDI_CE = 0.25
+# The adjustment term: half the mean residual of the last 20 samples.
+VIVALDI_ADJUSTMENT_WINDOW = 20
+# Smallest height: 10 µs, a node's own stack. Below it a height means nothing.
+VIVALDI_HEIGHT_MIN = 10e-6
+# Latency filter: the median of the last 3 round trips to a peer (one slow answer ignored).
+VIVALDI_LATENCY_FILTER = 3
+# Gravity toward the origin: negligible next to real forces (a pull of (d/150 s)^2), enough
+# to keep a long-running cluster from drifting.
+VIVALDI_GRAVITY_RHO = 150.0
+# A round trip longer than 10 s is not a network's: not a sample (Serf's bound too).
+COORD_MAX_RTT = 10.0
+# On the wire (core/messages.py Coord), coordinates are integers: the vector, adjustment and
+# height in µs, the error in thousandths; each component within +-COORD_WIRE_MAX µs (100 s:
+# far beyond any real coordinate, small enough that no sum of them overflows a float's
+# precision). Bigger ones are malformed: the datagram is dropped and counted.
+COORD_WIRE_MAX = 100_000_000
+COORD_ERROR_WIRE_MAX = 1500
+# The first probes of a node go faster (start-up is not idle): 16 at 1 s, ~25 s in all.
+RTT_WARMUP_PROBES = 16
+RTT_WARMUP_INTERVAL = 1.0
+# Round-trip probes waiting for their answer at once (one goes out per rtt_interval: more
+# than a few means answers are not coming); the oldest is forgotten first.
+MAX_PENDING_RTT = 8
+# Slow links (core/detector.py): a member's suspicion waits for as much silence as the probes
+# need on its link, at most this many times suspect_after more: a lying coordinate can delay
+# the detection of that one member, boundedly, and never hasten it.
+MAX_RTT_SLACK_FACTOR = 1.0
 
 # ================================================================================ queries
 # A question put to every member, answered by each to the one who asked (core/query.py: the

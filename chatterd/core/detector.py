@@ -2,7 +2,8 @@
 
 Each node sends a heartbeat every ``heartbeat_interval`` to its ``monitors`` successors on
 the hash ring (core/ring.py), and watches its predecessors. A monitor that hears nothing
-from a member for ``suspect_after`` accuses it (Suspect); the member is declared dead when
+from a member for ``suspect_after`` (longer on a slow link: ``slack``, from the network
+coordinates of core/rtt.py) accuses it (Suspect); the member is declared dead when
 its suspicion timer (core/suspicion.py) runs out, sooner as more monitors agree (Lifeguard).
 Local health: when our own timers fire late we were starved (CPU, GC, a paused process), and
 the stall is not counted against the members we watch.
@@ -38,6 +39,9 @@ class Detector(Part):
         self.accuse: Callable[[wire.Suspect, float], None] = lambda msg, now: None
         self.declare_dead: Callable[[wire.Dead, float], None] = lambda msg, now: None
         self.woke: Callable[[float], None] = lambda now: None  # after a long stall: sync at once
+        # Extra silence allowed to a member on a slow link (core/rtt.py: RoundTrips.slack,
+        # from the network coordinates): 0 on a LAN; never negative, so never sooner.
+        self.slack: Callable[[str], float] = lambda name: 0.0
         # Probes before suspecting (core/probe.py), with Config.probe_before_suspect.
         self.prober = Prober(ctx)
         self.probing = cfg.probe_before_suspect
@@ -46,10 +50,10 @@ class Detector(Part):
 
     def deadline(self) -> float:
         d = self.next_hb
-        after = self.cfg.suspect_after
+        after, slack = self.cfg.suspect_after, self.slack
         for name, last in self.monitored.items():
             if self.may_accuse(name):
-                d = min(d, last + after)
+                d = min(d, last + after + slack(name))
                 if self.probing:
                     d = min(d, self.prober.due(name, last))
         for s in self.suspicions.values():
@@ -87,9 +91,9 @@ class Detector(Part):
 
     def tick(self, now: float) -> None:
         """Accuse the silent members we watch; declare dead those whose suspicion ran out."""
-        after = self.cfg.suspect_after
+        after, slack = self.cfg.suspect_after, self.slack
         for name, last in list(self.monitored.items()):
-            if last + after <= now and self.may_accuse(name):  # the same sum as deadline()
+            if last + after + slack(name) <= now and self.may_accuse(name):  # the same sum as deadline()
                 m = self.table.members[name]
                 msg = wire.Suspect(node=name, inc=m.inc, by=self.local.name)
                 self.fx.log_members.info("member_suspected", node=name, silent_s=round(now - last, 3))

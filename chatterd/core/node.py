@@ -16,7 +16,7 @@ object runs under trio (runtime.py) and under the virtual-time simulator (sim.py
 The Node is the composition of one module per mechanism; it only dispatches messages to
 them and finds the earliest deadline:
 
-    detector.py   heartbeats, monitors, suspicion, local health
+    detector.py   heartbeats, monitors, suspicion, local health; rtt.py: Vivaldi coordinates
     state.py      member news (alive/suspect/dead/left), refutation, transitions → events
     gossip.py     piggyback broadcast of news: fanout, retransmit budget (queue.py)
     rumors.py     application messages: inject, deduplicate, deliver, forward
@@ -54,6 +54,7 @@ from chatterd.core.queue import BroadcastQueue
 from chatterd.core.repair import Repair
 from chatterd.core.ring import Ring
 from chatterd.core.roles import RoleBook
+from chatterd.core.rtt import RoundTrips
 from chatterd.core.rumors import Rumors
 from chatterd.core.seal import Opened, Sealer, SealError, is_sealed
 from chatterd.core.state import MemberNews
@@ -126,6 +127,7 @@ class Node:
         self.repair = Repair(ctx, self.gossip)
         self.rumors = Rumors(ctx, self.gossip, self.repair, self.delegate)
         self.queries = Queries(ctx, self.gossip)
+        self.rtt = RoundTrips(ctx, now, self.detector)  # network coordinates; lengthen a slow link's timeouts
         self.keys = Keys(ctx, self.queries, self.keyring, lambda now: self.set_tags(self.local.tags, now))
         if sealer is not None:
             fx.member_key = self.keys.member_key
@@ -162,6 +164,7 @@ class Node:
             wire.Inject: self.rumors.on_inject,
             wire.Query: self.queries.on_query,
             wire.Answer: self.queries.on_answer,
+            **self.rtt.handlers(),
         }
 
     # ------------------------------------------------------------------ the shell's interface
@@ -173,7 +176,7 @@ class Node:
         return self.fx.take_events()
 
     def next_deadline(self) -> float:
-        d = min(self.detector.deadline(), self.sync.deadline())
+        d = min(self.detector.deadline(), self.sync.deadline(), self.rtt.deadline())
         for t in (self.gossip.next_flush, self.repair.next_round, self.election.deadline(), self.queries.deadline()):
             if t is not None and t < d:
                 d = t
@@ -255,6 +258,7 @@ class Node:
             self.detector.tick(now)
             self.sync.tick(now)
             self.repair.tick(now)
+            self.rtt.tick(now)
         self.election.tick(now)
         self.queries.tick(now)
         self.gossip.tick(now)

@@ -1,0 +1,223 @@
+"""Round trips and network coordinates: the probe that feeds Vivaldi (core/coordinates.py).
+
+Nothing measures a round trip on chatter's idle path (heartbeats go one way, probes only
+follow a missed heartbeat), so every ``rtt_interval`` a node sends an
+:class:`~chatterd.core.wire.RttPing` to one member, in a shuffled round-robin order over the
+alive members (each is probed once per round, as memberlist orders its probes), carrying its
+own coordinate. The member answers with an :class:`~chatterd.core.wire.RttAck` echoing the
+ping's random token, with its coordinate. The asker times the round trip on its own clock
+(nothing from the peer's clock is used), feeds it to its Vivaldi client, and both sides keep
+the other's coordinate: every pair of members swaps coordinates at least once per round,
+N * rtt_interval.
+
+Bounds (every datagram is hostile): a coordinate is integers of bounded magnitude in a fixed
+number of dimensions (core/messages.py Coord: anything else makes the datagram malformed,
+dropped and counted); pings are answered for members only (an answer is no bigger than the
+ping: no amplification); an answer counts only with the token of a probe we sent, from that
+member's address, within COORD_MAX_RTT; at most MAX_PENDING_RTT probes wait at once; the
+coordinates kept are the members' (those reaped are forgotten).
+
+The estimates serve the failure detector (``slack``: more silence allowed to a member on a
+slow link, see core/detector.py) and the operator (``chatterd rtt``, GET /v1/coordinates).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from chatterd.core import wire
+from chatterd.core.config import (
+    COORD_ERROR_WIRE_MAX,
+    COORD_MAX_RTT,
+    COORD_WIRE_MAX,
+    MAX_PENDING_RTT,
+    MAX_RTT_SLACK_FACTOR,
+    RTT_WARMUP_INTERVAL,
+    RTT_WARMUP_PROBES,
+    VIVALDI_ERROR_MAX,
+    VIVALDI_HEIGHT_MIN,
+)
+from chatterd.core.context import Context, Part
+from chatterd.core.coordinates import Coordinate, Vivaldi
+
+if TYPE_CHECKING:
+    from chatterd.core.detector import Detector
+
+Addr = tuple[str, int]
+
+PRUNE_EVERY = 64  # probes between two sweeps of the coordinates of members no longer known
+
+
+def to_wire(c: Coordinate) -> wire.Coord:
+    def us(x: float, lo: int = -COORD_WIRE_MAX) -> int:
+        return min(max(round(x * 1e6), lo), COORD_WIRE_MAX)
+
+    error = min(max(round(c.error * 1000), 0), COORD_ERROR_WIRE_MAX)
+    return wire.Coord(vec=[us(x) for x in c.vec], error=error, adjustment=us(c.adjustment), height=us(c.height, 0))
+
+
+def from_wire(w: wire.Coord) -> Coordinate:
+    """A decoded coordinate (already bounded integers: core/messages.py) in seconds."""
+    return Coordinate(
+        vec=tuple(x / 1e6 for x in w.vec),
+        error=min(w.error / 1000, VIVALDI_ERROR_MAX),
+        adjustment=w.adjustment / 1e6,
+        height=max(w.height / 1e6, VIVALDI_HEIGHT_MIN),
+    )
+
+
+class RoundTrips(Part):
+    def __init__(self, ctx: Context, now: float, detector: Detector | None = None) -> None:
+        super().__init__(ctx)
+        self.enabled = ctx.cfg.coordinates
+        self.vivaldi = Vivaldi(ctx.rng)
+        self.known: dict[str, Coordinate] = {}  # members → their latest coordinate
+        self.pending: dict[int, tuple[str, float]] = {}  # token → (member probed, when)
+        self.order: list[str] = []  # the rest of this round's members to probe
+        # The first probe at a random point of the warm-up interval: nodes started together
+        # spread out.
+        self.next_probe: float | None = now + self.rng.uniform(0, RTT_WARMUP_INTERVAL) if self.enabled else None
+        self.generation = 0  # bumped when a coordinate changes: the slack cache's key
+        self._slack: dict[str, float] = {}
+        self._slack_gen = -1
+        self._probes = 0  # sent so far
+        self._watched: list[str] = []  # the members the detector watches, probed every other time
+        self.detector = detector
+        if detector is not None and self.enabled:
+            detector.slack = self.slack  # the detector allows a slow link more silence
+
+    def handlers(self) -> dict[type, Callable[[Any, Addr, float], None]]:
+        """The messages this mechanism handles, for the node's dispatch table."""
+        return {wire.RttPing: self.on_ping, wire.RttAck: self.on_ack}
+
+    # ------------------------------------------------------------------ timers
+
+    def deadline(self) -> float:
+        """The next probe (none while we leave the cluster)."""
+        if self.next_probe is None or self.local.leaving:
+            return math.inf
+        return self.next_probe
+
+    def tick(self, now: float) -> None:
+        if self.next_probe is None or now < self.next_probe:
+            return
+        warm = self._probes < RTT_WARMUP_PROBES
+        self.next_probe = max(self.next_probe + (RTT_WARMUP_INTERVAL if warm else self.cfg.rtt_interval), now)
+        for token in [t for t, (_, sent) in self.pending.items() if now - sent > COORD_MAX_RTT]:
+            del self.pending[token]
+        target = self._next_watched() if self._probes % 2 else self._next_target()
+        if target is None:
+            target = self._next_target()
+            if target is None:
+                return
+        self._probes += 1
+        if self._probes % PRUNE_EVERY == 0:
+            self._prune()
+        while len(self.pending) >= MAX_PENDING_RTT:
+            del self.pending[next(iter(self.pending))]  # the oldest: its answer is not coming
+        token = self.rng.getrandbits(32)
+        self.pending[token] = (target, now)
+        self.fx.send_msg(wire.RttPing(t=token), self.table.members[target].addr)
+        self.fx.stats["rtt_probes"] += 1
+
+    def _next_watched(self) -> str | None:
+        """The next of the members the detector watches (their slack needs their coordinate)."""
+        if not self._watched and self.detector is not None:
+            self._watched = list(self.detector.monitored)
+        while self._watched:
+            name = self._watched.pop()
+            m = self.table.get(name)
+            if m is not None and m.state == "alive":
+                return name
+        return None
+
+    def _next_target(self) -> str | None:
+        """The next alive member of this round; a new round in a new shuffled order."""
+        me = self.local.name
+        if not self.order:
+            self.order = [n for n, m in self.table.members.items() if n != me and m.state == "alive"]
+            self.rng.shuffle(self.order)
+        while self.order:
+            name = self.order.pop()
+            m = self.table.get(name)
+            if m is not None and m.state == "alive":
+                return name
+        return None
+
+    def _prune(self) -> None:
+        members = self.table.members
+        for name in [n for n in self.known if n not in members]:
+            del self.known[name]
+            self.vivaldi.forget(name)
+            self.generation += 1
+
+    # ------------------------------------------------------------------ messages
+
+    def on_ping(self, msg: wire.RttPing, src: Addr, now: float) -> None:
+        name = self.table.name_at(src)
+        if not self.enabled or name is None or name == self.local.name or self.local.leaving:
+            self.fx.stats["rtt_pings_ignored"] += 1
+            return
+        self.fx.send_msg(wire.RttAck(t=msg.t, c=to_wire(self.vivaldi.coord)), src)
+
+    def on_ack(self, msg: wire.RttAck, src: Addr, now: float) -> None:
+        probe = self.pending.get(msg.t)
+        m = None if probe is None else self.table.get(probe[0])
+        if probe is None or m is None or m.addr != src:
+            self.fx.stats["rtt_acks_unexpected"] += 1
+            return
+        del self.pending[msg.t]
+        name, sent = probe
+        other = self._learn(name, msg.c)
+        rtt = now - sent
+        if not 0 <= rtt <= COORD_MAX_RTT:
+            self.fx.stats["rtt_acks_unexpected"] += 1
+            return
+        self.vivaldi.update(name, other, rtt)
+        self.generation += 1
+        self.fx.stats["rtt_samples"] += 1
+
+    def _learn(self, name: str, c: wire.Coord) -> Coordinate:
+        coord = from_wire(c)
+        if self.known.get(name) != coord:
+            self.known[name] = coord
+            self.generation += 1
+        return coord
+
+    # ------------------------------------------------------------------ estimates
+
+    def coordinate_of(self, name: str) -> Coordinate | None:
+        return self.vivaldi.coord if name == self.local.name else self.known.get(name)
+
+    def estimate(self, a: str, b: str) -> float | None:
+        """The estimated round trip between members ``a`` and ``b``, in seconds, or None if
+        the coordinate of either is not known here."""
+        ca, cb = self.coordinate_of(a), self.coordinate_of(b)
+        if ca is None or cb is None:
+            return None
+        return ca.distance(cb)
+
+    def slack(self, name: str) -> float:
+        """Extra silence (seconds) allowed to ``name`` before it is suspected, for a slow link:
+        the probes between the first missed heartbeat and the suspicion need room for two
+        round trips to it plus a probe interval. 0 when that fits in today's window (every
+        LAN), or when its coordinate is unknown; at most MAX_RTT_SLACK_FACTOR * suspect_after."""
+        if self._slack_gen != self.generation:
+            self._slack.clear()
+            self._slack_gen = self.generation
+        s = self._slack.get(name)
+        if s is None:
+            s = self._slack[name] = self._compute_slack(name)
+        return s
+
+    def _compute_slack(self, name: str) -> float:
+        other = self.known.get(name)
+        if other is None:
+            return 0.0
+        cfg = self.cfg
+        rtt = self.vivaldi.coord.distance(other)
+        grace = cfg.probe_after if cfg.probe_before_suspect else cfg.heartbeat_interval
+        need = 2 * rtt + cfg.probe_interval - (cfg.suspect_after - grace)
+        return min(max(need, 0.0), MAX_RTT_SLACK_FACTOR * cfg.suspect_after)
