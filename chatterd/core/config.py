@@ -347,40 +347,33 @@ MAX_LABEL = 255
 ENCRYPT_KEY_ENV = "CHATTER_ENCRYPT_KEY"
 
 # ========================================================================= coordinates
-# Vivaldi network coordinates (core/coordinates.py, core/rtt.py), with the constants of Serf's
-# coordinate package (facts from its config.go; they are Vivaldi's paper's figures, tuned by
-# Serf on real clusters). Every node of a cluster must agree on the dimensions.
-# 8 Euclidean dimensions plus a height: enough for the paper's data sets to embed with a
-# median error of a few %; the height absorbs each node's access link.
+# Vivaldi coordinates (core/coordinates.py, core/rtt.py) with the constants of Serf's coordinate
+# package (facts from its config.go: the Vivaldi paper's figures, tuned by Serf on real
+# clusters). 8 Euclidean dimensions plus a height (a node's access link); every node of a
+# cluster must agree on them. The error starts (and is capped) at 1.5: "no idea".
 COORD_DIMENSIONS = 8
-# The error estimate starts (and is capped) at 1.5: "no idea" (150 % wrong).
 VIVALDI_ERROR_MAX = 1.5
-# cc: the step of each update (a fraction of the residual), ce: how fast the error estimate
-# follows the observed error. 0.25 each, as the paper and Serf.
+# cc: the step of an update (a fraction of the residual); ce: how fast the error follows.
 VIVALDI_CC = 0.25
 VIVALDI_CE = 0.25
 # The adjustment term: half the mean residual of the last 20 samples.
 VIVALDI_ADJUSTMENT_WINDOW = 20
-# Smallest height: 10 µs, a node's own stack. Below it a height means nothing.
+# Smallest height: 10 µs, a node's own stack.
 VIVALDI_HEIGHT_MIN = 10e-6
 # Latency filter: the median of the last 3 round trips to a peer (one slow answer ignored).
 VIVALDI_LATENCY_FILTER = 3
-# Gravity toward the origin: negligible next to real forces (a pull of (d/150 s)^2), enough
-# to keep a long-running cluster from drifting.
+# Gravity toward the origin, a pull of (d/150 s)^2: keeps a long-lived cluster from drifting.
 VIVALDI_GRAVITY_RHO = 150.0
 # A round trip longer than 10 s is not a network's: not a sample (Serf's bound too).
 COORD_MAX_RTT = 10.0
-# On the wire (core/messages.py Coord), coordinates are integers: the vector, adjustment and
-# height in µs, the error in thousandths; each component within +-COORD_WIRE_MAX µs (100 s:
-# far beyond any real coordinate, small enough that no sum of them overflows a float's
-# precision). Bigger ones are malformed: the datagram is dropped and counted.
+# On the wire (core/messages.py Coord) a coordinate is integers: µs, the error in thousandths,
+# each within +-100 s (far beyond any real coordinate). Beyond: a malformed datagram.
 COORD_WIRE_MAX = 100_000_000
 COORD_ERROR_WIRE_MAX = 1500
 # The first probes of a node go faster (start-up is not idle): 16 at 1 s, ~25 s in all.
 RTT_WARMUP_PROBES = 16
 RTT_WARMUP_INTERVAL = 1.0
-# Round-trip probes waiting for their answer at once (one goes out per rtt_interval: more
-# than a few means answers are not coming); the oldest is forgotten first.
+# Probes waiting for their answer at once (one per rtt_interval); the oldest is dropped first.
 MAX_PENDING_RTT = 8
 # Slow links (core/detector.py): a member's suspicion waits for as much silence as the probes
 # need on its link, at most this many times suspect_after more: a lying coordinate can delay
