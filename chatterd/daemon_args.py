@@ -68,6 +68,7 @@ TUNABLES = [
     ("--gossip-interval", "gossip_interval", float, "seconds between retransmission rounds"),
     ("--pushpull-interval", "pushpull_interval", float, "seconds between full-state exchanges"),
     ("--max-datagram", "max_datagram", int, "largest datagram built, in bytes"),
+    ("--rtt-interval", "rtt_interval", float, "seconds between round-trip probes for network coordinates"),
 ]
 
 

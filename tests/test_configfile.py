@@ -92,6 +92,7 @@ SAME_AS_CLI = [
     ("gossip_interval = 0.2", ["--gossip-interval", "0.2"]),
     ("pushpull_interval = 30", ["--pushpull-interval", "30"]),
     ("max_datagram = 1200", ["--max-datagram", "1200"]),
+    ("rtt_interval = 10", ["--rtt-interval", "10"]),
 ]
 
 
