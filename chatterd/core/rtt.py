@@ -2,20 +2,22 @@
 
 Nothing measures a round trip on chatter's idle path (heartbeats go one way, probes only
 follow a missed heartbeat), so every ``rtt_interval`` a node sends an
-:class:`~chatterd.core.wire.RttPing` to one member, in a shuffled round-robin order over the
-alive members (each is probed once per round, as memberlist orders its probes), carrying its
-own coordinate. The member answers with an :class:`~chatterd.core.wire.RttAck` echoing the
-ping's random token, with its coordinate. The asker times the round trip on its own clock
-(nothing from the peer's clock is used), feeds it to its Vivaldi client, and both sides keep
-the other's coordinate: every pair of members swaps coordinates at least once per round,
-N * rtt_interval.
+:class:`~chatterd.core.wire.RttPing` to one member: every other time one the detector
+watches (their slack needs their coordinate), otherwise the next of a shuffled round over
+the alive members (each probed once per round, as memberlist orders its probes). The first
+RTT_WARMUP_PROBES go every RTT_WARMUP_INTERVAL, so that a new node settles quickly. The
+member answers with an :class:`~chatterd.core.wire.RttAck` echoing the ping's random token,
+with its coordinate. The asker times the round trip on its own clock (nothing from the
+peer's clock is used), feeds it to its Vivaldi client and keeps the member's coordinate.
+The ping carries no coordinate: bytes are what the idle budget is short of (core/config.py).
 
 Bounds (every datagram is hostile): a coordinate is integers of bounded magnitude in a fixed
 number of dimensions (core/messages.py Coord: anything else makes the datagram malformed,
-dropped and counted); pings are answered for members only (an answer is no bigger than the
-ping: no amplification); an answer counts only with the token of a probe we sent, from that
-member's address, within COORD_MAX_RTT; at most MAX_PENDING_RTT probes wait at once; the
-coordinates kept are the members' (those reaped are forgotten).
+dropped and counted); pings are answered for members only (the answer, about twice the
+ping's size, is never sent to an address no member has); an answer counts only with the
+token of a probe we sent, from that member's address, within COORD_MAX_RTT; at most
+MAX_PENDING_RTT probes wait at once; the coordinates kept are the members' (those reaped
+are forgotten every PRUNE_EVERY probes).
 
 The estimates serve the failure detector (``slack``: more silence allowed to a member on a
 slow link, see core/detector.py) and the operator (``chatterd rtt``, GET /v1/coordinates).
