@@ -172,3 +172,14 @@ def test_the_slack_is_zero_on_a_lan_and_bounded_on_any_link() -> None:
     rtt.known["n1"] = point(0.0, height=99.0)  # a liar: at most suspect_after more
     rtt.generation += 1
     assert rtt.slack("n1") == MAX_RTT_SLACK_FACTOR * LAN.suspect_after
+
+
+def test_the_coordinates_of_members_gone_are_forgotten() -> None:
+    sim = two_nodes()
+    sim.run_for(30)
+    rtt = sim.nodes["n0"].rtt
+    assert set(rtt.known) == {"n1"} and "n1" in rtt.vivaldi.samples
+    rtt.known["ghost"] = point(0.001)  # as if a member known once had been reaped since
+    rtt.vivaldi.samples["ghost"] = [0.001]
+    rtt._prune()
+    assert set(rtt.known) == {"n1"} and "ghost" not in rtt.vivaldi.samples
