@@ -123,10 +123,10 @@ class Config:
 
     # --- network coordinates ----------------------------------------------------------
     # Vivaldi coordinates (core/coordinates.py) from a round-trip probe (core/rtt.py): every
-    # rtt_interval each node pings one member (every other time one it monitors, else the next
-    # of a shuffled round over all, as memberlist orders its probes), and the answer carries
-    # the member's coordinate; the first RTT_WARMUP_PROBES go every RTT_WARMUP_INTERVAL, so a
-    # new node has its coordinate within a minute. Why 60 s: issue #13's idle budget (300
+    # rtt_interval each node pings the next member along the ring (every member once per
+    # round, as memberlist's probes), and the answer carries the member's coordinate; the
+    # first RTT_WARMUP_PROBES go every RTT_WARMUP_INTERVAL, half of them to the members it
+    # monitors, so a new node has its coordinate, and those the detector needs, in ~16 s. Why 60 s: issue #13's idle budget (300
     # bytes/s per node) had ~5 bytes/s left with a dead member known (294.7 in the simulator,
     # N = 30: heartbeats 263, digests 32); a probe and its answer take ~225 bytes (two
     # datagrams, the answer's coordinate ~90), so 3.8 bytes/s at 60 s. Serf's coordinates ride
