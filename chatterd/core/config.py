@@ -126,11 +126,11 @@ class Config:
     # rtt_interval each node pings the next member along the ring (every member once per
     # round, as memberlist's probes), and the answer carries the member's coordinate; the
     # first RTT_WARMUP_PROBES go every RTT_WARMUP_INTERVAL, half of them to the members it
-    # monitors, so a new node has its coordinate, and those the detector needs, in ~16 s. Why 60 s: issue #13's idle budget (300
-    # bytes/s per node) had ~5 bytes/s left with a dead member known (294.7 in the simulator,
-    # N = 30: heartbeats 263, digests 32); a probe and its answer take ~225 bytes (two
-    # datagrams, the answer's coordinate ~90), so 3.8 bytes/s at 60 s. Serf's coordinates ride
-    # its once-a-second probes; with more bytes to spend, 5-15 s settles coordinates sooner.
+    # monitors, so a new node has its coordinate, and those the detector needs, in ~16 s.
+    # Why 60 s: issue #13's idle budget (300 bytes/s per node) had ~5 bytes/s left with a
+    # dead member known (294.7 in the simulator, N = 30: heartbeats 263, digests 32); a probe
+    # and its answer take ~225 bytes (two datagrams), so 3.8 bytes/s at 60 s. Serf's ride its
+    # once-a-second probes; with bytes to spend, 5-15 s settles the coordinates sooner.
     # False: no probes, no coordinates, the detector's timeouts as without them.
     coordinates: bool = True
     rtt_interval: float = 60.0
