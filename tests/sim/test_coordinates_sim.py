@@ -182,3 +182,15 @@ def test_idle_cost_of_the_probes(chatter_sim: SimFactory) -> None:
     assert 0.025 <= extra_dgrams <= 0.04, added
     assert 2.5 <= extra_bytes <= 5.0, added
     assert added[True][0] <= 4.0 and added[True][1] <= 300  # issue #13's budget still holds
+
+
+def test_sealed_probes_work_alike(chatter_sim: SimFactory) -> None:
+    """With --encrypt the probes and answers are sealed like every datagram: coordinates all
+    the same, nothing dropped."""
+    sim = Simulation(seed=4, keys=[bytes(range(32))])
+    names = sim.start_cluster(5)
+    sim.run_for(30)
+    for name in names:
+        node = sim.nodes[name]
+        assert node.stats["rtt_samples"] >= 8 and set(node.rtt.known) == set(names) - {name}
+        assert node.stats["malformed"] == 0 and node.stats["decrypt_failed"] == 0
