@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatterd.apiclient import EXIT_FAILED, Client, CtlError
 from chatterd.cliargs import EXIT_USAGE
-from chatterd.core.config import COORD_DIMENSIONS, COORD_WIRE_MAX, VIVALDI_ERROR_MAX
-from chatterd.core.coordinates import Coordinate
+from chatterd.core.coordinates import COORD_DIMENSIONS, COORD_WIRE_MAX, VIVALDI_ERROR_MAX, Coordinate
 
 if TYPE_CHECKING:
     from chatterd.core.node import Node

@@ -122,15 +122,10 @@ class Config:
     tombstone_ttl: float = 600.0
 
     # --- network coordinates ----------------------------------------------------------
-    # Vivaldi coordinates (core/coordinates.py) from a round-trip probe (core/rtt.py): every
-    # rtt_interval each node pings the next member along the ring (every member once per
-    # round, as memberlist's probes), and the answer carries the member's coordinate; the
-    # first RTT_WARMUP_PROBES go every RTT_WARMUP_INTERVAL, half of them to the members it
-    # monitors, so a new node has its coordinate, and those the detector needs, in ~16 s.
-    # Why 60 s: issue #13's idle budget (300 bytes/s per node) had ~5 bytes/s left with a
-    # dead member known (294.7 in the simulator, N = 30: heartbeats 263, digests 32); a probe
-    # and its answer take ~225 bytes (two datagrams), so 3.8 bytes/s at 60 s. Serf's ride its
-    # once-a-second probes; with bytes to spend, 5-15 s settles the coordinates sooner.
+    # Vivaldi coordinates (core/coordinates.py) from a round-trip probe to the next member
+    # along the ring every rtt_interval (core/rtt.py: its first probes go faster). 60 s: issue
+    # #13's idle budget (300 bytes/s per node) had ~5 left with a dead member known (294.7 in
+    # the simulator, N = 30); a probe and its answer take ~225 bytes, 3.8 bytes/s at 60 s.
     # False: no probes, no coordinates, the detector's timeouts as without them.
     coordinates: bool = True
     rtt_interval: float = 60.0
@@ -345,40 +340,6 @@ MAX_LABEL = 255
 # The environment variable that gives --encrypt's key (chatterd and chatter-inject), so that
 # the key need not appear in the process list.
 ENCRYPT_KEY_ENV = "CHATTER_ENCRYPT_KEY"
-
-# ========================================================================= coordinates
-# Vivaldi coordinates (core/coordinates.py, core/rtt.py) with the constants of Serf's coordinate
-# package (facts from its config.go: the Vivaldi paper's figures, tuned by Serf on real
-# clusters). 8 Euclidean dimensions plus a height (a node's access link); every node of a
-# cluster must agree on them. The error starts (and is capped) at 1.5: "no idea".
-COORD_DIMENSIONS = 8
-VIVALDI_ERROR_MAX = 1.5
-# cc: the step of an update (a fraction of the residual); ce: how fast the error follows.
-VIVALDI_CC = 0.25
-VIVALDI_CE = 0.25
-# The adjustment term: half the mean residual of the last 20 samples.
-VIVALDI_ADJUSTMENT_WINDOW = 20
-# Smallest height: 10 µs, a node's own stack.
-VIVALDI_HEIGHT_MIN = 10e-6
-# Latency filter: the median of the last 3 round trips to a peer (one slow answer ignored).
-VIVALDI_LATENCY_FILTER = 3
-# Gravity toward the origin, a pull of (d/150 s)^2: keeps a long-lived cluster from drifting.
-VIVALDI_GRAVITY_RHO = 150.0
-# A round trip longer than 10 s is not a network's: not a sample (Serf's bound too).
-COORD_MAX_RTT = 10.0
-# On the wire (core/messages.py Coord) a coordinate is integers: µs, the error in thousandths,
-# each within +-100 s (far beyond any real coordinate). Beyond: a malformed datagram.
-COORD_WIRE_MAX = 100_000_000
-COORD_ERROR_WIRE_MAX = 1500
-# The first probes of a node go faster (start-up is not idle): 16 at 1 s, ~25 s in all.
-RTT_WARMUP_PROBES = 16
-RTT_WARMUP_INTERVAL = 1.0
-# Probes waiting for their answer at once (one per rtt_interval); the oldest is dropped first.
-MAX_PENDING_RTT = 8
-# Slow links (core/detector.py): a member's suspicion waits for as much silence as the probes
-# need on its link, at most this many times suspect_after more: a lying coordinate can delay
-# the detection of that one member, boundedly, and never hasten it.
-MAX_RTT_SLACK_FACTOR = 1.0
 
 # ================================================================================ queries
 # A question put to every member, answered by each to the one who asked (core/query.py: the

@@ -18,7 +18,7 @@ drift away over months.
 
 This module is the arithmetic only, pure: no clock, no I/O, randomness from the ``rng``
 passed in. core/rtt.py measures the round trips and carries coordinates on the wire; the
-constants are in core/config.py with their reasons.
+constants are below, with their reasons.
 """
 
 from __future__ import annotations
@@ -28,18 +28,30 @@ import random
 import statistics
 from dataclasses import dataclass
 
-from chatterd.core.config import (
-    COORD_DIMENSIONS,
-    COORD_MAX_RTT,
-    VIVALDI_ADJUSTMENT_WINDOW,
-    VIVALDI_CC,
-    VIVALDI_CE,
-    VIVALDI_ERROR_MAX,
-    VIVALDI_GRAVITY_RHO,
-    VIVALDI_HEIGHT_MIN,
-    VIVALDI_LATENCY_FILTER,
-)
-
+# The algorithm's constants: Serf's coordinate package's (facts from its config.go: the
+# Vivaldi paper's figures, tuned by Serf on real clusters), here rather than in core/config.py
+# as Serf keeps them in its package. Every node of a cluster must agree on the dimensions:
+# 8 Euclidean ones plus a height (a node's access link).
+COORD_DIMENSIONS = 8
+# The error starts (and is capped) at 1.5: "no idea".
+VIVALDI_ERROR_MAX = 1.5
+# cc: the step of an update (a fraction of the residual); ce: how fast the error follows.
+VIVALDI_CC = 0.25
+VIVALDI_CE = 0.25
+# The adjustment term: half the mean residual of the last 20 samples.
+VIVALDI_ADJUSTMENT_WINDOW = 20
+# Smallest height: 10 µs, a node's own stack.
+VIVALDI_HEIGHT_MIN = 10e-6
+# Latency filter: the median of the last 3 round trips to a peer (one slow answer ignored).
+VIVALDI_LATENCY_FILTER = 3
+# Gravity toward the origin, a pull of (d/150 s)^2: keeps a long-lived cluster from drifting.
+VIVALDI_GRAVITY_RHO = 150.0
+# A round trip longer than 10 s is not a network's: not a sample (Serf's bound too).
+COORD_MAX_RTT = 10.0
+# On the wire (core/messages.py Coord) a coordinate is integers: µs, the error in thousandths,
+# each within +-100 s (far beyond any real coordinate). Beyond: a malformed datagram.
+COORD_WIRE_MAX = 100_000_000
+COORD_ERROR_WIRE_MAX = 1500
 ZERO = 1e-6  # below this (seconds), two points coincide and a distance or error is zero
 
 

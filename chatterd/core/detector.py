@@ -15,12 +15,16 @@ table is the state module's job, reached through the ``accuse`` and ``declare_de
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from chatterd.core import wire
 from chatterd.core.context import Context, Part
 from chatterd.core.membership import ALIVE, SUSPECT, MemberState
 from chatterd.core.probe import Prober
+from chatterd.core.rtt import RoundTrips
 from chatterd.core.suspicion import Suspicion
+
+Addr = tuple[str, int]
 
 
 class Detector(Part):
@@ -39,17 +43,24 @@ class Detector(Part):
         self.accuse: Callable[[wire.Suspect, float], None] = lambda msg, now: None
         self.declare_dead: Callable[[wire.Dead, float], None] = lambda msg, now: None
         self.woke: Callable[[float], None] = lambda now: None  # after a long stall: sync at once
-        # Extra silence allowed to a member on a slow link (core/rtt.py: RoundTrips.slack,
-        # from the network coordinates): 0 on a LAN; never negative, so never sooner.
-        self.slack: Callable[[str], float] = lambda name: 0.0
         # Probes before suspecting (core/probe.py), with Config.probe_before_suspect.
         self.prober = Prober(ctx)
         self.probing = cfg.probe_before_suspect
+        # Round trips and network coordinates (core/rtt.py), with Config.coordinates; from
+        # them, the extra silence allowed to a member on a slow link (RoundTrips.slack): 0 on
+        # a LAN, never negative (never sooner).
+        self.rtt = RoundTrips(ctx, now, lambda: self.monitored)
+        self.slack: Callable[[str], float] = self.rtt.slack if cfg.coordinates else lambda name: 0.0
+
+    def handlers(self) -> dict[type, Callable[[Any, Addr, float], None]]:
+        """The messages the detector handles, for the node's dispatch table."""
+        p, rtt = self.prober, self.rtt
+        return {wire.Ping: p.on_ping, wire.PingReq: p.on_ping_req, wire.Vouch: self.on_vouch, **rtt.handlers()}
 
     # ------------------------------------------------------------------ timers
 
     def deadline(self) -> float:
-        d = self.next_hb
+        d = min(self.next_hb, self.rtt.deadline())
         after, slack = self.cfg.suspect_after, self.slack
         for name, last in self.monitored.items():
             if self.may_accuse(name):
@@ -91,6 +102,7 @@ class Detector(Part):
 
     def tick(self, now: float) -> None:
         """Accuse the silent members we watch; declare dead those whose suspicion ran out."""
+        self.rtt.tick(now)
         after, slack = self.cfg.suspect_after, self.slack
         for name, last in list(self.monitored.items()):
             if last + after + slack(name) <= now and self.may_accuse(name):  # the same sum as deadline()

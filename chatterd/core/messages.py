@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import msgspec
 
 from chatterd.core.bounds import U63, Epoch
-from chatterd.core.config import COORD_DIMENSIONS, COORD_ERROR_WIRE_MAX, COORD_WIRE_MAX
+from chatterd.core.coordinates import COORD_DIMENSIONS, COORD_ERROR_WIRE_MAX, COORD_WIRE_MAX
 from chatterd.core.digest import BUCKETS
 from chatterd.core.membership import MemberState
 from chatterd.core.roles import Claim

@@ -54,7 +54,6 @@ from chatterd.core.queue import BroadcastQueue
 from chatterd.core.repair import Repair
 from chatterd.core.ring import Ring
 from chatterd.core.roles import RoleBook
-from chatterd.core.rtt import RoundTrips
 from chatterd.core.rumors import Rumors
 from chatterd.core.seal import Opened, Sealer, SealError, is_sealed
 from chatterd.core.state import MemberNews
@@ -127,7 +126,6 @@ class Node:
         self.repair = Repair(ctx, self.gossip)
         self.rumors = Rumors(ctx, self.gossip, self.repair, self.delegate)
         self.queries = Queries(ctx, self.gossip)
-        self.rtt = RoundTrips(ctx, now, self.detector)  # network coordinates; lengthen a slow link's timeouts
         self.keys = Keys(ctx, self.queries, self.keyring, lambda now: self.set_tags(self.local.tags, now))
         if sealer is not None:
             fx.member_key = self.keys.member_key
@@ -138,6 +136,7 @@ class Node:
         self.election.set_tags = self.set_tags
         self.election.sync_now = self.sync.soon
         self.detector.woke = self.sync.soon
+        self.rtt = self.detector.rtt  # network coordinates (core/rtt.py), the detector's
         self._handlers = self._dispatch_table()
         self.detector.refresh(now)
 
@@ -146,9 +145,7 @@ class Node:
         news = self.news
         return {
             wire.Heartbeat: lambda msg, src, now: None,  # its arrival was recorded in receive()
-            wire.Ping: self.detector.prober.on_ping,
-            wire.PingReq: self.detector.prober.on_ping_req,
-            wire.Vouch: self.detector.on_vouch,
+            **self.detector.handlers(),  # ping, ping-req, vouch, rtt, rtt-ack
             wire.Lease: self.election.on_lease,
             wire.Rumor: lambda msg, src, now: self.rumors.on_rumor(msg, now),
             wire.Alive: lambda msg, src, now: news.on_alive(msg, now, src),
@@ -164,7 +161,6 @@ class Node:
             wire.Inject: self.rumors.on_inject,
             wire.Query: self.queries.on_query,
             wire.Answer: self.queries.on_answer,
-            **self.rtt.handlers(),
         }
 
     # ------------------------------------------------------------------ the shell's interface
@@ -176,7 +172,7 @@ class Node:
         return self.fx.take_events()
 
     def next_deadline(self) -> float:
-        d = min(self.detector.deadline(), self.sync.deadline(), self.rtt.deadline())
+        d = min(self.detector.deadline(), self.sync.deadline())
         for t in (self.gossip.next_flush, self.repair.next_round, self.election.deadline(), self.queries.deadline()):
             if t is not None and t < d:
                 d = t
@@ -258,7 +254,6 @@ class Node:
             self.detector.tick(now)
             self.sync.tick(now)
             self.repair.tick(now)
-            self.rtt.tick(now)
         self.election.tick(now)
         self.queries.tick(now)
         self.gossip.tick(now)

@@ -27,30 +27,33 @@ slow link, see core/detector.py) and the operator (``chatterd rtt``, GET /v1/coo
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from chatterd.core import wire
-from chatterd.core.config import (
+from chatterd.core.config import RANDOM_PEER_TRIES
+from chatterd.core.context import Context, Part
+from chatterd.core.coordinates import (
     COORD_ERROR_WIRE_MAX,
     COORD_MAX_RTT,
     COORD_WIRE_MAX,
-    MAX_PENDING_RTT,
-    MAX_RTT_SLACK_FACTOR,
-    RANDOM_PEER_TRIES,
-    RTT_WARMUP_INTERVAL,
-    RTT_WARMUP_PROBES,
     VIVALDI_ERROR_MAX,
     VIVALDI_HEIGHT_MIN,
+    Coordinate,
+    Vivaldi,
 )
-from chatterd.core.context import Context, Part
-from chatterd.core.coordinates import Coordinate, Vivaldi
-
-if TYPE_CHECKING:
-    from chatterd.core.detector import Detector
 
 Addr = tuple[str, int]
 
+# The first probes of a node go faster (start-up is not idle): 16 at 1 s, ~25 s in all.
+RTT_WARMUP_PROBES = 16
+RTT_WARMUP_INTERVAL = 1.0
+# Probes waiting for their answer at once (one per rtt_interval); the oldest is dropped first.
+MAX_PENDING_RTT = 8
+# Slow links (core/detector.py): a member's suspicion waits for as much silence as the probes
+# need on its link, at most this many times suspect_after more: a lying coordinate can delay
+# the detection of that one member, boundedly, and never hasten it.
+MAX_RTT_SLACK_FACTOR = 1.0
 PRUNE_EVERY = 64  # probes between two sweeps of the coordinates of members no longer known
 
 
@@ -73,7 +76,7 @@ def from_wire(w: wire.Coord) -> Coordinate:
 
 
 class RoundTrips(Part):
-    def __init__(self, ctx: Context, now: float, detector: Detector | None = None) -> None:
+    def __init__(self, ctx: Context, now: float, watched: Callable[[], Iterable[str]] = lambda: ()) -> None:
         super().__init__(ctx)
         self.enabled = ctx.cfg.coordinates
         self.vivaldi = Vivaldi(ctx.rng)
@@ -88,9 +91,7 @@ class RoundTrips(Part):
         self._slack_gen = -1
         self._probes = 0  # sent so far
         self._watched: list[str] = []  # the members the detector watches (warm-up probes)
-        self.detector = detector
-        if detector is not None and self.enabled:
-            detector.slack = self.slack  # the detector allows a slow link more silence
+        self.watched = watched  # the members the detector watches
 
     def handlers(self) -> dict[type, Callable[[Any, Addr, float], None]]:
         """The messages this mechanism handles, for the node's dispatch table."""
@@ -130,8 +131,8 @@ class RoundTrips(Part):
 
     def _next_watched(self) -> str | None:
         """The next of the members the detector watches (their slack needs their coordinate)."""
-        if not self._watched and self.detector is not None:
-            self._watched = list(self.detector.monitored)
+        if not self._watched:
+            self._watched = list(self.watched())
         while self._watched:
             name = self._watched.pop()
             m = self.table.get(name)

@@ -7,9 +7,9 @@ import random
 import pytest
 
 from chatterd.core import wire
-from chatterd.core.config import COORD_DIMENSIONS, COORD_WIRE_MAX, LAN, MAX_RTT_SLACK_FACTOR, VIVALDI_ERROR_MAX
-from chatterd.core.coordinates import Coordinate, Vivaldi, origin
-from chatterd.core.rtt import from_wire, to_wire
+from chatterd.core.config import LAN
+from chatterd.core.coordinates import COORD_DIMENSIONS, COORD_WIRE_MAX, VIVALDI_ERROR_MAX, Coordinate, Vivaldi, origin
+from chatterd.core.rtt import MAX_RTT_SLACK_FACTOR, from_wire, to_wire
 from chatterd.sim import Simulation
 
 

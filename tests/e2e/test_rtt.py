@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from e2e_helpers import Completed, run_cli
 
-from chatterd.core.config import COORD_DIMENSIONS, VIVALDI_ERROR_MAX, VIVALDI_HEIGHT_MIN
+from chatterd.core.coordinates import COORD_DIMENSIONS, VIVALDI_ERROR_MAX, VIVALDI_HEIGHT_MIN
 from chatterd.testing import local_cluster
 
 pytestmark = pytest.mark.e2e
