@@ -84,6 +84,8 @@ KIND = {
     "have": "repair",
     "join": "join",
     "lease": "lease",
+    "rtt": "coordinates",
+    "rtt-ack": "coordinates",
 }
 
 

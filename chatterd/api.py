@@ -18,6 +18,7 @@ POST /v1/query     a user query (chatterd.queryops): {"name": N, "payload": S, "
                    "tags": {"k": "regex"}, "timeout": S, "ack": true, "relay": K}; the answer
                    streams one JSON object per line: the query, each ack and response, a summary
 GET  /v1/reachability  every live member asked to acknowledge (?timeout=S), streamed the same way
+GET  /v1/coordinates  this node's network coordinate and every one it knows (chatterd.coords)
 GET  /metrics      Prometheus text format (chatterd.metrics)
 GET  /             the dashboard: chatterd/static/index.html, fed by the stream and the JSON above
 GET  /static/...   its script and style sheet (files in the package: no CDN, works offline)
@@ -50,7 +51,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from chatterd import httplisten, views
+from chatterd import coords, httplisten, views
 from chatterd.apiguard import Guard, is_mutating, mutating
 from chatterd.core import tags, wire
 from chatterd.core.config import HTTP_MAX_HEADERS, QUERY_TIMEOUT
@@ -271,6 +272,10 @@ class _Endpoints:
             return error(str(e))
         return StreamingResponse(self.rt.queryops.lines(op), media_type="application/x-ndjson")
 
+    async def coordinates(self, request: Request) -> JSONResponse:
+        assert self.rt.node is not None
+        return JSONResponse(coords.coordinates_view(self.rt.node))
+
     async def health(self, request: Request) -> JSONResponse:
         h = self.rt.health()
         return JSONResponse(h, status_code=200 if h["status"] == "ok" else 503)
@@ -301,6 +306,7 @@ def build_app(rt: Runtime) -> Guard:
         Route("/v1/keys/{op:str}", e.keys_change, methods=["POST"]),
         Route("/v1/query", e.query, methods=["POST"]),
         Route("/v1/reachability", e.reachability),
+        Route("/v1/coordinates", e.coordinates),
         Route("/metrics", e.prometheus),
         Route("/", e.dashboard),
         Mount("/static", StaticFiles(packages=[STATIC_PACKAGE]), name="static"),

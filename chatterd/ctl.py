@@ -9,6 +9,7 @@
     chatterd query NAME [PAYLOAD] [--node NAME]... [--tag KEY=REGEX]... [--timeout SECONDS]
                    [--no-ack] [--relay-factor N] [--json]          (chatterd.queryctl)
     chatterd reachability [--timeout SECONDS] [--json]
+    chatterd rtt NODE [NODE] [--json]     (chatterd/coords.py)
 
 Each talks to the node at ``--http ADDR`` (default: ``$CHATTER_HTTP_ADDR``, else
 127.0.0.1:2428, where ``chatterd`` with its default ``--listen`` serves its API), with the
@@ -36,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chatterd import queryctl
+from chatterd import coords, queryctl
 from chatterd.apiclient import (  # noqa: F401  (some re-exported: tests use them as ctl.NAME)
     EXIT_FAILED,
     RECONNECT_TRIES,
@@ -254,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(run=cmd_tags)
     _keys_parser(sub, common)
     queryctl.add_parsers(sub, common)
+    coords.add_parser(sub, common)
     return p
 
 

@@ -69,6 +69,7 @@ TUNABLES = [
     ("--pushpull-interval", "pushpull_interval", float, "seconds between full-state exchanges"),
     ("--max-datagram", "max_datagram", int, "largest datagram built, in bytes"),
     ("--reap-after", "reap_after", float, "seconds a dead or left member stays in the table before it is forgotten"),
+    ("--rtt-interval", "rtt_interval", float, "seconds between round-trip probes for network coordinates"),
 ]
 
 

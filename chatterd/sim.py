@@ -87,6 +87,10 @@ class Simulation:
         self.paused: dict[str, list[tuple[bytes, Addr]]] = {}  # starved: inbox held until resume
         self.group: dict[str, int] = {}  # partition group per node; empty = no partition
         self.blocked: set[tuple[str, str]] = set()  # one-way link failures (src, dest)
+        # Per-host one-way delay (seconds), added to the random latency of every datagram the
+        # host sends or receives: a host behind a slow access link (set_delay). A datagram from
+        # a to b takes latency + delay[a] + delay[b]; the round trip twice that on average.
+        self.host_delay: dict[str, float] = {}
         self.records: list[Record] = []
         self.sent = 0
         self.sent_bytes = 0
@@ -271,6 +275,18 @@ class Simulation:
         """Drop every datagram from src to dest (one direction only)."""
         self.blocked.add((src, dest))
 
+    def set_delay(self, name: str, one_way: float) -> None:
+        """Give host ``name`` an access link of ``one_way`` seconds (0: none)."""
+        if one_way:
+            self.host_delay[name] = one_way
+        else:
+            self.host_delay.pop(name, None)
+
+    def true_rtt(self, a: str, b: str) -> float:
+        """The mean round trip between hosts ``a`` and ``b`` on this simulated network."""
+        mean = (self.latency[0] + self.latency[1]) / 2
+        return 2 * (mean + self.host_delay.get(a, 0.0) + self.host_delay.get(b, 0.0))
+
     def inject(self, name: str, payload: dict[str, Any]) -> str:
         node = self.nodes[name]
         mid = node.inject(payload, self.now)
@@ -341,6 +357,8 @@ class Simulation:
             self.dropped += 1
             return
         delay = self.rng.uniform(*self.latency)
+        if self.host_delay:
+            delay += self.host_delay.get(src, 0.0) + self.host_delay.get(dest, 0.0)
         heapq.heappush(self._heap, (self.now + delay, next(self._seq), "deliver", (dest, data, self.addr_of[src])))
 
     # ------------------------------------------------------------------ observations

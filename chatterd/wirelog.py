@@ -46,7 +46,7 @@ WIRE = "chatterd.wire"
 # Lines about failures of this module itself, at most (a bug must not flood the log).
 MAX_FAILURE_LINES = 10
 
-UPKEEP = frozenset({"hb", "ping", "ping-req", "vouch", "lease", "digest", "want", "have"})
+UPKEEP = frozenset({"hb", "ping", "ping-req", "vouch", "lease", "digest", "want", "have", "rtt", "rtt-ack"})
 
 
 def kind_of(msg: wire.Message) -> str:

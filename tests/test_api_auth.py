@@ -95,7 +95,15 @@ async def test_a_runtime_without_token_refuses_every_mutation() -> None:
 async def test_beyond_loopback_reads_need_the_token_but_health_and_metrics() -> None:
     rt = runtime(loopback=False)
     async with client(rt) as c:
-        for path in ("/v1/members", "/v1/roles", "/v1/devices", "/v1/events", "/v1/events/stream", "/nowhere"):
+        for path in (
+            "/v1/members",
+            "/v1/roles",
+            "/v1/devices",
+            "/v1/events",
+            "/v1/events/stream",
+            "/v1/coordinates",
+            "/nowhere",
+        ):
             r = await c.get(path)
             assert r.status_code == 401 and "error" in r.json(), path
             assert (await c.get(path, headers=bearer("nope"))).status_code == 401, path

@@ -93,6 +93,7 @@ SAME_AS_CLI = [
     ("pushpull_interval = 30", ["--pushpull-interval", "30"]),
     ("max_datagram = 1200", ["--max-datagram", "1200"]),
     ("reap_after = 600", ["--reap-after", "600"]),
+    ("rtt_interval = 10", ["--rtt-interval", "10"]),
 ]
 
 

@@ -121,6 +121,15 @@ class Config:
     # Device tombstones (removed devices) are kept this long so late gossip cannot revive them.
     tombstone_ttl: float = 600.0
 
+    # --- network coordinates ----------------------------------------------------------
+    # Vivaldi coordinates (core/coordinates.py) from a round-trip probe to the next member
+    # along the ring every rtt_interval (core/rtt.py: its first probes go faster). 60 s: issue
+    # #13's idle budget (300 bytes/s per node) had ~5 left with a dead member known (294.7 in
+    # the simulator, N = 30); a probe and its answer take ~225 bytes, 3.8 bytes/s at 60 s.
+    # False: no probes, no coordinates, the detector's timeouts as without them.
+    coordinates: bool = True
+    rtt_interval: float = 60.0
+
     def retransmits(self, cluster_size: int) -> int:
         """Total transmissions of one message by one node, for a cluster of this size."""
         return self.fanout + math.ceil(self.retransmit_mult * math.log10(cluster_size + 1))
@@ -161,6 +170,7 @@ LOCAL = Config(
     reconnect_interval=2.0,
     join_retry_interval=0.5,
     role_settle=0.5,
+    rtt_interval=1.0,
 )
 
 PROFILES: dict[str, Config] = {"lan": LAN, "local": LOCAL}

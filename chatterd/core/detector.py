@@ -2,7 +2,8 @@
 
 Each node sends a heartbeat every ``heartbeat_interval`` to its ``monitors`` successors on
 the hash ring (core/ring.py), and watches its predecessors. A monitor that hears nothing
-from a member for ``suspect_after`` accuses it (Suspect); the member is declared dead when
+from a member for ``suspect_after`` (longer on a slow link: ``slack``, from the network
+coordinates of core/rtt.py) accuses it (Suspect); the member is declared dead when
 its suspicion timer (core/suspicion.py) runs out, sooner as more monitors agree (Lifeguard).
 Local health: when our own timers fire late we were starved (CPU, GC, a paused process), and
 the stall is not counted against the members we watch.
@@ -14,12 +15,16 @@ table is the state module's job, reached through the ``accuse`` and ``declare_de
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from chatterd.core import wire
 from chatterd.core.context import Context, Part
 from chatterd.core.membership import ALIVE, SUSPECT, MemberState
 from chatterd.core.probe import Prober
+from chatterd.core.rtt import RoundTrips
 from chatterd.core.suspicion import Suspicion
+
+Addr = tuple[str, int]
 
 
 class Detector(Part):
@@ -41,15 +46,25 @@ class Detector(Part):
         # Probes before suspecting (core/probe.py), with Config.probe_before_suspect.
         self.prober = Prober(ctx)
         self.probing = cfg.probe_before_suspect
+        # Round trips and network coordinates (core/rtt.py), with Config.coordinates; from
+        # them, the extra silence allowed to a member on a slow link (RoundTrips.slack): 0 on
+        # a LAN, never negative (never sooner).
+        self.rtt = RoundTrips(ctx, now, lambda: self.monitored)
+        self.slack: Callable[[str], float] = self.rtt.slack if cfg.coordinates else lambda name: 0.0
+
+    def handlers(self) -> dict[type, Callable[[Any, Addr, float], None]]:
+        """The messages the detector handles, for the node's dispatch table."""
+        p, rtt = self.prober, self.rtt
+        return {wire.Ping: p.on_ping, wire.PingReq: p.on_ping_req, wire.Vouch: self.on_vouch, **rtt.handlers()}
 
     # ------------------------------------------------------------------ timers
 
     def deadline(self) -> float:
-        d = self.next_hb
-        after = self.cfg.suspect_after
+        d = min(self.next_hb, self.rtt.deadline())
+        after, slack = self.cfg.suspect_after, self.slack
         for name, last in self.monitored.items():
             if self.may_accuse(name):
-                d = min(d, last + after)
+                d = min(d, last + after + slack(name))
                 if self.probing:
                     d = min(d, self.prober.due(name, last))
         for s in self.suspicions.values():
@@ -87,9 +102,10 @@ class Detector(Part):
 
     def tick(self, now: float) -> None:
         """Accuse the silent members we watch; declare dead those whose suspicion ran out."""
-        after = self.cfg.suspect_after
+        self.rtt.tick(now)
+        after, slack = self.cfg.suspect_after, self.slack
         for name, last in list(self.monitored.items()):
-            if last + after <= now and self.may_accuse(name):  # the same sum as deadline()
+            if last + after + slack(name) <= now and self.may_accuse(name):  # the same sum as deadline()
                 m = self.table.members[name]
                 msg = wire.Suspect(node=name, inc=m.inc, by=self.local.name)
                 self.fx.log_members.info("member_suspected", node=name, silent_s=round(now - last, 3))

@@ -14,6 +14,7 @@ import msgspec
 
 from chatterd.core.bounds import U63, Epoch
 from chatterd.core.config import MAX_RELAY_FACTOR
+from chatterd.core.coordinates import COORD_DIMENSIONS, COORD_ERROR_WIRE_MAX, COORD_WIRE_MAX
 from chatterd.core.digest import BUCKETS
 from chatterd.core.membership import MemberState
 from chatterd.core.roles import Claim
@@ -58,6 +59,37 @@ class Vouch(_Msg, tag="vouch"):
 
     node: str
     ago: U63 = 0
+
+
+# A coordinate component on the wire, in µs (core/coordinates.py keeps seconds as floats).
+CoordUs = Annotated[int, msgspec.Meta(ge=-COORD_WIRE_MAX, le=COORD_WIRE_MAX)]
+
+
+class Coord(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    """A Vivaldi coordinate (core/coordinates.py), as integers, in an array to keep it small:
+    ``[[8 components, µs], error (thousandths), adjustment (µs), height (µs)]``. Ints only, so
+    every value that decodes is finite and bounded; the dimension count is fixed."""
+
+    vec: Annotated[list[CoordUs], msgspec.Meta(min_length=COORD_DIMENSIONS, max_length=COORD_DIMENSIONS)]
+    error: Annotated[int, msgspec.Meta(ge=0, le=COORD_ERROR_WIRE_MAX)]
+    adjustment: CoordUs
+    height: Annotated[int, msgspec.Meta(ge=0, le=COORD_WIRE_MAX)]
+
+
+class RttPing(_Msg, tag="rtt"):
+    """A round-trip probe for network coordinates (core/rtt.py), answered with an RttAck
+    echoing ``t`` (a random token: the asker times the round trip itself, nothing from the
+    peer's clock is used). No coordinate: the asker's is of no use to the answerer, and the
+    bytes count (issue #13's idle budget)."""
+
+    t: Annotated[int, msgspec.Meta(ge=0, le=0xFFFFFFFF)]
+
+
+class RttAck(_Msg, tag="rtt-ack"):
+    """The answer to an RttPing: its token and the answering node's coordinate."""
+
+    t: Annotated[int, msgspec.Meta(ge=0, le=0xFFFFFFFF)]
+    c: Coord
 
 
 class Lease(_Msg, tag="lease"):
@@ -261,4 +293,6 @@ Message = (
     | InjectNack
     | Query
     | Answer
+    | RttPing
+    | RttAck
 )

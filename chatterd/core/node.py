@@ -15,7 +15,7 @@ object runs under trio (runtime.py) and under the virtual-time simulator (sim.py
 The Node is the composition of one module per mechanism; it only dispatches messages to
 them and finds the earliest deadline:
 
-    detector.py   heartbeats, monitors, suspicion, local health
+    detector.py   heartbeats, monitors, suspicion, local health; rtt.py: Vivaldi coordinates
     state.py      member news (alive/suspect/dead/left), refutation, transitions → events
     gossip.py     piggyback broadcast of news: fanout, retransmit budget (queue.py)
     rumors.py     application messages: inject, deduplicate, deliver, forward
@@ -137,6 +137,7 @@ class Node:
         self.election.set_tags = self.set_tags
         self.election.sync_now = self.sync.soon
         self.detector.woke = self.sync.soon
+        self.rtt = self.detector.rtt  # network coordinates (core/rtt.py), the detector's
         self._handlers = self._dispatch_table()
         self.detector.refresh(now)
 
@@ -145,9 +146,7 @@ class Node:
         news = self.news
         return {
             wire.Heartbeat: lambda msg, src, now: None,  # its arrival was recorded in receive()
-            wire.Ping: self.detector.prober.on_ping,
-            wire.PingReq: self.detector.prober.on_ping_req,
-            wire.Vouch: self.detector.on_vouch,
+            **self.detector.handlers(),  # ping, ping-req, vouch, rtt, rtt-ack
             wire.Lease: self.election.on_lease,
             wire.Rumor: lambda msg, src, now: self.rumors.on_rumor(msg, now),
             wire.Alive: lambda msg, src, now: news.on_alive(msg, now, src),
