@@ -1,9 +1,7 @@
 """The trio shell around the protocol core: a UDP socket, the clock, signals, the API.
 
-Everything runs in one nursery. The protocol loop sleeps until the core's next deadline or
-until the socket is readable, drains every datagram waiting in the socket (so a stalled
-loop reads the heartbeats that queued up before it judges anyone), runs the due timers, and
-sends what the core produced. SIGINT/SIGTERM (or ``POST /v1/leave``) trigger a graceful
+Everything runs in one nursery. The protocol loop (chatterd.protoloop) feeds the core the
+datagrams and the time, and sends what it produced. SIGINT/SIGTERM (or ``POST /v1/leave``) trigger a graceful
 leave: the core announces it to every live member, the datagrams are sent, and the nursery is
 cancelled. With ``--data-dir`` the node's identity is loaded at start and saved as it changes
 (chatterd.persistence.Persister). The core's events become rows in chatterd.eventlog, which
@@ -43,6 +41,7 @@ from chatterd.leases import Leases
 from chatterd.loopguard import LoopGuard
 from chatterd.options import Options
 from chatterd.parent import ParentWatch
+from chatterd.protoloop import ProtocolLoop
 from chatterd.queryops import QueryOps
 from chatterd.seeds import LOOKUP_TIMEOUT, Discovery
 from chatterd.supervision import Check, Watchdog
@@ -55,11 +54,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("chatterd.runtime")
 
 Addr = tuple[str, int]
-
-# Datagrams read per turn of the loop before the timers run. Under overload an unbounded drain
-# would never reach them: no heartbeats, no forwarding, and the node would count itself starved.
-DRAIN_BATCH = 64
-
 
 class Runtime:
     def __init__(self, opts: Options) -> None:
@@ -85,8 +79,7 @@ class Runtime:
         self.discovery: Discovery | None = None  # --join names (chatterd.seeds)
         self._saved_seeds: list[Addr] = []  # the peers --data-dir kept: seeds too
         self._cancel: trio.CancelScope | None = None
-        self._sleep: trio.CancelScope | None = None  # the protocol loop's wait, cut short by kick()
-        self._pause = 0.0  # after timers that raised: the protocol loop's pause (loopguard.py)
+        self.loop = ProtocolLoop(self)  # the socket and the core's timers (chatterd.protoloop)
         self.check: Check | None = None
         self.watchdog: Watchdog | None = None
         self.lock: RoleLock | None = None  # with --lock
@@ -189,7 +182,7 @@ class Runtime:
         """Every task of the node, in the nursery that ends with it."""
         opts = self.opts
         self._hold_for_app()  # before any election: the roles wait for the application
-        nursery.start_soon(self._protocol_loop)
+        nursery.start_soon(self.loop.run)
         nursery.start_soon(self._signals)
         nursery.start_soon(self.handlers.run, wire.format_addr(node.addr))
         nursery.start_soon(self.queryops.run, wire.format_addr(node.addr))
@@ -245,8 +238,11 @@ class Runtime:
 
     def kick(self) -> None:
         """Wake the protocol loop now: the core has work from outside the socket (the API)."""
-        if self._sleep is not None:
-            self._sleep.cancel()
+        self.loop.kick()
+
+    def _pump(self) -> None:
+        """Send what the core produced and record its events (chatterd.protoloop)."""
+        self.loop.pump()
 
     def update_tags(self, set_: Mapping[str, str], delete: Iterable[str]) -> bool:
         """Change this node's tags (raises TagsError); the loop sends the news at once."""
@@ -327,94 +323,6 @@ class Runtime:
                 return
 
     # ------------------------------------------------------------------ protocol loop
-
-    async def _protocol_loop(self) -> None:
-        """Wait for a datagram or the core's next deadline, then take a turn. One cancel scope
-        lasts until its deadline comes (or kick() cuts it short): a turn for a datagram only
-        moves that deadline, which is most of an idle node's turns (issue #13's CPU)."""
-        sock = self.sock
-        assert sock is not None
-        wake = self._turn(drain=False)
-        while True:
-            if wake is None:  # the timers raised: pause rather than spin (loopguard.py)
-                await trio.sleep(self._pause)
-                wake = self._turn(drain=True)
-                continue
-            with trio.CancelScope(deadline=wake) as self._sleep:
-                while wake is not None:
-                    await trio.lowlevel.wait_readable(sock)
-                    wake = self._turn(drain=True)
-                    if wake is not None and wake != self._sleep.deadline:
-                        self._sleep.deadline = wake
-            self._sleep = None
-            if wake is not None:  # the deadline came, or kick()
-                wake = self._turn(drain=True)
-
-    def _turn(self, drain: bool) -> float | None:
-        """The datagrams waiting (a bounded batch), the timers, the sends: when to wake next,
-        or None if the timers raised (self._pause says how long to pause)."""
-        node = self.node
-        assert node is not None
-        now = trio.current_time()
-        if drain:
-            now = self._drain(node, now)
-        try:
-            wake = node.handle_timers(now)
-        except Exception:
-            self.stats["internal_errors"] += 1
-            self._pause = self.timers_guard.failed()  # raises LoopFailed when it keeps failing
-            self._pump()
-            return None
-        self.timers_guard.ok()
-        self._pump()
-        return wake
-
-    def _drain(self, node: Node, now: float) -> float:
-        """Feed the core what the socket holds, DRAIN_BATCH datagrams at most; the time after."""
-        sock = self.sock
-        assert sock is not None
-        bufsize = node.cfg.max_receive + 1
-        wirelog = self.wirelog if self.wirelog.on else None
-        for _ in range(DRAIN_BATCH):
-            try:
-                data, addr = sock.recvfrom(bufsize)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as e:  # e.g. ICMP port unreachable surfacing on Linux
-                log.debug("recv_error", error=str(e))
-                continue
-            now = trio.current_time()
-            src = udp.from_socket(addr)
-            if wirelog is not None:
-                wirelog.received(data, src)
-            try:
-                node.receive(data, src, now)
-            except Exception:
-                self.stats["internal_errors"] += 1
-                self.receive_guard.failed(src=wire.format_addr(src))
-        return now
-
-    def _pump(self) -> None:
-        """Send what the core produced and record its events."""
-        node, sock = self.node, self.sock
-        assert node is not None and sock is not None
-        wirelog = self.wirelog
-        for data, addr in node.take_outgoing():
-            if wirelog.on:
-                wirelog.sent(data, addr)
-            try:
-                sock.sendto(data, udp.to_socket(sock, addr))
-            except OSError as e:
-                self.stats["send_errors"] += 1
-                log.debug("send_failed", dest=wire.format_addr(addr), error=str(e))
-        if self.lock is not None:
-            for action, role in node.take_lock_requests():
-                if action == "want":
-                    self.lock.want(role)
-                else:
-                    self.lock.unwant(role)
-        for ev in node.take_events():
-            self._record(ev)
 
     def _record(self, ev: Event) -> None:
         """One event of the core: into the event log (and its streams), the detection histogram
