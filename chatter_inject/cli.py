@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from chatter_inject import client
-from chatterd.cliargs import EXIT_USAGE, Parser, positive_float
+from chatterd.cliargs import EXIT_USAGE, Parser, add_version, positive_float
 from chatterd.core import payloads, wire
 from chatterd.core.config import ENCRYPT_KEY_ENV, INJECT_RETRY, INJECT_TIMEOUT, LAN, SEAL_OVERHEAD
 from chatterd.core.keyring import KeyringError
@@ -35,26 +35,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="chatter-inject", description="Post one JSON message into a chatter node over UDP.")
     p.add_argument("addr", metavar="ADDR", help="UDP address of the node, HOST:PORT")
     p.add_argument("json", nargs="?", metavar="JSON", help="the message; read from stdin when omitted")
+    add_version(p)
     p.add_argument("--no-wait", action="store_true", help="send once, do not wait for the acknowledgement")
     p.add_argument(
         "--timeout",
         type=positive_float,
         default=INJECT_TIMEOUT,
+        metavar="SECONDS",
         help=f"seconds to wait for the acknowledgement (default: {INJECT_TIMEOUT:g})",
     )
     p.add_argument(
         "--retry",
         type=positive_float,
         default=INJECT_RETRY,
+        metavar="SECONDS",
         help=f"seconds between retries (default: {INJECT_RETRY:g})",
     )
     p.add_argument(
-        "--hops", type=int, default=None, help="hop budget (default: chosen by the node from the cluster size)"
+        "--hops",
+        type=int,
+        default=None,
+        metavar="N",
+        help="hop budget (default: chosen by the node from the cluster size)",
     )
     p.add_argument(
         "--max-datagram",
         type=int,
         default=LAN.max_datagram,
+        metavar="BYTES",
         help=f"size limit of the datagram (default: {LAN.max_datagram})",
     )
     p.add_argument(

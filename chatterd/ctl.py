@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from chatterd import nodefind
 from chatterd.apiclient import (  # noqa: F401  (some re-exported: tests use them as ctl.NAME)
     EXIT_FAILED,
     RECONNECT_TRIES,
@@ -45,9 +46,9 @@ from chatterd.apiclient import (  # noqa: F401  (some re-exported: tests use the
     SSEvent,
     sse_events,
 )
-from chatterd.cliargs import EXIT_USAGE, Parser, http_address, positive_float
+from chatterd.cliargs import COMMANDS, EXIT_USAGE, Parser, http_address, positive_float
 from chatterd.core import tags
-from chatterd.core.config import CTL_LEAVE_TIMEOUT, DEFAULT_PORT, QUERY_TIMEOUT
+from chatterd.core.config import CTL_LEAVE_TIMEOUT, QUERY_TIMEOUT
 from chatterd.httpauth import ENV_TOKEN, TokenError, find_token
 from chatterd.tables import (
     EventPrinter,
@@ -60,8 +61,7 @@ from chatterd.tables import (
     table,
 )
 
-ENV_HTTP = "CHATTER_HTTP_ADDR"
-DEFAULT_HTTP = f"127.0.0.1:{DEFAULT_PORT}"
+ENV_HTTP, DEFAULT_HTTP = nodefind.ENV_HTTP, nodefind.DEFAULT_HTTP
 EXIT_OK = 0  # EXIT_FAILED (1): chatterd.apiclient; EXIT_USAGE (2): chatterd.cliargs
 
 LEAVE_TIMEOUT = CTL_LEAVE_TIMEOUT
@@ -176,7 +176,8 @@ def _common_parser() -> Parser:
         type=http_address,
         default=argparse.SUPPRESS,  # absent, not None: `tags --http X set` must keep X
         metavar="ADDR",
-        help=f"the node's HTTP API (default: ${ENV_HTTP}, else {DEFAULT_HTTP})",
+        help=f"the node's HTTP API, also before the command: chatterd --http ADDR COMMAND (default: ${ENV_HTTP}, "
+        f"else the node this user started on this host, else {DEFAULT_HTTP})",
     )
     common.add_argument(
         "--token-file",
@@ -279,31 +280,30 @@ def _keys_parser(sub: Any, common: Parser) -> None:
             "--timeout",
             type=positive_float,
             default=argparse.SUPPRESS if parser is not k else QUERY_TIMEOUT,
-            metavar="S",
+            metavar="SECONDS",
             help=f"how long to wait for the members' answers (default {QUERY_TIMEOUT:g} s)",
         )
         parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON for scripts")
 
 
 def main(argv: list[str]) -> int:
+    argv = nodefind.hoist(argv, COMMANDS) or argv  # `chatterd --http ADDR members` too
     args = build_parser().parse_args(argv)
     args.json = getattr(args, "json", False)  # options default to absent (see build_parser)
-    addr = getattr(args, "http", None)
-    if addr is None:
-        text = os.environ.get(ENV_HTTP) or DEFAULT_HTTP
-        try:
-            addr = http_address(text)
-        except argparse.ArgumentTypeError as e:
-            print(f"chatterd: error: {ENV_HTTP}: {e}", file=sys.stderr)
-            return EXIT_USAGE
     try:
-        token = find_token(addr, getattr(args, "token_file", None), getattr(args, "data_dir", None))
-    except TokenError as e:
+        found = nodefind.find(getattr(args, "http", None))
+        token = find_token(found.addr, getattr(args, "token_file", None), getattr(args, "data_dir", None))
+    except (nodefind.FindError, TokenError) as e:
         print(f"chatterd: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    client = Client(addr, token=token)
+    if found.note is not None:
+        print(f"chatterd: {found.note}", file=sys.stderr)
+    client = Client(found.addr, token=token)
     try:
         return int(args.run(client, args))
+    except NodeUnreachable as e:  # where the address came from, unless the node answered before
+        print(f"chatterd: error: {e if client.answered else found.unreachable(str(e))}", file=sys.stderr)
+        return e.status
     except CtlError as e:
         print(f"chatterd: error: {e}", file=sys.stderr)
         return e.status

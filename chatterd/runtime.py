@@ -20,12 +20,13 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
 
-from chatterd import advertise, keyfile, persistence, udp
+from chatterd import advertise, keyfile, persistence, runfile, udp
 from chatterd.app import App, app_env
 from chatterd.core import tags, wire
 from chatterd.core.balance import group_tags
@@ -68,6 +69,7 @@ class Runtime:
         self.sock: socket.socket | None = None
         self.http_bound: list[str] = []
         self.http_token: HttpToken | None = None  # the API's bearer token (chatterd.httpauth)
+        self.runfile: Path | None = None  # where the operator commands find this node (chatterd.runfile)
         self.stats = {"send_errors": 0, "internal_errors": 0}
         clock = trio.current_time
         self.receive_guard = LoopGuard(log, "receive_failed", clock, fatal=None)  # input-driven: no spin
@@ -128,6 +130,7 @@ class Runtime:
             sock.close()
             if self.http_token is not None:
                 self.http_token.remove()  # only a token file the node made
+            runfile.remove(self.runfile)
             self.persister.save_if_changed(node)
             log.info("stopped", node=opts.name)
 
@@ -210,6 +213,7 @@ class Runtime:
             self.http_token = HttpToken.for_node(opts.http, opts.http_token_file, opts.data_dir)
             self.http_bound = await nursery.start(serve_api, self, opts.http)
             self.http_token.publish(self.http_bound)
+            self.runfile = runfile.publish_bound(opts.name, self.http_bound, opts.http)  # for chatterd COMMAND
             log.info("http_listening", addr=self.http_bound)
         self._start_app_tasks(nursery)
 
