@@ -14,6 +14,7 @@ POST /v1/leave     leave the cluster gracefully, then the daemon exits
 GET  /v1/keys      the keys every member holds, with counts (?timeout=S: how long to wait)
 POST /v1/keys/install, /v1/keys/use, /v1/keys/remove   {"key": "<base64>", "force": false,
                    "timeout": S}: the keyring operation on every member (409 when refused)
+GET  /v1/info, POST /v1/force-leave, GET /v1/monitor   chatterd.opsapi (chatterd info, force-leave, monitor)
 GET  /metrics      Prometheus text format (chatterd.metrics)
 GET  /             the dashboard: chatterd/static/index.html, fed by the stream and the JSON above
 GET  /static/...   its script and style sheet (files in the package: no CDN, works offline)
@@ -45,7 +46,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from chatterd import views
+from chatterd import opsapi, views
 from chatterd.apiguard import Guard, is_mutating, mutating
 from chatterd.core import tags, wire
 from chatterd.core.config import HTTP_MAX_HEADERS, QUERY_TIMEOUT
@@ -270,6 +271,7 @@ def build_app(rt: Runtime) -> Guard:
         Route("/v1/leave", e.leave, methods=["POST"]),
         Route("/v1/keys", e.keys_list),
         Route("/v1/keys/{op:str}", e.keys_change, methods=["POST"]),
+        *opsapi.routes(rt),  # /v1/info, /v1/force-leave, /v1/monitor
         Route("/metrics", e.prometheus),
         Route("/", e.dashboard),
         Mount("/static", StaticFiles(packages=[STATIC_PACKAGE]), name="static"),

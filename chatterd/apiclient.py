@@ -91,6 +91,19 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
+    @property
+    def http(self) -> httpx.Client:
+        """The underlying client (base URL, token, no proxy), for a stream of another kind."""
+        return self._http
+
+    def failure(self, e: httpx.TransportError) -> CtlError:
+        """The one-line error for a request that did not get an answer."""
+        return self._failure(e)
+
+    def refused(self, resp: httpx.Response, path: str) -> CtlError:
+        """The one-line error for an answer with an error status."""
+        return self._refused(resp, path)
+
     def _failure(self, e: httpx.TransportError) -> CtlError:
         if isinstance(e, httpx.ConnectError):
             return NodeUnreachable(f"no chatter node at {self.base} ({_reason(e)})")

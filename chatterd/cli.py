@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     except _Fail as e:
         print(f"chatterd: error: {e}", file=sys.stderr)
         return e.status
+    opts.argv = list(argv)  # read again on SIGHUP (chatterd.reload)
     logs.setup(fmt=args.log_format)
     return _run(opts)
 
@@ -188,6 +189,8 @@ def _options(args: argparse.Namespace) -> Options:
         label=args.label,
         encrypt_outgoing=args.encrypt_verify_outgoing,
         encrypt_incoming=args.encrypt_verify_incoming,
+        profile=args.profile,
+        config_file=args.config,
     )
 
 

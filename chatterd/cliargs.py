@@ -15,7 +15,7 @@ from typing import NoReturn, TypeVar
 from chatterd.core import wire
 
 # The operator commands of `chatterd COMMAND` (chatterd/ctl.py); anything else runs the daemon.
-COMMANDS = ("members", "devices", "events", "leave", "tags", "roles", "keys")
+COMMANDS = ("members", "devices", "events", "leave", "tags", "roles", "keys", "info", "force-leave", "monitor")
 
 EXIT_USAGE = 2  # bad arguments: nothing was done
 DISTRIBUTION = "chatter"  # the package whose metadata gives --version

@@ -5,10 +5,12 @@
     chatterd events [--follow] [--json]
     chatterd leave
     chatterd tags [show | set KEY=VALUE... | delete KEY...] [--json]
-    chatterd keys [list | install KEY | use KEY | remove KEY [--force]] [--timeout S] [--json]
+    chatterd keys [list | install KEY | use KEY | remove KEY [--force]] [--timeout SECONDS] [--json]
+    chatterd info | force-leave NAME [--prune] | monitor [--log-level LEVEL]   (chatterd.opsctl)
 
-Each talks to the node at ``--http ADDR`` (default: ``$CHATTER_HTTP_ADDR``, else
-127.0.0.1:2428, where ``chatterd`` with its default ``--listen`` serves its API), with the
+Each talks to the node at ``--http ADDR``, given before or after the command (default:
+``$CHATTER_HTTP_ADDR``, else the node this user started on this host, else 127.0.0.1:2428:
+chatterd.nodefind), with the
 node's API token when one is found (``--token-file``, ``$CHATTER_HTTP_TOKEN``, else the file
 the node made for that address: chatterd.httpauth). Output is
 an aligned table for people; ``--json`` gives the API's JSON for scripts (JSON lines for
@@ -33,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chatterd import nodefind
+from chatterd import nodefind, opsctl
 from chatterd.apiclient import (  # noqa: F401  (some re-exported: tests use them as ctl.NAME)
     EXIT_FAILED,
     RECONNECT_TRIES,
@@ -250,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON for scripts")
     t.set_defaults(run=cmd_tags)
     _keys_parser(sub, common)
+    opsctl.add_parsers(sub, common)  # info, force-leave, monitor
     return p
 
 

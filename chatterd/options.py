@@ -59,3 +59,7 @@ class Options:
     label: str = ""  # --label: the cluster's name, authenticated in every sealed datagram
     encrypt_outgoing: bool = True  # --[no-]encrypt-verify-outgoing: seal what we send (with a key)
     encrypt_incoming: bool = True  # --[no-]encrypt-verify-incoming: refuse plaintext (with a key)
+    profile: str = "lan"  # --profile: the timing profile the config starts from (chatterd info says it)
+    rejoin: bool = False  # --rejoin: join the peers --data-dir saved even after a graceful leave
+    argv: list[str] | None = None  # the command line: read again, with --config, on SIGHUP (chatterd.reload)
+    config_file: Path | None = None  # --config

@@ -209,6 +209,11 @@ FIRST_SIGHT_MAX = 2**62
 # cluster's clocks to where the next honest rumors would be refused; 2^61 messages would be
 # needed to climb from here to there, one at a time.
 LAMPORT_ADOPT_MAX = 2**61
+# Members erased by `chatterd force-leave --prune` (core/forceleave.py): each leaves a
+# tombstone, kept reap_after seconds (as long as another node may still hold the member's
+# record), so that old news or a push-pull record cannot bring it back. At most this many;
+# past that the oldest goes first (a prune is an operator's act: thousands would be odd).
+MAX_PRUNED = 1024
 # Probes one node relays for others at once (core/probe.py: ping-req); more are refused.
 MAX_RELAYED_PROBES = 64
 # Tries at drawing a random peer other than ourselves before giving up for this round.

@@ -24,6 +24,7 @@ them and finds the earliest deadline:
     sync.py       join, push-pull anti-entropy, reconnect
     election.py   role elections, claims and epochs, quorum, lock gating
     query.py      questions to every member, answered to the asker; keys.py: keyring ops
+    forceleave.py an operator's force-leave of a failed member, and its prune
     delegate.py   what payloads mean (chatter_rs.py: chatter-rs's devices and view gossip)
 """
 
@@ -45,6 +46,7 @@ from chatterd.core.digest import Digest
 from chatterd.core.effects import Effects, LoggerFactory
 from chatterd.core.election import Election
 from chatterd.core.events import Event
+from chatterd.core.forceleave import ForceLeave
 from chatterd.core.gossip import Gossip
 from chatterd.core.keys import Keys, own_tags
 from chatterd.core.local import Local, check_tags
@@ -126,6 +128,7 @@ class Node:
         self.repair = Repair(ctx, self.gossip)
         self.rumors = Rumors(ctx, self.gossip, self.repair, self.delegate)
         self.queries = Queries(ctx, self.gossip)
+        self.force = ForceLeave(ctx, self.news, self.gossip)  # force.request(name, prune, now)
         self.keys = Keys(ctx, self.queries, self.keyring, lambda now: self.set_tags(self.local.tags, now))
         if sealer is not None:
             fx.member_key = self.keys.member_key
@@ -152,7 +155,7 @@ class Node:
             wire.Alive: lambda msg, src, now: news.on_alive(msg, now, src),
             wire.Suspect: lambda msg, src, now: news.on_suspect(msg, now, src),
             wire.Dead: lambda msg, src, now: news.on_dead(msg, now, src),
-            wire.Left: lambda msg, src, now: news.on_left(msg, now, src),
+            wire.Left: self.force.on_left,  # news.on_left, or a force-leave's prune
             wire.Join: self.sync.on_join,
             wire.State: self.sync.on_state,
             wire.DigestMsg: self.sync.on_digest,
