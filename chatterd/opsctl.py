@@ -39,6 +39,8 @@ def _value(v: Any) -> str:
         return ", ".join(v) or "(none)"
     if v is None:
         return "(none)"
+    if v == "":
+        return "(none)"
     return v if isinstance(v, str) else compact(v)
 
 
