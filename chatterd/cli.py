@@ -156,6 +156,8 @@ def _options(args: argparse.Namespace) -> Options:
     if http is not None:
         _check_token_file(args.http_token_file)
     _check_app_options(args)
+    if args.rejoin and args.data_dir is None:
+        raise _Fail("--rejoin needs --data-dir DIR (the peers it rejoins are saved there)")
     return Options(
         listen=args.listen,
         name=name,
@@ -190,6 +192,7 @@ def _options(args: argparse.Namespace) -> Options:
         encrypt_outgoing=args.encrypt_verify_outgoing,
         encrypt_incoming=args.encrypt_verify_incoming,
         profile=args.profile,
+        rejoin=args.rejoin,
         config_file=args.config,
     )
 

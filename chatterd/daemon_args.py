@@ -175,6 +175,14 @@ def _node_arguments(p: argparse.ArgumentParser) -> None:
         help="keep the node's id, incarnation and peers in DIR/node.json, so that a restart comes back as the "
         "same node and rejoins its peers without --join (default: nothing saved)",
     )
+    p.add_argument(
+        "--rejoin",
+        action="store_true",
+        default=False,
+        help="with --data-dir: join the saved peers even when the last run ended in a graceful leave (chatterd "
+        "leave, SIGTERM, SIGINT), as serf agent -rejoin (default: after a graceful leave a restart does not "
+        "rejoin its old peers, after a crash or SIGKILL it does; --join seeds are always joined)",
+    )
 
 
 def _security_arguments(p: argparse.ArgumentParser) -> None:

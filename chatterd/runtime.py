@@ -156,8 +156,7 @@ class Runtime:
         wall_offset = time.time() - now
         rng = random.Random()
         snap = self.persister.load()
-        if snap is not None:
-            self._saved_seeds = persistence.join_seeds(snap, rng, wire.format_addr(advertise))
+        self._saved_seeds = persistence.rejoin_seeds(snap, rng, wire.format_addr(advertise), opts.rejoin)
         seeds = list(dict.fromkeys(opts.seeds + found + self._saved_seeds))
         inc = persistence.next_incarnation(snap, int((now + wall_offset) * 1000))
         return Node(

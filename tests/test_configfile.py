@@ -45,6 +45,7 @@ def from_file(tmp_path: Path, text: str, argv: tuple[str, ...] = ()) -> dict[str
 SAME_AS_CLI = [
     ('listen = "127.0.0.1:7000"', ["--listen", "127.0.0.1:7000"]),
     ('listen = ":7000"', ["--listen", ":7000"]),
+    ("rejoin = true", ["--rejoin"]),
     ('join = ["127.0.0.1:1", "127.0.0.1:2"]', ["--join", "127.0.0.1:1", "--join", "127.0.0.1:2"]),
     ("join = []", []),
     ('retry_join = ["dns+chatter.svc:2428"]', ["--retry-join", "dns+chatter.svc:2428"]),  # Serf's key
