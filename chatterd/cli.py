@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     except _Fail as e:
         print(f"chatterd: error: {e}", file=sys.stderr)
         return e.status
-    opts.argv = list(argv)  # read again on SIGHUP (chatterd.reload)
+    opts.argv, opts.launch = list(argv), args  # read again on SIGHUP (chatterd.reload)
     logs.setup(fmt=args.log_format)
     return _run(opts)
 

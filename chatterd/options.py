@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from argparse import Namespace
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,4 +63,5 @@ class Options:
     profile: str = "lan"  # --profile: the timing profile the config starts from (chatterd info says it)
     rejoin: bool = False  # --rejoin: join the peers --data-dir saved even after a graceful leave
     argv: list[str] | None = None  # the command line: read again, with --config, on SIGHUP (chatterd.reload)
+    launch: Namespace | None = None  # the options as parsed at the start: what a SIGHUP compares with
     config_file: Path | None = None  # --config

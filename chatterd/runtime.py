@@ -3,9 +3,10 @@
 Everything runs in one nursery. The protocol loop sleeps until the core's next deadline or
 until the socket is readable, drains every datagram waiting in the socket (so a stalled
 loop reads the heartbeats that queued up before it judges anyone), runs the due timers, and
-sends what the core produced. SIGINT/SIGTERM (or ``POST /v1/leave``) trigger a graceful
-leave: the core announces it to every live member, the datagrams are sent, and the nursery is
-cancelled. With ``--data-dir`` the node's identity is loaded at start and saved as it changes
+sends what the core produced. SIGHUP reloads tags and handlers (chatterd.reload).
+SIGINT/SIGTERM (or ``POST /v1/leave``) trigger a graceful leave: the core announces it to
+every live member, the datagrams are sent, and the nursery is cancelled. With
+``--data-dir`` the node's identity is loaded at start and saved as it changes
 (chatterd.persistence.Persister). The core's events become rows in chatterd.eventlog, which
 serves ``GET /v1/events``, its stream and the event handlers.
 """
@@ -29,10 +30,8 @@ import trio
 from chatterd import advertise, keyfile, persistence, runfile, udp
 from chatterd.app import App, app_env
 from chatterd.core import tags, wire
-from chatterd.core.balance import group_tags
 from chatterd.core.events import Event, KeysResult, MemberEvent
 from chatterd.core.node import Node
-from chatterd.core.roles import FAILING_TAG, is_candidacy, role_tags
 from chatterd.errors import exception_of, os_error_of  # noqa: F401  (re-exported: cli, api, tests)
 from chatterd.eventlog import EventLog, Row
 from chatterd.handlers import Handlers
@@ -43,6 +42,7 @@ from chatterd.leases import Leases
 from chatterd.loopguard import LoopGuard
 from chatterd.options import Options
 from chatterd.parent import ParentWatch
+from chatterd.reload import Reloader, start_tags
 from chatterd.seeds import LOOKUP_TIMEOUT, Discovery
 from chatterd.supervision import Check, Watchdog
 
@@ -170,7 +170,7 @@ class Runtime:
             discover=bool(opts.discover),
             node_id=snap.id if snap is not None else str(uuid.uuid4()),
             incarnation=inc,
-            tags=self._initial_tags(snap),
+            tags=start_tags(opts, snap),
             expect=opts.expect,
             role_lock=opts.lock is not None,
             logger=lambda target: structlog.get_logger(target).bind(at=opts.name),
@@ -183,6 +183,7 @@ class Runtime:
         self._hold_for_app()  # before any election: the roles wait for the application
         nursery.start_soon(self._protocol_loop)
         nursery.start_soon(self._signals)
+        nursery.start_soon(Reloader(self, opts.launch).run)  # SIGHUP
         nursery.start_soon(self.handlers.run, wire.format_addr(node.addr))
         if opts.data_dir is not None:
             nursery.start_soon(self.persister.run, node)
@@ -252,15 +253,6 @@ class Runtime:
         return changed
 
     # ------------------------------------------------------------------ roles: check and lock
-
-    def _initial_tags(self, snap: persistence.Snapshot | None) -> dict[str, str]:
-        """--tag replaces saved tags; candidacies come from --role only, never from the file."""
-        opts = self.opts
-        user = {k: v for k, v in opts.tags.items() if not is_candidacy(k)}
-        if not user and snap is not None:
-            user = {k: v for k, v in snap.tags.items() if not is_candidacy(k) and k != FAILING_TAG}
-        offered = role_tags(opts.roles) | group_tags(opts.role_groups)
-        return user | offered | {k: v for k, v in opts.tags.items() if is_candidacy(k)}
 
     def _check_report(self, reason: str | None, source: str = "check") -> None:
         """--check (or --run's application: source "app") failing withholds every candidacy."""
