@@ -115,8 +115,9 @@ def cmd_monitor(client: Client, args: argparse.Namespace) -> int:
                     raise CtlError(f"{client.base} did not answer like a chatter node (bad log line)") from None
                 _print(event.data if args.json else log_line(row))
     except httpx.TransportError as e:
-        raise client.failure(e) from None
-    raise CtlError(f"the node at {client.base} ended the stream (it stopped)")
+        if not client.answered:
+            raise client.failure(e) from None
+    raise CtlError(f"the node at {client.base} ended the stream: it stopped or left")
 
 
 # ---------------------------------------------------------------------- parsing

@@ -188,6 +188,7 @@ class Persister:
         self.name = name
         self.config = config
         self.tags_given = bool(given_tags)
+        self.loaded_peers: list[str] = []  # the saved peers, kept while the node knows no live one
         self.saved: Snapshot | None = None  # last snapshot written
         self._tried: Snapshot | None = None  # last snapshot we tried to write
         self._tried_at = 0.0
@@ -220,6 +221,7 @@ class Persister:
             except tags.TagsError as e:  # e.g. a smaller --max-datagram than last time
                 log.warning("state_tags_dropped", path=path, error=str(e))
                 snap.tags = {}
+        self.loaded_peers = list(snap.peers)
         log.info(
             "state_loaded",
             path=path,
@@ -230,13 +232,13 @@ class Persister:
         )
         return snap
 
-    @staticmethod
-    def snapshot(node: Node) -> Snapshot:
-        """What would be saved of ``node`` now."""
+    def snapshot(self, node: Node) -> Snapshot:
+        """What would be saved of ``node`` now. A node that knows no live peer keeps the peers
+        it loaded: one that started alone (no --rejoin after a leave) can still --rejoin later."""
         peers = sorted(
             wire.format_addr(m.addr) for m in node.table.members.values() if m.name != node.name and m.state in LIVE
         )
-        peers = peers[:MAX_PEERS]
+        peers = peers[:MAX_PEERS] or self.loaded_peers
         return Snapshot(
             name=node.name, id=node.id, incarnation=node.inc, peers=peers, tags=node.tags, left=node.leaving
         )

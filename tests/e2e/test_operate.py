@@ -227,7 +227,12 @@ async def test_no_node_and_bad_daemon_tags(tmp_path: Path) -> None:
         (["leave", "--http", f"{HOST}:{port}"], None),
     ]:
         line = one_line_error(await chatterd(*args, env=env), 1)
-        assert line == f"chatterd: error: no chatter node at http://{HOST}:{port} (connection refused)"
+        # Where the address came from, and how to point the command elsewhere (chatterd.nodefind).
+        source = "the address in $CHATTER_HTTP_ADDR" if env else "the address given by --http"
+        assert line.startswith(
+            f"chatterd: error: no chatter node at http://{HOST}:{port} (connection refused): {source}"
+        )
+        assert line.endswith("point the command at a node with --http ADDR or CHATTER_HTTP_ADDR=ADDR"), line
 
     listen = ["--listen", f"{HOST}:{free_port()}"]
     for args, mentions in [
@@ -347,6 +352,13 @@ async def test_after_a_graceful_leave_no_rejoin_without_rejoin(tmp_path: Path) -
         log = [json.loads(line) for line in c.log_path.read_text().splitlines() if line.startswith("{")]
         assert [line["peers"] for line in log if line["event"] == "state_left"] == [1], log
         assert [line["seeds"] for line in log if line["event"] == "started"][-1] == []
+        # Alone, it kept the saved peer: stopped again and started with --rejoin, it rejoins.
+        c.kill(signal.SIGTERM)
+        assert await c.wait_exit() == 0
+        assert json.loads((data / "node.json").read_text())["peers"] == [a.addr]
+        c.args = [*c.args, "--rejoin"]
+        c.start()
+        await wait_until(lambda: _is_member(a, "c", "alive"), FAILURE_TIMEOUT, "c alive at a after --rejoin")
         res = await chatterd("--listen", f"{HOST}:{free_port()}", "--rejoin")  # --rejoin alone: what would it rejoin?
         assert (
             one_line_error(res, 2)
@@ -359,6 +371,11 @@ async def _saved_peer(data: Path, peer: str) -> bool:
         return peer in json.loads((data / "node.json").read_text())["peers"]
     except (OSError, ValueError, KeyError):
         return False
+
+
+async def _is_member(node: LocalNode, name: str, state: str) -> bool:
+    members = await node.try_get("/v1/members") or []
+    return any(m["name"] == name and m["state"] == state for m in members)
 
 
 async def _answers(node: LocalNode) -> bool:
