@@ -61,11 +61,12 @@ def read_options(argv: list[str]) -> argparse.Namespace:
 
 
 class Reloader:
-    """Applies SIGHUP to one runtime. ``loaded``: the options as last read (the start's first)."""
+    """Applies SIGHUP to one runtime. ``loaded``: the options as last read and applied (the
+    start's first); ``launch``: as at the start, what the options that need a restart run with."""
 
     def __init__(self, rt: Runtime, loaded: argparse.Namespace | None) -> None:
         self.rt = rt
-        self.loaded = loaded
+        self.loaded = self.launch = loaded
 
     async def run(self) -> None:
         """Reload on each SIGHUP until cancelled (installed at start: SIGHUP no longer kills)."""
@@ -89,7 +90,7 @@ class Reloader:
             log.error("reload_failed", error=str(e), action="keeping the running configuration")
             return None
         restart = sorted(
-            k for k, v in vars(new).items() if k not in RELOADED + IGNORED and v != getattr(self.loaded, k, None)
+            k for k, v in vars(new).items() if k not in RELOADED + IGNORED and v != getattr(self.launch, k, None)
         )
         self.loaded = new
         if restart:
