@@ -145,12 +145,8 @@ class Subscriber:
             lines = list(self._lines)
             self._lines.clear()
             if self.dropped:
-                lines.insert(
-                    0,
-                    _encode(
-                        _line("warning", "chatterd.monitor", {"event": "monitor_dropped"}) | {"dropped": self.dropped}
-                    ),
-                )
+                dropped = {"event": "monitor_dropped", "dropped": self.dropped}
+                lines.insert(0, _encode(_line("warning", "chatterd.monitor", dropped)))
                 self.dropped = 0
             self._event = trio.Event()
         return lines

@@ -90,12 +90,11 @@ class ForceLeave(Part):
             self.fx.drop("prune_stranger")
             return
         m = self.table.get(msg.node)
-        if msg.node == self.local.name or m is None or m.state in LIVE:
-            if m is not None or msg.node == self.local.name:
-                self.news.on_left(wire.Left(node=msg.node, inc=msg.inc), now, src)  # refuted if alive
+        if msg.node == self.local.name or (m is not None and m.state in LIVE):
+            self.news.on_left(wire.Left(node=msg.node, inc=msg.inc), now, src)  # a live member refutes it
             return
-        if msg.inc < m.inc or not self.news.plausible(msg.node, msg.inc):
-            return  # old news of an earlier life, or a forgery
+        if m is None or msg.inc < m.inc or not self.news.plausible(msg.node, msg.inc):
+            return  # unknown here (or erased already), news of an earlier life, or a forgery
         self._leave(msg, now)
         self._erase(msg.node, msg.inc, now)
         self.gossip.broadcast("m:" + msg.node, msg, now)
