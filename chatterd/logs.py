@@ -87,7 +87,7 @@ class _LineWriter:
             self._stream.write(data.decode() + "\n")
             self._stream.flush()
 
-    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+    log = trace = debug = info = warn = warning = error = critical = exception = fatal = msg
 
 
 class _TargetFilter:

@@ -96,3 +96,19 @@ async def test_at_most_max_monitors(node_logs: _Stream) -> None:
             stack.enter_context(tap.subscribe(20, token))
         assert tap.full()
     assert not tap.full()
+
+
+def test_trace_is_a_level_of_our_loggers() -> None:
+    """RUST_LOG=trace shows .trace() lines; at info they cost a comparison and show nothing."""
+    saved = structlog.get_config()
+    try:
+        for spec, shown in (("trace", True), ("info", False)):
+            stream = _Stream()
+            logs.setup(spec=spec, fmt="json", stream=stream)
+            structlog.get_logger("chatterd.wire").trace("datagram_in", size=12)
+            assert ('"event":"datagram_in"' in stream.getvalue()) == shown, spec
+    finally:
+        structlog.reset_defaults()
+        structlog.configure(**saved)
+        logtap.GATE.node, logtap.GATE.monitored = 0, logtap.OFF
+        logtap.GATE.update()
