@@ -136,3 +136,23 @@ def test_a_forged_prune_is_dropped_and_a_prune_of_a_live_member_is_refuted(chatt
     assert sim.nodes["n0"].table.get("n2") is not None
     assert all(sim.state_of("n2", o) == "alive" for o in sim.live_names())
     assert sim.nodes["n2"].stats["refutations"] >= 1
+
+
+def test_in_a_sealed_cluster_only_sealed_prunes_count() -> None:
+    """A prune forged from a member's own address, but not sealed with the cluster's key, is
+    refused before it is read; the operator's prune, sealed by the node, erases everywhere."""
+    sim = Simulation(seed=7, keys=[bytes(range(32))])
+    sim.start_cluster(4)
+    sim.kill("n3")
+    dead_everywhere(sim, "n3")
+    inc3 = sim.nodes["n0"].table.members["n3"].inc
+    forged = wire.encode([wire.Left(node="n3", inc=inc3, prune=True)], "n1")
+    refused = sim.nodes["n0"].stats["plaintext_refused"]
+    sim.send_raw(forged, sim.addr_of["n1"], "n0")  # spoofed source: a live member's
+    sim.run_for(1)
+    assert sim.nodes["n0"].stats["plaintext_refused"] == refused + 1
+    assert sim.state_of("n3", "n0") == "dead"
+    sim.nodes["n1"].force.request("n3", True, sim.now)
+    sim.step(sim.nodes["n1"])
+    sim.run_for(3)
+    assert all(sim.nodes[o].table.get("n3") is None for o in sim.live_names())
