@@ -70,7 +70,9 @@ def info(rt: Runtime) -> dict[str, Any]:
         },
         "members": health["members"],
         "roles_held": health["roles_held"],
-        "counters": health["counters"],
+        # /v1/health's counters, with the gauges of /metrics that are not among them.
+        "counters": health["counters"]
+        | {"broadcast_queue_depth": len(node.queue), "event_buffer_size": len(rt.events)},
         "config": dataclasses.asdict(opts.config),
         "agent": {
             "listen": wire.format_addr(opts.listen),
