@@ -24,7 +24,6 @@ them and finds the earliest deadline:
     sync.py       join, push-pull anti-entropy, reconnect
     election.py   role elections, claims and epochs, quorum, lock gating
     query.py      questions to every member, answered to the asker; keys.py: keyring ops
-    forceleave.py an operator's force-leave of a failed member, and its prune
     delegate.py   what payloads mean (chatter_rs.py: chatter-rs's devices and view gossip)
 """
 
@@ -128,7 +127,7 @@ class Node:
         self.repair = Repair(ctx, self.gossip)
         self.rumors = Rumors(ctx, self.gossip, self.repair, self.delegate)
         self.queries = Queries(ctx, self.gossip)
-        self.force = ForceLeave(ctx, self.news, self.gossip)  # force.request(name, prune, now)
+        self.force = ForceLeave(ctx, self.news, self.gossip)  # force.request(name, prune, now): forceleave.py
         self.keys = Keys(ctx, self.queries, self.keyring, lambda now: self.set_tags(self.local.tags, now))
         if sealer is not None:
             fx.member_key = self.keys.member_key
