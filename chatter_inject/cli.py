@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from chatter_inject import client
-from chatterd.cliargs import EXIT_USAGE, Parser, positive_float
+from chatterd.cliargs import EXIT_USAGE, Parser, add_version, positive_float
 from chatterd.core import payloads, wire
 from chatterd.core.config import ENCRYPT_KEY_ENV, INJECT_RETRY, INJECT_TIMEOUT, LAN, SEAL_OVERHEAD
 from chatterd.core.keyring import KeyringError
@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("addr", metavar="ADDR", help="UDP address of the node, HOST:PORT")
     p.add_argument("json", nargs="?", metavar="JSON", help="the message; read from stdin when omitted")
+    add_version(p)
     p.add_argument(
         "--no-wait", action="store_true", help="send once and print the message id; do not wait for the acknowledgement"
     )
@@ -84,7 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"seconds between retries (default: {INJECT_RETRY:g})",
     )
     p.add_argument(
-        "--hops", type=int, default=None, metavar="N", help="hop budget (default: by the node from the cluster size)"
+        "--hops",
+        type=int,
+        default=None,
+        metavar="N",
+        help="hop budget (default: chosen by the node from the cluster size)",
     )
     p.add_argument(
         "--max-datagram",

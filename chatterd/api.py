@@ -19,6 +19,7 @@ POST /v1/query     a user query (chatterd.queryops): {"name": N, "payload": S, "
                    streams one JSON object per line: the query, each ack and response, a summary
 GET  /v1/reachability  every live member asked to acknowledge (?timeout=S), streamed the same way
 GET  /v1/coordinates  this node's network coordinate and every one it knows (chatterd.coords)
+GET  /v1/info, POST /v1/force-leave, GET /v1/monitor   chatterd.opsapi (chatterd info, force-leave, monitor)
 GET  /metrics      Prometheus text format (chatterd.metrics)
 GET  /             the dashboard: chatterd/static/index.html, fed by the stream and the JSON above
 GET  /static/...   its script and style sheet (files in the package: no CDN, works offline)
@@ -51,7 +52,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from chatterd import coords, httplisten, views
+from chatterd import coords, httplisten, opsapi, views
 from chatterd.apiguard import Guard, is_mutating, mutating
 from chatterd.core import tags, wire
 from chatterd.core.config import HTTP_MAX_HEADERS, QUERY_TIMEOUT
@@ -307,6 +308,7 @@ def build_app(rt: Runtime) -> Guard:
         Route("/v1/query", e.query, methods=["POST"]),
         Route("/v1/reachability", e.reachability),
         Route("/v1/coordinates", e.coordinates),
+        *opsapi.routes(rt),  # /v1/info, /v1/force-leave, /v1/monitor
         Route("/metrics", e.prometheus),
         Route("/", e.dashboard),
         Mount("/static", StaticFiles(packages=[STATIC_PACKAGE]), name="static"),

@@ -79,6 +79,7 @@ class Client:
         self.base = f"http://{wire.format_addr(addr)}"
         self.timeout = timeout
         self.has_token = token is not None
+        self.answered = False  # the node answered once: a later NodeUnreachable means it went away
         headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
         # No proxies (trust_env=False): the node is usually on loopback, and http_proxy must not
         # reroute it.
@@ -89,6 +90,19 @@ class Client:
 
     def close(self) -> None:
         self._http.close()
+
+    @property
+    def http(self) -> httpx.Client:
+        """The underlying client (base URL, token, no proxy), for a stream of another kind."""
+        return self._http
+
+    def failure(self, e: httpx.TransportError) -> CtlError:
+        """The one-line error for a request that did not get an answer."""
+        return self._failure(e)
+
+    def refused(self, resp: httpx.Response, path: str) -> CtlError:
+        """The one-line error for an answer with an error status."""
+        return self._refused(resp, path)
 
     def _failure(self, e: httpx.TransportError) -> CtlError:
         if isinstance(e, httpx.ConnectError):
@@ -134,6 +148,7 @@ class Client:
             )
         except httpx.TransportError as e:
             raise self._failure(e) from None
+        self.answered = True
         if resp.is_error and resp.status_code not in accept:
             raise self._refused(resp, path)
         try:
@@ -191,6 +206,7 @@ class Client:
                         resp.read()
                         raise self._refused(resp, STREAM_PATH)
                     failures, delay = 0, RECONNECT_FIRST  # the node answered: the count starts again
+                    self.answered = True
                     for event in sse_events(resp.iter_lines()):
                         if event.retry is not None:
                             delay = min(event.retry / 1000, RECONNECT_MAX)

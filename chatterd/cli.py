@@ -6,9 +6,10 @@ chatterd keygen
 
 ``keygen`` prints a new random key for --encrypt (like ``serf keygen``).
 
-A first argument that names an operator command (members, devices, events, leave, tags,
-roles, keys)
-selects the client; anything else is the daemon's command line, as it always was.
+A first argument that names an operator command (chatterd.cliargs.COMMANDS: members,
+devices, events, leave, tags, roles, keys, ...), possibly after the options every command
+takes (``chatterd --http ADDR members``: chatterd.nodefind), selects the client; anything
+else is the daemon's command line, as it always was.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from chatterd import nodefind
 from chatterd.cliargs import COMMANDS
 from chatterd.configfile import parse_daemon_args
 from chatterd.core import tags, wire
@@ -80,10 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "keygen":
         return _keygen(argv[1:])
-    if argv and argv[0] in COMMANDS:
+    if argv and (argv[0] in COMMANDS or nodefind.hoist(argv, COMMANDS) is not None):
         from chatterd import ctl  # httpx and the tables: only for the operator commands
 
-        return ctl.main(argv)
+        return ctl.main(argv)  # `chatterd members --http A`, or `chatterd --http A members`
     args = parse_daemon_args(argv)  # the command line, over the --config file's options
     from chatterd import logs
 
@@ -92,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     except _Fail as e:
         print(f"chatterd: error: {e}", file=sys.stderr)
         return e.status
+    opts.argv, opts.launch = list(argv), args  # read again on SIGHUP (chatterd.reload)
     logs.setup(fmt=args.log_format)
     return _run(opts)
 
@@ -153,6 +156,8 @@ def _options(args: argparse.Namespace) -> Options:
     if http is not None:
         _check_token_file(args.http_token_file)
     _check_app_options(args)
+    if args.rejoin and args.data_dir is None:
+        raise _Fail("--rejoin needs --data-dir DIR (the peers it rejoins are saved there)")
     return Options(
         listen=args.listen,
         name=name,
@@ -186,6 +191,9 @@ def _options(args: argparse.Namespace) -> Options:
         label=args.label,
         encrypt_outgoing=args.encrypt_verify_outgoing,
         encrypt_incoming=args.encrypt_verify_incoming,
+        profile=args.profile,
+        rejoin=args.rejoin,
+        config_file=args.config,
     )
 
 

@@ -15,9 +15,24 @@ from typing import NoReturn, TypeVar
 from chatterd.core import wire
 
 # The operator commands of `chatterd COMMAND` (chatterd/ctl.py); anything else runs the daemon.
-COMMANDS = ("members", "devices", "events", "leave", "tags", "roles", "keys", "query", "reachability", "rtt")
+COMMANDS = (
+    "members",
+    "devices",
+    "events",
+    "leave",
+    "tags",
+    "roles",
+    "keys",
+    "query",
+    "reachability",
+    "rtt",
+    "info",
+    "force-leave",
+    "monitor",
+)
 
 EXIT_USAGE = 2  # bad arguments: nothing was done
+DISTRIBUTION = "chatter"  # the package whose metadata gives --version
 
 T = TypeVar("T")
 N = TypeVar("N", int, float)
@@ -79,3 +94,20 @@ def _parse_http_addr(text: str) -> Addr:
 
 # The address of a node's HTTP API: the same, also as a URL (http://HOST:PORT/).
 http_address: Callable[[str], Addr] = arg_type(_parse_http_addr, name="address")
+
+
+def version() -> str:
+    """The installed package's version (its metadata), for ``--version``."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed as a package)"
+
+
+def add_version(parser: argparse.ArgumentParser) -> None:
+    """``--version``: the program's name and the package's version, then exit 0."""
+    parser.add_argument(
+        "--version", action="version", version=f"{parser.prog} {version()}", help="print the version and exit"
+    )

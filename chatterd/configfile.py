@@ -153,7 +153,7 @@ def file_options(parser: argparse.ArgumentParser) -> dict[str, FileOption]:
     (``--x`` / ``--no-x``) the key is the positive name. Not ``--help``, not ``--config``."""
     out: dict[str, FileOption] = {}
     for action in parser._actions:  # argparse has no public list of its actions
-        if isinstance(action, argparse._HelpAction):
+        if isinstance(action, argparse._HelpAction | argparse._VersionAction):
             continue
         for opt in action.option_strings:
             negative = isinstance(action, argparse.BooleanOptionalAction) and opt.startswith("--no-")

@@ -5,14 +5,16 @@
     chatterd events [--follow] [--json]
     chatterd leave
     chatterd tags [show | set KEY=VALUE... | delete KEY...] [--json]
-    chatterd keys [list | install KEY | use KEY | remove KEY [--force]] [--timeout S] [--json]
+    chatterd keys [list | install KEY | use KEY | remove KEY [--force]] [--timeout SECONDS] [--json]
     chatterd query NAME [PAYLOAD] [--node NAME]... [--tag KEY=REGEX]... [--timeout SECONDS]
                    [--no-ack] [--relay-factor N] [--json]          (chatterd.queryctl)
     chatterd reachability [--timeout SECONDS] [--json]
     chatterd rtt NODE [NODE] [--json]     (chatterd/coords.py)
+    chatterd info | force-leave NAME [--prune] | monitor [--log-level LEVEL]   (chatterd.opsctl)
 
-Each talks to the node at ``--http ADDR`` (default: ``$CHATTER_HTTP_ADDR``, else
-127.0.0.1:2428, where ``chatterd`` with its default ``--listen`` serves its API), with the
+Each talks to the node at ``--http ADDR``, given before or after the command (default:
+``$CHATTER_HTTP_ADDR``, else the node this user started on this host, else 127.0.0.1:2428:
+chatterd.nodefind), with the
 node's API token when one is found (``--token-file``, ``$CHATTER_HTTP_TOKEN``, else the file
 the node made for that address: chatterd.httpauth). Output is
 an aligned table for people; ``--json`` gives the API's JSON for scripts (JSON lines for
@@ -37,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chatterd import coords, queryctl
+from chatterd import coords, nodefind, opsctl, queryctl
 from chatterd.apiclient import (  # noqa: F401  (some re-exported: tests use them as ctl.NAME)
     EXIT_FAILED,
     RECONNECT_TRIES,
@@ -50,9 +52,9 @@ from chatterd.apiclient import (  # noqa: F401  (some re-exported: tests use the
     SSEvent,
     sse_events,
 )
-from chatterd.cliargs import EXIT_USAGE, Parser, http_address, positive_float
+from chatterd.cliargs import COMMANDS, EXIT_USAGE, Parser, http_address, positive_float
 from chatterd.core import tags
-from chatterd.core.config import CTL_LEAVE_TIMEOUT, DEFAULT_PORT, QUERY_TIMEOUT
+from chatterd.core.config import CTL_LEAVE_TIMEOUT, QUERY_TIMEOUT
 from chatterd.httpauth import ENV_TOKEN, TokenError, find_token
 from chatterd.tables import (
     EventPrinter,
@@ -65,8 +67,7 @@ from chatterd.tables import (
     table,
 )
 
-ENV_HTTP = "CHATTER_HTTP_ADDR"
-DEFAULT_HTTP = f"127.0.0.1:{DEFAULT_PORT}"
+ENV_HTTP, DEFAULT_HTTP = nodefind.ENV_HTTP, nodefind.DEFAULT_HTTP
 EXIT_OK = 0  # EXIT_FAILED (1): chatterd.apiclient; EXIT_USAGE (2): chatterd.cliargs
 
 LEAVE_TIMEOUT = CTL_LEAVE_TIMEOUT
@@ -181,7 +182,8 @@ def _common_parser() -> Parser:
         type=http_address,
         default=argparse.SUPPRESS,  # absent, not None: `tags --http X set` must keep X
         metavar="ADDR",
-        help=f"the node's HTTP API (default: ${ENV_HTTP}, else {DEFAULT_HTTP})",
+        help=f"the node's HTTP API, also before the command: chatterd --http ADDR COMMAND (default: ${ENV_HTTP}, "
+        f"else the node this user started on this host, else {DEFAULT_HTTP})",
     )
     common.add_argument(
         "--token-file",
@@ -256,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     _keys_parser(sub, common)
     queryctl.add_parsers(sub, common)
     coords.add_parser(sub, common)
+    opsctl.add_parsers(sub, common)  # info, force-leave, monitor
     return p
 
 
@@ -286,31 +289,30 @@ def _keys_parser(sub: Any, common: Parser) -> None:
             "--timeout",
             type=positive_float,
             default=argparse.SUPPRESS if parser is not k else QUERY_TIMEOUT,
-            metavar="S",
+            metavar="SECONDS",
             help=f"how long to wait for the members' answers (default {QUERY_TIMEOUT:g} s)",
         )
         parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON for scripts")
 
 
 def main(argv: list[str]) -> int:
+    argv = nodefind.hoist(argv, COMMANDS) or argv  # `chatterd --http ADDR members` too
     args = build_parser().parse_args(argv)
     args.json = getattr(args, "json", False)  # options default to absent (see build_parser)
-    addr = getattr(args, "http", None)
-    if addr is None:
-        text = os.environ.get(ENV_HTTP) or DEFAULT_HTTP
-        try:
-            addr = http_address(text)
-        except argparse.ArgumentTypeError as e:
-            print(f"chatterd: error: {ENV_HTTP}: {e}", file=sys.stderr)
-            return EXIT_USAGE
     try:
-        token = find_token(addr, getattr(args, "token_file", None), getattr(args, "data_dir", None))
-    except TokenError as e:
+        found = nodefind.find(getattr(args, "http", None))
+        token = find_token(found.addr, getattr(args, "token_file", None), getattr(args, "data_dir", None))
+    except (nodefind.FindError, TokenError) as e:
         print(f"chatterd: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    client = Client(addr, token=token)
+    if found.note is not None:
+        print(f"chatterd: {found.note}", file=sys.stderr)
+    client = Client(found.addr, token=token)
     try:
         return int(args.run(client, args))
+    except NodeUnreachable as e:  # where the address came from, unless the node answered before
+        print(f"chatterd: error: {e if client.answered else found.unreachable(str(e))}", file=sys.stderr)
+        return e.status
     except CtlError as e:
         print(f"chatterd: error: {e}", file=sys.stderr)
         return e.status

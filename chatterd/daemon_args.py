@@ -8,7 +8,7 @@ import argparse
 import os
 from pathlib import Path
 
-from chatterd.cliargs import Parser, address, arg_type, positive, positive_float, positive_int
+from chatterd.cliargs import COMMANDS, Parser, add_version, address, arg_type, positive, positive_float, positive_int
 from chatterd.core import tags
 from chatterd.core.config import (
     CHECK_INTERVAL,
@@ -57,19 +57,25 @@ _group = arg_type(_parse_group, name="role range")
 _lock_url = arg_type(_check_lock_url, name="lock URL")
 
 
-# Protocol knobs exposed as options: (option, Config field, type, help).
+# Protocol knobs exposed as options: (option, Config field, type, help, metavar: the unit).
 TUNABLES = [
-    ("--fanout", "fanout", int, "peers each new message is pushed to per round"),
-    ("--heartbeat-interval", "heartbeat_interval", float, "seconds between heartbeats to each monitor"),
-    ("--monitors", "monitors", int, "how many peers watch each node's heartbeats"),
-    ("--suspect-after", "suspect_after", float, "seconds of heartbeat silence before a monitor suspects a node"),
-    ("--suspicion-min", "suspicion_min", float, "suspicion timeout when every monitor agrees (s)"),
-    ("--suspicion-max", "suspicion_max", float, "suspicion timeout with a single accuser (s)"),
-    ("--gossip-interval", "gossip_interval", float, "seconds between retransmission rounds"),
-    ("--pushpull-interval", "pushpull_interval", float, "seconds between full-state exchanges"),
-    ("--max-datagram", "max_datagram", int, "largest datagram built, in bytes"),
-    ("--reap-after", "reap_after", float, "seconds a dead or left member stays in the table before it is forgotten"),
-    ("--rtt-interval", "rtt_interval", float, "seconds between round-trip probes for network coordinates"),
+    ("--fanout", "fanout", int, "peers each new message is pushed to per round", "N"),
+    ("--heartbeat-interval", "heartbeat_interval", float, "seconds between heartbeats to each monitor", "SECONDS"),
+    ("--monitors", "monitors", int, "how many peers watch each node's heartbeats", "N"),
+    (
+        "--suspect-after",
+        "suspect_after",
+        float,
+        "seconds of heartbeat silence before a monitor suspects a node",
+        "SECONDS",
+    ),
+    ("--suspicion-min", "suspicion_min", float, "suspicion timeout when every monitor agrees (s)", "SECONDS"),
+    ("--suspicion-max", "suspicion_max", float, "suspicion timeout with a single accuser (s)", "SECONDS"),
+    ("--gossip-interval", "gossip_interval", float, "seconds between retransmission rounds", "SECONDS"),
+    ("--pushpull-interval", "pushpull_interval", float, "seconds between full-state exchanges", "SECONDS"),
+    ("--max-datagram", "max_datagram", int, "largest datagram built, in bytes", "BYTES"),
+    ("--reap-after", "reap_after", float, "seconds a dead or left member stays in the table", "SECONDS"),
+    ("--rtt-interval", "rtt_interval", float, "seconds between round-trip probes for network coordinates", "SECONDS"),
 ]
 
 
@@ -79,9 +85,10 @@ def build_parser(parser_class: type[Parser] = Parser) -> argparse.ArgumentParser
         prog="chatterd",
         description="Run a chatter node: gossip membership, failure detection and JSON messages over UDP.",
         epilog="Log level: CHATTER_LOG (or RUST_LOG), e.g. CHATTER_LOG=warn,chatterd.membership=debug. "
-        "Ask a running node with: chatterd {members,devices,events,leave,tags} [--http ADDR] "
+        f"Ask a running node with: chatterd [--http ADDR] {{{','.join(COMMANDS)}}} "
         "(chatterd COMMAND --help). A new key for --encrypt: chatterd keygen.",
     )
+    add_version(p)
     p.add_argument(
         "--config",
         type=Path,
@@ -129,7 +136,7 @@ def _node_arguments(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help=f"how often DNS seeds are resolved again while not joined or alone (default: {RESOLVE_INTERVAL:g})",
     )
-    p.add_argument("--name", help="node name, unique in the cluster (default: HOSTNAME:PORT)")
+    p.add_argument("--name", metavar="NAME", help="node name, unique in the cluster (default: HOSTNAME:PORT)")
     p.add_argument(
         "--advertise",
         type=address,
@@ -169,6 +176,14 @@ def _node_arguments(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="keep the node's id, incarnation and peers in DIR/node.json, so that a restart comes back as the "
         "same node and rejoins its peers without --join (default: nothing saved)",
+    )
+    p.add_argument(
+        "--rejoin",
+        action="store_true",
+        default=False,
+        help="with --data-dir: join the saved peers even when the last run ended in a graceful leave (chatterd "
+        "leave, SIGTERM, SIGINT), as serf agent -rejoin (default: after a graceful leave a restart does not "
+        "rejoin its old peers, after a crash or SIGKILL it does; --join seeds are always joined)",
     )
 
 
@@ -356,9 +371,9 @@ def _handler_arguments(p: argparse.ArgumentParser) -> None:
         metavar="[FILTER=]COMMAND",
         help="run COMMAND (through /bin/sh -c) for each event FILTER matches: an event type (member-join, "
         "member-leave, member-failed, member-update, member-recover, member-suspect, member-alive, debug, "
-        "device, view, user), user:NAME, * or a comma list; no filter = every event; the event comes as "
-        "JSON on stdin; repeatable. query:NAME=COMMAND answers the queries named NAME: COMMAND reads the "
-        "payload on stdin, its stdout is the response",
+        "device, view, user, role-acquired, role-lost), user:NAME, * or a comma list; no filter = every event; "
+        "the event comes as JSON on stdin; repeatable. query:NAME=COMMAND answers the queries named NAME: "
+        "COMMAND reads the payload on stdin, its stdout is the response",
     )
     p.add_argument(
         "--handler-queue",
@@ -379,11 +394,12 @@ def _handler_arguments(p: argparse.ArgumentParser) -> None:
 def _tuning_arguments(p: argparse.ArgumentParser) -> None:
     """The protocol knobs: each overrides one field of the chosen profile."""
     defaults = Config()
-    for opt, fieldname, kind, text in TUNABLES:
+    for opt, fieldname, kind, text, unit in TUNABLES:
         p.add_argument(
             opt,
             type=positive(kind),
             dest=fieldname,
             default=None,
+            metavar=unit,
             help=f"{text} (default: {getattr(defaults, fieldname)} in the lan profile)",
         )

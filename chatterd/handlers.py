@@ -243,10 +243,9 @@ class Handlers:
     async def run(self, addr: str) -> None:
         """Run queued events' handlers, in order, one at a time, until cancelled."""
         self.addr = addr
-        if not self.specs:
-            return
         base_env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS}
-        log.info("handlers_ready", handlers=[f"{s.filter_text}={s.command}" for s in self.specs])
+        if self.specs:  # none yet: a SIGHUP may bring some (chatterd.reload); idle, this task costs nothing
+            log.info("handlers_ready", handlers=[f"{s.filter_text}={s.command}" for s in self.specs])
         async for row, matched in self._recv:
             data = (json.dumps(row) + "\n").encode()
             env = base_env | self._env(row)

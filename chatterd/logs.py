@@ -25,6 +25,8 @@ from typing import Any, TextIO
 import msgspec
 import structlog
 
+from chatterd import logtap
+
 LEVELS = {
     "off": logging.CRITICAL + 10,
     "error": logging.ERROR,
@@ -166,7 +168,8 @@ def setup(spec: str | None = None, fmt: str = "auto", stream: TextIO | None = No
     """Configure structlog and the stdlib loggers once, at start-up.
 
     Our own loggers (structlog.get_logger("chatterd....")) go straight from structlog to the
-    stream: a bound logger that drops levels below every target at the call, a filter by
+    stream: a bound logger that drops levels below every target at the call (or below what a
+    `chatterd monitor` asks for: chatterd.logtap), a filter by
     logger name, and a renderer (msgspec for JSON lines). That costs a few microseconds a
     line, where the stdlib logging bridge cost ~55 us: it matters for chatter-rs's habit of
     logging every DebugMessage at info. Third-party libraries (hypercorn) log through the
@@ -189,8 +192,11 @@ def setup(spec: str | None = None, fmt: str = "auto", stream: TextIO | None = No
     stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
     global _active
     _active = _TargetFilter(default, targets)
+    logtap.GATE.node = min([default, *targets.values()])  # below it a call returns at once...
+    logtap.GATE.update()  # ...unless a monitor wants more (chatterd.logtap)
     structlog.configure(
         processors=[
+            logtap.TAP,  # `chatterd monitor`: before the node's own filter
             _active,
             _drop_none,
             structlog.processors.add_log_level,
@@ -199,7 +205,7 @@ def setup(spec: str | None = None, fmt: str = "auto", stream: TextIO | None = No
             native,
         ],
         logger_factory=lambda *args: _LineWriter(str(args[0]) if args else "", stream),
-        wrapper_class=structlog.make_filtering_bound_logger(_bound_level(min([default, *targets.values()]))),
+        wrapper_class=logtap.GatedBoundLogger,
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(stream)
@@ -227,11 +233,6 @@ def setup(spec: str | None = None, fmt: str = "auto", stream: TextIO | None = No
             logging.getLogger(noisy).setLevel(max(default, logging.WARNING))
     if bad:
         structlog.get_logger("chatterd.logs").warning("bad_log_filter", error=bad)
-
-
-def _bound_level(level: int) -> int:
-    """The highest of structlog's levels (0, 10, ..., 50) at or below ``level``."""
-    return max(lv for lv in (0, 10, 20, 30, 40, 50) if lv <= level)
 
 
 def _exc_info(logger: object, name: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from argparse import Namespace
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,3 +60,8 @@ class Options:
     label: str = ""  # --label: the cluster's name, authenticated in every sealed datagram
     encrypt_outgoing: bool = True  # --[no-]encrypt-verify-outgoing: seal what we send (with a key)
     encrypt_incoming: bool = True  # --[no-]encrypt-verify-incoming: refuse plaintext (with a key)
+    profile: str = "lan"  # --profile: the timing profile the config starts from (chatterd info says it)
+    rejoin: bool = False  # --rejoin: join the peers --data-dir saved even after a graceful leave
+    argv: list[str] | None = None  # the command line: read again, with --config, on SIGHUP (chatterd.reload)
+    launch: Namespace | None = None  # the options as parsed at the start: what a SIGHUP compares with
+    config_file: Path | None = None  # --config

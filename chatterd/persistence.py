@@ -2,12 +2,13 @@
 restarted node comes back as itself and finds its cluster without ``--join``.
 
     DIR/node.json    {"name": "n1", "id": "<uuid>", "incarnation": 1754..., "peers": ["10.0.0.2:2428", ...],
-                      "tags": {"role": "db"}}
+                      "tags": {"role": "db"}, "left": false}
 
 The file is replaced atomically (a temporary file in the same directory, fsync, rename), so a
 crash leaves either the old file or the new one, never half of one. On start the runtime
 reuses the id, starts at an incarnation above the saved one, joins through the saved peers
-as well as any ``--join`` seeds, and keeps its saved tags unless ``--tag`` gives new ones.
+as well as any ``--join`` seeds (the saved peers not after a graceful leave, unless
+``--rejoin``: Serf's rule), and keeps its saved tags unless ``--tag`` gives new ones.
 A file that is missing, unreadable or not what we write is reported by :func:`load` as a
 :class:`SnapshotError` (the caller logs one line and starts afresh): it never stops the node.
 
@@ -64,6 +65,7 @@ class Snapshot(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     incarnation: U63
     peers: list[str] = []
     tags: dict[str, str] = {}
+    left: bool = False  # its last life ended in a graceful leave (then --rejoin decides: rejoin_seeds)
 
 
 class SnapshotError(Exception):
@@ -149,6 +151,24 @@ def join_seeds(snap: Snapshot, rng: random.Random, own: str) -> list[tuple[str, 
     return [wire.parse_addr(p) for p in chosen]
 
 
+def rejoin_seeds(snap: Snapshot | None, rng: random.Random, own: str, rejoin: bool) -> list[tuple[str, int]]:
+    """The saved peers to join through, as Serf's snapshot does: after a crash or a kill, always;
+    after a graceful leave (``chatterd leave``, SIGTERM, SIGINT) only with ``--rejoin`` (one log
+    line says which). ``--join`` seeds are joined in every case."""
+    if snap is None or not snap.peers:
+        return []
+    if snap.left and not rejoin:
+        log.info(
+            "state_left",
+            peers=len(snap.peers),
+            action="not rejoining the saved peers after a graceful leave (--rejoin does)",
+        )
+        return []
+    if snap.left:
+        log.info("state_rejoin", peers=len(snap.peers), action="rejoining the saved peers after a graceful leave")
+    return join_seeds(snap, rng, own)
+
+
 def next_incarnation(snap: Snapshot | None, clock_inc: int) -> int:
     """A restarted node's incarnation: above the saved one, whatever the clock says."""
     return clock_inc if snap is None else max(clock_inc, snap.incarnation + 1)
@@ -168,6 +188,7 @@ class Persister:
         self.name = name
         self.config = config
         self.tags_given = bool(given_tags)
+        self.loaded_peers: list[str] = []  # the saved peers, kept while the node knows no live one
         self.saved: Snapshot | None = None  # last snapshot written
         self._tried: Snapshot | None = None  # last snapshot we tried to write
         self._tried_at = 0.0
@@ -200,6 +221,7 @@ class Persister:
             except tags.TagsError as e:  # e.g. a smaller --max-datagram than last time
                 log.warning("state_tags_dropped", path=path, error=str(e))
                 snap.tags = {}
+        self.loaded_peers = list(snap.peers)
         log.info(
             "state_loaded",
             path=path,
@@ -210,14 +232,16 @@ class Persister:
         )
         return snap
 
-    @staticmethod
-    def snapshot(node: Node) -> Snapshot:
-        """What would be saved of ``node`` now."""
+    def snapshot(self, node: Node) -> Snapshot:
+        """What would be saved of ``node`` now. A node that knows no live peer keeps the peers
+        it loaded: one that started alone (no --rejoin after a leave) can still --rejoin later."""
         peers = sorted(
             wire.format_addr(m.addr) for m in node.table.members.values() if m.name != node.name and m.state in LIVE
         )
-        peers = peers[:MAX_PEERS]
-        return Snapshot(name=node.name, id=node.id, incarnation=node.inc, peers=peers, tags=node.tags)
+        peers = peers[:MAX_PEERS] or self.loaded_peers
+        return Snapshot(
+            name=node.name, id=node.id, incarnation=node.inc, peers=peers, tags=node.tags, left=node.leaving
+        )
 
     def save_if_changed(self, node: Node | None) -> None:
         """Save now if anything changed (at start and at exit: blocking, but small)."""

@@ -1,9 +1,10 @@
 """The trio shell around the protocol core: a UDP socket, the clock, signals, the API.
 
 Everything runs in one nursery. The protocol loop (chatterd.protoloop) feeds the core the
-datagrams and the time, and sends what it produced. SIGINT/SIGTERM (or ``POST /v1/leave``) trigger a graceful
-leave: the core announces it to every live member, the datagrams are sent, and the nursery is
-cancelled. With ``--data-dir`` the node's identity is loaded at start and saved as it changes
+datagrams and the time, and sends what it produced. SIGHUP reloads tags and handlers
+(chatterd.reload). SIGINT/SIGTERM (or ``POST /v1/leave``) trigger a graceful leave: the core
+announces it to every live member, the datagrams are sent, and the nursery is cancelled. With
+``--data-dir`` the node's identity is loaded at start and saved as it changes
 (chatterd.persistence.Persister). The core's events become rows in chatterd.eventlog, which
 serves ``GET /v1/events``, its stream and the event handlers.
 """
@@ -19,18 +20,17 @@ import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
 
-from chatterd import advertise, httplisten, keyfile, persistence, udp
+from chatterd import advertise, httplisten, keyfile, persistence, runfile, udp
 from chatterd.app import App, app_env
 from chatterd.core import tags, wire
-from chatterd.core.balance import group_tags
 from chatterd.core.events import Event, KeysResult, MemberEvent
 from chatterd.core.node import Node
-from chatterd.core.roles import FAILING_TAG, is_candidacy, role_tags
 from chatterd.errors import exception_of, os_error_of  # noqa: F401  (re-exported: cli, api, tests)
 from chatterd.eventlog import EventLog, Row
 from chatterd.handlers import Handlers
@@ -43,6 +43,7 @@ from chatterd.options import Options
 from chatterd.parent import ParentWatch
 from chatterd.protoloop import ProtocolLoop
 from chatterd.queryops import QueryOps
+from chatterd.reload import Reloader, start_tags
 from chatterd.seeds import LOOKUP_TIMEOUT, Discovery
 from chatterd.supervision import Check, Watchdog
 from chatterd.wirelog import WireLog
@@ -66,6 +67,7 @@ class Runtime:
         self.http_sock: socket.socket | None = None  # bound at start, handed to the API's server
         self.http_bound: list[str] = []
         self.http_token: HttpToken | None = None  # the API's bearer token (chatterd.httpauth)
+        self.runfile: Path | None = None  # where the operator commands find this node (chatterd.runfile)
         self.stats = {"send_errors": 0, "internal_errors": 0}
         clock = trio.current_time
         self.receive_guard = LoopGuard(log, "receive_failed", clock, fatal=None)  # input-driven: no spin
@@ -131,6 +133,7 @@ class Runtime:
                 self.http_sock.close()  # closed already if the API's server took it over
             if self.http_token is not None:
                 self.http_token.remove()  # only a token file the node made
+            runfile.remove(self.runfile)
             self.persister.save_if_changed(node)
             log.info("stopped", node=opts.name)
 
@@ -156,8 +159,7 @@ class Runtime:
         wall_offset = time.time() - now
         rng = random.Random()
         snap = self.persister.load()
-        if snap is not None:
-            self._saved_seeds = persistence.join_seeds(snap, rng, wire.format_addr(advertise))
+        self._saved_seeds = persistence.rejoin_seeds(snap, rng, wire.format_addr(advertise), opts.rejoin)
         seeds = list(dict.fromkeys(opts.seeds + found + self._saved_seeds))
         inc = persistence.next_incarnation(snap, int((now + wall_offset) * 1000))
         return Node(
@@ -171,7 +173,7 @@ class Runtime:
             discover=bool(opts.discover),
             node_id=snap.id if snap is not None else str(uuid.uuid4()),
             incarnation=inc,
-            tags=self._initial_tags(snap),
+            tags=start_tags(opts, snap),
             expect=opts.expect,
             role_lock=opts.lock is not None,
             logger=lambda target: structlog.get_logger(target).bind(at=opts.name),
@@ -184,6 +186,7 @@ class Runtime:
         self._hold_for_app()  # before any election: the roles wait for the application
         nursery.start_soon(self.loop.run)
         nursery.start_soon(self._signals)
+        nursery.start_soon(Reloader(self, opts.launch).run)  # SIGHUP
         nursery.start_soon(self.handlers.run, wire.format_addr(node.addr))
         nursery.start_soon(self.queryops.run, wire.format_addr(node.addr))
         if opts.data_dir is not None:
@@ -214,6 +217,7 @@ class Runtime:
             self.http_token = HttpToken.for_node(opts.http, opts.http_token_file, opts.data_dir)
             self.http_bound = await nursery.start(partial(serve_api, self, opts.http, sock=self.http_sock))
             self.http_token.publish(self.http_bound)
+            self.runfile = runfile.publish_bound(opts.name, self.http_bound, opts.http)  # for chatterd COMMAND
             log.info("http_listening", addr=self.http_bound)
         self._start_app_tasks(nursery)
 
@@ -256,15 +260,6 @@ class Runtime:
         return changed
 
     # ------------------------------------------------------------------ roles: check and lock
-
-    def _initial_tags(self, snap: persistence.Snapshot | None) -> dict[str, str]:
-        """--tag replaces saved tags; candidacies come from --role only, never from the file."""
-        opts = self.opts
-        user = {k: v for k, v in opts.tags.items() if not is_candidacy(k)}
-        if not user and snap is not None:
-            user = {k: v for k, v in snap.tags.items() if not is_candidacy(k) and k != FAILING_TAG}
-        offered = role_tags(opts.roles) | group_tags(opts.role_groups)
-        return user | offered | {k: v for k, v in opts.tags.items() if is_candidacy(k)}
 
     def _check_report(self, reason: str | None, source: str = "check") -> None:
         """--check (or --run's application: source "app") failing withholds every candidacy."""

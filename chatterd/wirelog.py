@@ -17,9 +17,10 @@ whether it was sealed, its sender and the kinds of the messages it carries::
 
     datagram dir=in peer=127.0.0.1:8081 bytes=61 sealed=False sender=n2 kinds=['hb']
 
-Cost: the runtime asks :attr:`WireLog.on`, a bool fixed at start from the log filter, before
-each datagram, and does nothing more when it is False (the default level, info): no line
-is built, nothing is decoded. When it is True the datagram is decoded a second time here
+Cost: the runtime asks :attr:`WireLog.on` before each datagram (the node's own filter, fixed at
+start, or a `chatterd monitor` at debug or trace: chatterd.logtap's gate), and does nothing
+more when it is False (the default level, info, and no monitor): no line is built, nothing is
+decoded. When it is True the datagram is decoded a second time here
 (and opened again when sealed: Sealer.open keeps no state, the replay window is the core's),
 which is the price of the lines, paid only by a node that asked for them.
 """
@@ -36,6 +37,7 @@ from chatterd import logs
 from chatterd.core import wire
 from chatterd.core.config import Config
 from chatterd.core.seal import Sealer, SealError, is_sealed
+from chatterd.logtap import GATE
 
 Addr = tuple[str, int]
 
@@ -83,15 +85,28 @@ class WireLog:
     """The node's datagram lines; ``on`` says whether there are any to write."""
 
     def __init__(self, name: str, config: Config, sealer: Callable[[], Sealer | None]) -> None:
-        self.gossip = logs.enabled(GOSSIP, logging.DEBUG)
-        self.datagrams = logs.enabled(WIRE, logs.TRACE)
-        self.on = self.gossip or self.datagrams  # asked before each datagram: nothing else runs if False
+        self._gossip = logs.enabled(GOSSIP, logging.DEBUG)  # the node's own filter, fixed at start
+        self._datagrams = logs.enabled(WIRE, logs.TRACE)
         self._max_size = config.max_receive
         self._max_depth = config.max_payload_depth
         self._sealer = sealer
         self.failures = 0
         self._log_gossip = structlog.get_logger(GOSSIP).bind(at=name)
         self._log_wire = structlog.get_logger(WIRE).bind(at=name)
+
+    @property
+    def gossip(self) -> bool:
+        """Lines per message of gossip: at the node's level, or for a `chatterd monitor` at debug."""
+        return self._gossip or GATE.monitored <= logging.DEBUG
+
+    @property
+    def datagrams(self) -> bool:
+        return self._datagrams or GATE.monitored <= logs.TRACE
+
+    @property
+    def on(self) -> bool:
+        """Asked before each datagram: nothing else runs if False."""
+        return self._gossip or self._datagrams or GATE.monitored <= logging.DEBUG
 
     def received(self, data: bytes, src: Addr) -> None:
         self._guarded("in", data, src)

@@ -45,6 +45,7 @@ def from_file(tmp_path: Path, text: str, argv: tuple[str, ...] = ()) -> dict[str
 SAME_AS_CLI = [
     ('listen = "127.0.0.1:7000"', ["--listen", "127.0.0.1:7000"]),
     ('listen = ":7000"', ["--listen", ":7000"]),
+    ("rejoin = true", ["--rejoin"]),
     ('join = ["127.0.0.1:1", "127.0.0.1:2"]', ["--join", "127.0.0.1:1", "--join", "127.0.0.1:2"]),
     ("join = []", []),
     ('retry_join = ["dns+chatter.svc:2428"]', ["--retry-join", "dns+chatter.svc:2428"]),  # Serf's key
@@ -123,7 +124,7 @@ def test_every_option_of_the_daemon_is_a_key_and_every_key_is_covered_above() ->
         for s in a.option_strings
         if s.startswith("--") and not s.startswith("--no-")
     }
-    assert set(file_options(build_parser())) == longs - {"help", "config"}
+    assert set(file_options(build_parser())) == longs - {"help", "config", "version"}
     assert {t.split(" ")[0] for t, _ in SAME_AS_CLI} == set(file_options(build_parser()))
 
 

@@ -92,7 +92,8 @@ def test_no_node_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str], monk
     assert cli.main(["members"]) == 1
     out, err = capsys.readouterr()
     assert out == ""
-    assert err == f"chatterd: error: no chatter node at http://127.0.0.1:{port} (connection refused)\n"
+    assert err.startswith(f"chatterd: error: no chatter node at http://127.0.0.1:{port} (connection refused): ")
+    assert err.count("\n") == 1 and "the address in $CHATTER_HTTP_ADDR" in err and "--http ADDR" in err
     # --http wins over the environment, also when given before a tags action.
     other = free_port()
     assert cli.main(["tags", "--http", f"http://127.0.0.1:{other}/", "set", "a=1"]) == 1

@@ -252,3 +252,4 @@ def test_the_units_command_line_with_the_example_config_parses() -> None:
     args = [str(DEPLOY / "chatterd.toml") if a == "/etc/chatterd/chatterd.toml" else a for a in argv[2:]]
     got = parse_daemon_args(args)
     assert got.data_dir == Path("/var/lib/chatterd") and got.label == "prod"
+    assert got.rejoin  # a restart (a graceful leave, then a start) rejoins the saved peers

@@ -30,6 +30,7 @@ def test_round_trip_and_missing(tmp_path: Path) -> None:
         "incarnation": 17,
         "peers": ["10.0.0.2:2428", "h:1"],
         "tags": {"role": "db"},
+        "left": False,  # True after a graceful leave (see test_rejoin_seeds...)
     }
     # Files from before tags were saved (or with none) load with no tags.
     (tmp_path / "node.json").write_text('{"name": "n1", "id": "x", "incarnation": 3, "peers": []}')
@@ -120,3 +121,13 @@ def test_join_seeds_are_a_bounded_sample_without_ourselves() -> None:
     assert all(f"{h}:{p}" in peers for h, p in seeds)
     small = Snapshot(name="n", id="i", incarnation=1, peers=["a:1", "b:2"])
     assert sorted(persistence.join_seeds(small, random.Random(1), own="a:1")) == [("b", 2)]
+
+
+def test_rejoin_seeds_after_a_crash_always_after_a_leave_only_with_rejoin() -> None:
+    rng = random.Random(1)
+    crashed = Snapshot(name="n1", id="x", incarnation=5, peers=["10.0.0.2:2428", "10.0.0.1:2428"])
+    left = Snapshot(name="n1", id="x", incarnation=5, peers=["10.0.0.2:2428"], left=True)
+    assert persistence.rejoin_seeds(crashed, rng, "10.0.0.1:2428", rejoin=False) == [("10.0.0.2", 2428)]
+    assert persistence.rejoin_seeds(left, rng, "10.0.0.1:2428", rejoin=False) == []
+    assert persistence.rejoin_seeds(left, rng, "10.0.0.1:2428", rejoin=True) == [("10.0.0.2", 2428)]
+    assert persistence.rejoin_seeds(None, rng, "10.0.0.1:2428", rejoin=True) == []

@@ -223,6 +223,11 @@ FIRST_SIGHT_MAX = 2**62
 # cluster's clocks to where the next honest rumors would be refused; 2^61 messages would be
 # needed to climb from here to there, one at a time.
 LAMPORT_ADOPT_MAX = 2**61
+# Members erased by `chatterd force-leave --prune` (core/forceleave.py): each leaves a
+# tombstone, kept reap_after seconds (as long as another node may still hold the member's
+# record), so that old news or a push-pull record cannot bring it back. At most this many;
+# past that the oldest goes first (a prune is an operator's act: thousands would be odd).
+MAX_PRUNED = 1024
 # Probes one node relays for others at once (core/probe.py: ping-req); more are refused.
 MAX_RELAYED_PROBES = 64
 # Tries at drawing a random peer other than ourselves before giving up for this round.
@@ -279,8 +284,7 @@ PERSIST_JOIN_PEERS = 8
 PERSIST_MAX_FILE = 64 * 1024
 
 # --- seeds from DNS (--join NAME:PORT, dns+, dnssrv+; chatterd/seeds.py) ----------------
-# Resolved again every 5 s while the node has not joined or is alone (a cluster restarted at
-# new addresses is found within a few seconds); a joined node does not ask DNS at all.
+# Resolved every 5 s while not joined or alone (a cluster restarted elsewhere is found in seconds).
 RESOLVE_INTERVAL = 5.0
 
 # --- operator commands (chatterd members, events, leave...) -----------------------------

@@ -223,6 +223,14 @@ class MemberTable:
         m = self.set(m, now, inc=inc, state=state)
         return Transition(m, old, state)
 
+    def erase(self, name: str) -> Member | None:
+        """Forget one member now (force-leave --prune), whatever its state; its record."""
+        m = self.members.pop(name, None)
+        if m is not None:
+            self._addr_moved(m.addr, None, name)
+            self.digest.update(m.bucket, m.signature(), 0)
+        return m
+
     def reap(self, now: float, after: float) -> list[str]:
         """Forget members dead or left for longer than ``after`` seconds (and, ``after`` later,
         that they were forgotten)."""

@@ -120,8 +120,13 @@ class Dead(_Msg, tag="dead"):
 
 
 class Left(_Msg, tag="left"):
+    """``node`` left, at incarnation ``inc``: from itself (a graceful leave) or from any member
+    for a member it believes dead (``chatterd force-leave``, core/forceleave.py). ``prune``
+    also erases the member from every table at once (force-leave --prune)."""
+
     node: str
     inc: U63
+    prune: bool = False
 
 
 class Rumor(_Msg, tag="rumor"):

@@ -16,10 +16,9 @@ The Node is the composition of one module per mechanism; it only dispatches mess
 them and finds the earliest deadline:
 
     detector.py   heartbeats, monitors, suspicion, local health; rtt.py: Vivaldi coordinates
-    state.py      member news (alive/suspect/dead/left), refutation, transitions → events
+    state.py      member news (alive/suspect/dead/left), refutation, transitions → events; forceleave.py
     gossip.py     piggyback broadcast of news: fanout, retransmit budget (queue.py)
-    rumors.py     application messages: inject, deduplicate, deliver, forward
-    repair.py     recovery of the rumors mongering missed
+    rumors.py     application messages: inject, deduplicate, deliver, forward; repair.py: what mongering missed
     sync.py       join, push-pull anti-entropy, reconnect
     election.py   role elections, claims and epochs, quorum, lock gating
     query.py      questions to members, answered to the asker; keys.py, userquery.py on it
@@ -44,6 +43,7 @@ from chatterd.core.digest import Digest
 from chatterd.core.effects import Effects, LoggerFactory
 from chatterd.core.election import Election
 from chatterd.core.events import Event
+from chatterd.core.forceleave import ForceLeave
 from chatterd.core.gossip import Gossip
 from chatterd.core.keys import Keys, own_tags
 from chatterd.core.local import Local, check_tags
@@ -127,6 +127,7 @@ class Node:
         self.rumors = Rumors(ctx, self.gossip, self.repair, self.delegate)
         self.queries = Queries(ctx, self.gossip)
         self.user_queries = UserQueries(ctx, self.queries, self.gossip)  # .ask, .respond: the shell's
+        self.force = ForceLeave(ctx, self.news, self.gossip)  # force.request(name, prune, now): forceleave.py
         self.keys = Keys(ctx, self.queries, self.keyring, lambda now: self.set_tags(self.local.tags, now))
         if sealer is not None:
             fx.member_key = self.keys.member_key
@@ -152,7 +153,7 @@ class Node:
             wire.Alive: lambda msg, src, now: news.on_alive(msg, now, src),
             wire.Suspect: lambda msg, src, now: news.on_suspect(msg, now, src),
             wire.Dead: lambda msg, src, now: news.on_dead(msg, now, src),
-            wire.Left: lambda msg, src, now: news.on_left(msg, now, src),
+            wire.Left: self.force.on_left,  # news.on_left, or a force-leave's prune
             wire.Join: self.sync.on_join,
             wire.State: self.sync.on_state,
             wire.DigestMsg: self.sync.on_digest,

@@ -47,6 +47,9 @@ class MemberNews(Part):
         self.dead: dict[str, None] = {}  # members we believe dead (reconnect candidates), in order
         # Called with each member whose state or tags changed (the election's candidates).
         self.on_change: Callable[[Member], None] = lambda m: None
+        # (node, inc, source, now): news of a member erased by force-leave --prune, to drop
+        # (core/forceleave.py).
+        self.buried: Callable[[str, int, Addr | None, float], bool] = lambda node, inc, src, now: False
 
     # ------------------------------------------------------------------ news
 
@@ -85,6 +88,8 @@ class MemberNews(Part):
         known = self.table.members.get(msg.node)
         if known is not None and msg.inc <= known.inc:
             return  # old news (the common case): skip parsing
+        if known is None and self.buried(msg.node, msg.inc, src, now):
+            return
         try:
             addr = wire.parse_addr(msg.addr)
         except ValueError:
@@ -186,6 +191,8 @@ class MemberNews(Part):
                 self.refute(rec.inc, now, src)
             return
         if m is None:
+            if self.buried(rec.node, rec.inc, src, now):
+                return
             try:
                 addr = wire.parse_addr(rec.addr)
             except ValueError:
@@ -216,14 +223,15 @@ class MemberNews(Part):
         self.fx.log_members.info("refuted", inc=me.inc)
 
     def heard(self, sender: str, now: float) -> None:
-        """A datagram came from member ``sender``: if we believe it suspect or dead, tell it
-        what we believe, so that it refutes."""
+        """A datagram came from member ``sender``: if we believe it suspect, dead or left, tell
+        it what we believe, so that it refutes (a member that is leaving does not; one that was
+        force-left or whose leave was forged does, within a heartbeat)."""
         m = self.table.get(sender)
         if m is None:
             return
         m = self.table.heard(m, now)
         self.detector.heard(sender, now)
-        if m.state in (SUSPECT, DEAD) and not self.local.leaving:
+        if m.state in (SUSPECT, DEAD, LEFT) and not self.local.leaving:
             self.fx.send_msg(self.record_msg(m), m.addr)
 
     # ------------------------------------------------------------------ after a change

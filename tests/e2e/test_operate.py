@@ -227,7 +227,12 @@ async def test_no_node_and_bad_daemon_tags(tmp_path: Path) -> None:
         (["leave", "--http", f"{HOST}:{port}"], None),
     ]:
         line = one_line_error(await chatterd(*args, env=env), 1)
-        assert line == f"chatterd: error: no chatter node at http://{HOST}:{port} (connection refused)"
+        # Where the address came from, and how to point the command elsewhere (chatterd.nodefind).
+        source = "the address in $CHATTER_HTTP_ADDR" if env else "the address given by --http"
+        assert line.startswith(
+            f"chatterd: error: no chatter node at http://{HOST}:{port} (connection refused): {source}"
+        )
+        assert line.endswith("point the command at a node with --http ADDR or CHATTER_HTTP_ADDR=ADDR"), line
 
     listen = ["--listen", f"{HOST}:{free_port()}"]
     for args, mentions in [
@@ -272,8 +277,12 @@ def without_join(args: list[str]) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["graceful", "crash"])
-async def test_data_dir_restart_keeps_identity_and_rejoins_without_join(tmp_path: Path, sig: int) -> None:
+@pytest.mark.parametrize(
+    ("sig", "rejoin"),
+    [(signal.SIGTERM, True), (signal.SIGKILL, False)],
+    ids=["graceful-rejoin", "crash"],
+)
+async def test_data_dir_restart_keeps_identity_and_rejoins_without_join(tmp_path: Path, sig: int, rejoin: bool) -> None:
     data = tmp_path / "c-data"
     async with local_cluster(0, log_dir=tmp_path, converge=False) as cluster:
         a, b = cluster.add("a"), cluster.add("b")
@@ -298,9 +307,10 @@ async def test_data_dir_restart_keeps_identity_and_rejoins_without_join(tmp_path
         snap = json.loads(saved.read_text())
         assert snap["name"] == "c" and snap["id"] == first["id"]
         assert snap["incarnation"] > first["incarnation"]  # the tag change raised it
+        assert snap.get("left", False) == (sig == signal.SIGTERM)  # a graceful leave is remembered
         assert await peers_saved()
 
-        c.args = without_join(c.args)
+        c.args = without_join(c.args) + (["--rejoin"] if rejoin else [])
         assert "--join" not in c.args
         c.start()
         await cluster.wait_converged(timeout=FAILURE_TIMEOUT)
@@ -313,10 +323,63 @@ async def test_data_dir_restart_keeps_identity_and_rejoins_without_join(tmp_path
         loaded = [line for line in log if line["event"] == "state_loaded"]
         assert len(loaded) == 1 and loaded[0]["id"] == first["id"], loaded
         # The second life joined through the saved peers (after a crash the others would also
-        # find it by retrying the dead member; after a leave, only this brings it back).
+        # find it by retrying the dead member; after a leave, only --rejoin brings it back).
         started = [line for line in log if line["event"] == "started"]
         assert len(started) == 2 and started[0]["seeds"] == [b.addr], started
         assert sorted(started[1]["seeds"]) == sorted([a.addr, b.addr]), started
+
+
+async def test_after_a_graceful_leave_no_rejoin_without_rejoin(tmp_path: Path) -> None:
+    """Serf's rule: a node that left gracefully (SIGTERM here, chatterd leave alike) and comes
+    back without --rejoin does not join its saved peers: it starts alone (a --join would still
+    be joined); with --rejoin it does (the test above)."""
+    data = tmp_path / "c-data"
+    async with local_cluster(0, log_dir=tmp_path, converge=False) as cluster:
+        a = cluster.add("a")
+        c = cluster.add("c", join=[a], args=["--data-dir", str(data)])
+        await cluster.wait_converged()
+        await wait_until(lambda: _saved_peer(data, a.addr), 20, "c's peer in its node.json")
+        c.kill(signal.SIGTERM)
+        assert await c.wait_exit() == 0
+        await cluster.wait_state("c", "left", timeout=FAILURE_TIMEOUT)
+        assert json.loads((data / "node.json").read_text())["left"] is True
+        c.args = without_join(c.args)
+        c.start()
+        await wait_until(lambda: _answers(c), FAILURE_TIMEOUT, "c's API")
+        await trio.sleep(3)  # a rejoin through the saved peer would be done by now
+        assert set(await c.members()) == {"c"}
+        assert (await a.members())["c"]["state"] == "left"
+        log = [json.loads(line) for line in c.log_path.read_text().splitlines() if line.startswith("{")]
+        assert [line["peers"] for line in log if line["event"] == "state_left"] == [1], log
+        assert [line["seeds"] for line in log if line["event"] == "started"][-1] == []
+        # Alone, it kept the saved peer: stopped again and started with --rejoin, it rejoins.
+        c.kill(signal.SIGTERM)
+        assert await c.wait_exit() == 0
+        assert json.loads((data / "node.json").read_text())["peers"] == [a.addr]
+        c.args = [*c.args, "--rejoin"]
+        c.start()
+        await wait_until(lambda: _is_member(a, "c", "alive"), FAILURE_TIMEOUT, "c alive at a after --rejoin")
+        res = await chatterd("--listen", f"{HOST}:{free_port()}", "--rejoin")  # --rejoin alone: what would it rejoin?
+        assert (
+            one_line_error(res, 2)
+            == "chatterd: error: --rejoin needs --data-dir DIR (the peers it rejoins are saved there)"
+        )
+
+
+async def _saved_peer(data: Path, peer: str) -> bool:
+    try:
+        return peer in json.loads((data / "node.json").read_text())["peers"]
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+async def _is_member(node: LocalNode, name: str, state: str) -> bool:
+    members = await node.try_get("/v1/members") or []
+    return any(m["name"] == name and m["state"] == state for m in members)
+
+
+async def _answers(node: LocalNode) -> bool:
+    return await node.try_get("/v1/health") is not None
 
 
 @pytest.mark.parametrize(
