@@ -29,6 +29,7 @@ COMMANDS = (
     "info",
     "force-leave",
     "monitor",
+    "join",
 )
 
 EXIT_USAGE = 2  # bad arguments: nothing was done

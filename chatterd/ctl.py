@@ -10,7 +10,7 @@
                    [--no-ack] [--relay-factor N] [--json]          (chatterd.queryctl)
     chatterd reachability [--timeout SECONDS] [--json]
     chatterd rtt NODE [NODE] [--json]     (chatterd/coords.py)
-    chatterd info | force-leave NAME [--prune] | monitor [--log-level LEVEL]   (chatterd.opsctl)
+    chatterd info | force-leave NAME [--prune] | monitor [--log-level LEVEL] | join ADDR...   (chatterd.opsctl)
 
 Each talks to the node at ``--http ADDR``, given before or after the command (default:
 ``$CHATTER_HTTP_ADDR``, else the node this user started on this host, else 127.0.0.1:2428:

@@ -4,6 +4,8 @@ GET  /v1/info          this node, its protocol, counters and the config in effec
 POST /v1/force-leave   {"node": NAME, "prune": false}: move the failed member NAME to left
                        cluster-wide (chatterd force-leave); 404 for an unknown member, 409 for a
                        live one (it would refute)
+POST /v1/join         {"addrs": ["HOST:PORT", ...], "timeout": S}: knock on other nodes (chatterd join,
+                       chatterd.joinops)
 GET  /v1/monitor       the node's log lines as they happen, as server-sent events, one JSON
                        object each (?level=trace|debug|info|warn|error, default info; the
                        node's own log level does not limit it); chatterd monitor
@@ -25,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from chatterd import logtap
+from chatterd import joinops, logtap
 from chatterd.apiguard import mutating
 from chatterd.cliargs import version
 from chatterd.core import wire
@@ -116,6 +118,10 @@ class OpsEndpoints:
         live = sum(1 for m in node.table.members.values() if m.state in LIVE)
         return JSONResponse(dataclasses.asdict(result) | {"members_told": max(live - 1, 0)})
 
+    @mutating
+    async def join(self, request: Request) -> JSONResponse:
+        return await joinops.endpoint(self.rt, request)
+
     async def monitor(self, request: Request) -> Response:
         text = request.query_params.get("level", "info").strip().lower()
         level = logtap.LEVELS.get(text)
@@ -152,4 +158,5 @@ def routes(rt: Runtime) -> list[Route]:
         Route("/v1/info", e.info),
         Route("/v1/force-leave", e.force_leave, methods=["POST"]),
         Route("/v1/monitor", e.monitor),
+        Route("/v1/join", e.join, methods=["POST"]),
     ]

@@ -3,6 +3,7 @@
     chatterd info [--json]                       serf info: node, protocol, counters, config in effect
     chatterd force-leave NAME [--prune] [--json]  serf force-leave: a failed member moves to left everywhere
     chatterd monitor [--log-level LEVEL] [--json] serf monitor: the node's log lines as they happen
+    chatterd join ADDR... [--timeout SECONDS] [--json]  serf join: knock on other nodes (chatterd.joinops)
 
 They talk to the node as every command does (chatterd.ctl: where the node is, its token) and
 read chatterd.opsapi's routes. ``monitor`` runs until interrupted or until the node stops.
@@ -16,7 +17,9 @@ from typing import Any
 
 import httpx
 
-from chatterd.apiclient import Client, CtlError, sse_events
+from chatterd.apiclient import EXIT_FAILED, Client, CtlError, sse_events
+from chatterd.cliargs import positive_float
+from chatterd.joinops import JOIN_TIMEOUT, JOIN_TIMEOUT_MAX
 from chatterd.tables import compact, format_tags
 
 EXIT_OK = 0
@@ -86,6 +89,26 @@ def cmd_force_leave(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------- join
+
+
+def cmd_join(client: Client, args: argparse.Namespace) -> int:
+    body = {"addrs": args.addrs, "timeout": args.timeout}
+    result = client.request("POST", "/v1/join", body, timeout=args.timeout + 10)  # + DNS, + the answer
+    if args.json:
+        _print(json.dumps(result, indent=2))
+    else:
+        for j in result["joined"]:
+            _print(f"joined      {j['addr']}  ({j['node']})")
+        for a in result["not_joined"]:
+            _print(f"no answer   {a}")
+        for e in result["errors"]:
+            _print(f"not found   {e}")
+        n, asked = len(result["joined"]), len(result["resolved"])
+        _print(f"joined {n} of {asked} address{'es' if asked != 1 else ''}; {result['members']} live members now")
+    return EXIT_OK if result["joined"] else EXIT_FAILED
+
+
 # ---------------------------------------------------------------------- monitor
 
 
@@ -141,6 +164,25 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     f.add_argument("--prune", action="store_true", help="erase it from every member table too")
     f.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON for scripts")
     f.set_defaults(run=cmd_force_leave)
+
+    j = sub.add_parser(
+        "join",
+        parents=[common],
+        help="knock on other nodes, as on seeds: their cluster and ours merge",
+        description="Like serf join: the node sends its Join to each address (the forms of --join: IP:PORT, "
+        "NAME:PORT, dns+NAME:PORT, dnssrv+NAME), again every join_retry_interval, until each is a live "
+        "member or --timeout runs out. Exit status 1 when none joined. The node's seeds do not change.",
+    )
+    j.add_argument("addrs", nargs="+", metavar="ADDR", help="a node's gossip address, as for --join")
+    j.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=JOIN_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long to wait for the answers (default {JOIN_TIMEOUT:g}, at most {JOIN_TIMEOUT_MAX:g})",
+    )
+    j.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON for scripts")
+    j.set_defaults(run=cmd_join)
 
     m = sub.add_parser(
         "monitor",

@@ -86,6 +86,16 @@ class Sync(Part):
             self.next_join = None
             self.election.settle(now)
 
+    def knock(self, addrs: list[Addr]) -> int:
+        """``chatterd join``: our Join to each address but ours, as to a seed. A node of another
+        cluster answers with its state and the two clusters merge by gossip. Returns how many
+        were sent (the seeds do not change: a restart joins through --join as before)."""
+        data = self.join_datagram()
+        targets = [a for a in addrs if a != self.local.addr]
+        for addr in targets:
+            self.fx.send(data, addr)
+        return len(targets)
+
     def soon(self, now: float) -> None:
         """Start a push-pull exchange now."""
         self.next_pushpull = now
