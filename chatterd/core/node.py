@@ -126,7 +126,7 @@ class Node:
         self.repair = Repair(ctx, self.gossip)
         self.rumors = Rumors(ctx, self.gossip, self.repair, self.delegate)
         self.queries = Queries(ctx, self.gossip)
-        self.user_queries = UserQueries(ctx, self.queries, self.gossip)  # .ask, .respond: the shell's
+        self.user_queries = UserQueries(ctx, self.queries, self.gossip, self.detector.rtt)  # .ask, .respond
         self.force = ForceLeave(ctx, self.news, self.gossip)  # force.request(name, prune, now): forceleave.py
         self.keys = Keys(ctx, self.queries, self.keyring, lambda now: self.set_tags(self.local.tags, now))
         if sealer is not None:

@@ -54,6 +54,7 @@ from chatterd.core.gossip import Gossip
 from chatterd.core.membership import LIVE
 from chatterd.core.query import Queries, QueryError
 from chatterd.core.queryfilter import FilterError, compile_filters
+from chatterd.core.rtt import RoundTrips
 
 Addr = tuple[str, int]
 
@@ -73,10 +74,14 @@ def check_name(name: str) -> str:
     return name
 
 
-def default_timeout(cfg: Config, members: int) -> float:
-    """Serf's GossipInterval * QueryTimeoutMult * ceil(log10(N + 1)), with our unit (config.py)."""
+def default_timeout(cfg: Config, members: int, slowest_rtt: float = 0.0) -> float:
+    """Serf's GossipInterval * QueryTimeoutMult * ceil(log10(N + 1)), with our unit (config.py),
+    plus two of the longest round trips the network coordinates estimate to a member (the query
+    reaches it by gossip, its answer comes straight back; a relay may add a leg): a slow link
+    gets the time it needs, a LAN (rtt well under a millisecond) nothing noticeable."""
     unit = max(cfg.gossip_interval * USER_QUERY_TIMEOUT_MULT, USER_QUERY_UNIT)
-    return min(unit * max(1, math.ceil(math.log10(members + 1))), QUERY_TIMEOUT_MAX)
+    base = unit * max(1, math.ceil(math.log10(members + 1)))
+    return min(base + 2 * min(max(slowest_rtt, 0.0), QUERY_TIMEOUT_MAX), QUERY_TIMEOUT_MAX)
 
 
 def check_timeout(value: Any) -> float | None:
@@ -125,10 +130,11 @@ class _Answering:
 
 
 class UserQueries(Part):
-    def __init__(self, ctx: Context, queries: Queries, gossip: Gossip) -> None:
+    def __init__(self, ctx: Context, queries: Queries, gossip: Gossip, rtt: RoundTrips) -> None:
         super().__init__(ctx)
         self.queries = queries
         self.gossip = gossip
+        self.rtt = rtt  # the network coordinates: the default timeout allows for a slow link
         self.handled: frozenset[str] = frozenset()  # the names the shell has handlers for
         self.asked: dict[str, _Asked] = {}
         self.answering: dict[str, _Answering] = {}
@@ -137,6 +143,12 @@ class UserQueries(Part):
     def live_count(self) -> int:
         return sum(1 for m in self.table.members.values() if m.state in LIVE)
 
+    def slowest_rtt(self) -> float:
+        """The longest round trip estimated from here to a live member, 0 if none is known."""
+        me = self.local.name
+        rtts = (self.rtt.estimate(me, m.name) for m in self.table.members.values() if m.state in LIVE)
+        return max((r for r in rtts if r is not None), default=0.0)
+
     # ------------------------------------------------------------------ asking
 
     def ask(self, q: UserQuery, now: float, *, internal: bool = False) -> str:
@@ -144,7 +156,10 @@ class UserQueries(Part):
         query's id. Raises QueryError (nothing was asked)."""
         if not internal:
             check_name(q.name)
-        timeout = q.timeout if q.timeout is not None else default_timeout(self.cfg, self.live_count())
+        if q.timeout is not None:
+            timeout = q.timeout
+        else:
+            timeout = default_timeout(self.cfg, self.live_count(), self.slowest_rtt())
         if not 0 < timeout <= QUERY_TIMEOUT_MAX:
             raise QueryError(f"the timeout must be above 0 and at most {QUERY_TIMEOUT_MAX:g} s")
         size = len(q.data.encode())

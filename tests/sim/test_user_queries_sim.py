@@ -10,7 +10,7 @@ import time
 import pytest
 
 from chatterd.core import wire
-from chatterd.core.config import LAN, MAX_PENDING_USER_QUERIES, QUERY_DATA_MAX, QUERY_RESPONSE_MAX
+from chatterd.core.config import LAN, MAX_PENDING_USER_QUERIES, QUERY_DATA_MAX, QUERY_RESPONSE_MAX, QUERY_TIMEOUT_MAX
 from chatterd.core.events import QueryRequest, QueryUpdate
 from chatterd.core.query import QueryError
 from chatterd.core.userquery import REACH_QUERY, UserQuery, default_timeout
@@ -249,3 +249,25 @@ def test_the_asker_answers_itself_and_a_query_for_nobody_ends_at_once() -> None:
     assert [u.kind for u in ups] == ["done"] and ups[0].asked == ()
     sim.run_for(0.5)
     assert sim.nodes["n1"].stats["queries_filtered_out"] == 2  # it still saw (and passed on) both
+
+
+def test_the_default_timeout_allows_for_the_slowest_link_the_coordinates_know() -> None:
+    assert default_timeout(LAN, 5, 0.4) == pytest.approx(1.8)  # 1 s for the size, two 0.4 s round trips
+    assert default_timeout(LAN, 5, 1e9) == QUERY_TIMEOUT_MAX and default_timeout(LAN, 5, -1.0) == 1.0
+
+
+@pytest.mark.parametrize("coordinates", [True, False])
+def test_a_member_behind_a_slow_link_answers_within_the_default_timeout(coordinates: bool) -> None:
+    """n3 sits behind a 0.6 s access link (a 1.2 s round trip, over the 1 s a 6-member cluster
+    gets): with coordinates its answer arrives in time; without them (the control) it does not."""
+    config = LAN.replace(rtt_interval=5.0, coordinates=coordinates)
+    sim = cluster(6, 7, {"n3": ["q"]}, config=config, latency=(0.0001, 0.0003))
+    sim.set_delay("n3", 0.6)
+    sim.run_for(10 * 60)  # the coordinates settle (probes every 5 s)
+    ups = run_query(sim, "n0", UserQuery("q", "x"))
+    done = ups[-1]
+    if coordinates:
+        assert done.answered == ("n3",) and done.silent == ()
+        assert of(ups, "response")["n3"].rtt > 1.0  # it did take longer than the size's 1 s
+    else:
+        assert done.answered == () and "n3" in done.silent + done.acked
