@@ -11,7 +11,9 @@ victims of the stops are the same node names for every system.
 join       the seed is started and answers; t0; the N - 1 others are started at once, joining
            through it. Figure: the time at which the last (observer, member) pair turned alive,
            every node seeing every other alive, minus t0 (process start-up included).
-idle       after a settle pause, with nothing polling the nodes: CPU per node (utime + stime from
+idle       after a settle pause and no sooner than ``--idle-after`` (20 s) after the join converged
+           (the steady state: chatter's coordinates probe every 1 s for their first 16 probes, then
+           every 60 s), with nothing polling the nodes: CPU per node (utime + stime from
            /proc/PID/stat, % of one core) and bytes per second per node on the nodes' ports
            (iptables counters on lo, ``benchmarks._lib.iptables.PortAccounting``: UDP they send plus TCP to or from
            their ports, IP sizes, divided by N).
@@ -291,10 +293,14 @@ async def run_system(system: str, n: int, args: argparse.Namespace, log_dir: Pat
     async with open_cluster(system, log_dir) as c:
         say(f"{system} N={n}: starting")
         res["join_s"], probs = await phase_join(c, n, timeout)
+        t_joined = trio.current_time()
         res["problems"] += probs
         if probs:
             return res
         await trio.sleep(args.settle)
+        wait = args.idle_after - (trio.current_time() - t_joined)
+        if wait > 0:  # past the start-up transients (chatter's coordinate warm-up: 16 probes, 1 s apart)
+            await trio.sleep(wait)
         say(f"{system} N={n}: idle window {args.idle:g} s")
         res["idle"] = await phase_idle(c, args.idle, args.account)
         res["problems"] += res["idle"].pop("problems")
@@ -421,6 +427,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_systems_arg(p)
     p.add_argument("--idle", type=float, default=20.0, help="idle window in seconds (default: 20)")
     p.add_argument("--settle", type=float, default=2.0, help="pause after each convergence (s, default: 2)")
+    p.add_argument(
+        "--idle-after",
+        type=float,
+        default=20.0,
+        help="the idle window starts no sooner than this long after every node saw every other alive: the "
+        "steady state, past start-up transients such as chatter's coordinate warm-up (s, default: 20; 0: at once)",
+    )
     p.add_argument("--timeout", type=float, default=30.0, help="longest wait for one step, plus N seconds")
     p.add_argument("--seed", type=int, default=1, help="seed for the victims and broadcast origins (default: 1)")
     p.add_argument("--no-bytes", dest="account", action="store_false", help="skip the iptables byte counts")
