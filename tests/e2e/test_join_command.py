@@ -28,10 +28,10 @@ async def test_join_merges_two_clusters_and_reports_who_did_not_answer(tmp_path:
         cluster.add("b")  # joins a
         c = cluster.add("c", join=[])  # a cluster of its own
 
-        async def a_sees_b() -> bool:
-            return (await cluster.states(a)).get("b") == "alive"
+        async def a_sees_b_and_c_is_up() -> bool:
+            return (await cluster.states(a)).get("b") == "alive" and await c.try_get("/v1/members") is not None
 
-        await cluster.wait_for(a_sees_b, FAILURE_TIMEOUT * 4)
+        await cluster.wait_for(a_sees_b_and_c_is_up, FAILURE_TIMEOUT * 4)
         assert set(await c.members()) == {"c"}
 
         res = await run_cli("chatterd", "join", a.addr, "--http", c.addr, env=env)
