@@ -22,6 +22,7 @@ keeps the app's roles (README, "Binding a role to the application").
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -60,8 +61,11 @@ def http_json(
         req.add_header("Authorization", f"Bearer {token}")
     if data is not None:
         req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        return json.loads(r.read() or b"null")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read() or b"null")
+    except http.client.HTTPException as e:  # a peer that died mid-answer (IncompleteRead): as a refused one
+        raise ConnectionError(f"{url}: {e!r}") from e
 
 
 class Sidecar:

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SMOKE = {
     "latency": ("--n 3 --repeat 1 --messages 2 --idle 1 --settle 0.2", "dead after kill -9"),
     "compare": (
-        "--n 3 --repeat 1 --messages 2 --idle 1 --settle 0.2 --idle-after 0 --systems chatter,chatter-sealed --no-bytes",
+        "--n 3 --repeat 1 --messages 2 --idle 1 --settle 0.2 --idle-after 0 "
+        "--systems chatter,chatter-sealed --no-bytes",
         "chatter-sealed",
     ),
     "sim_scale": ("--sizes 30 --messages 2 --skip loss partition tradeoff", "size"),
