@@ -34,6 +34,7 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -274,43 +275,14 @@ class Handlers:
         keys = {"handler": spec.command, "kind": row["kind"], "id": row["id"], "seq": row["seq"]}
         started = trio.current_time()
         try:
-            proc = await trio.lowlevel.open_process(
-                [SHELL, "-c", spec.command],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=env,
-                start_new_session=True,  # its own process group: a timeout kills its children too
-            )
+            proc = await open_shell(spec.command, env)
         except OSError as e:
             self.stats["handler_failures"] += 1
             log.warning("handler_failed", **keys, error=f"cannot start {SHELL}: {e}")
             return
         out, err = _Capture(), _Capture()
-        timed_out = False
-        runtime = 0.0
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_feed, proc.stdin, data)
-                nursery.start_soon(out.drain, proc.stdout)
-                nursery.start_soon(err.drain, proc.stderr)
-                with trio.move_on_after(self.timeout):
-                    await proc.wait()
-                if proc.returncode is None:
-                    timed_out = True
-                    _kill_group(proc)
-                    await proc.wait()
-                runtime = trio.current_time() - started
-                # A background child may hold the pipes open: read what it wrote, then stop.
-                nursery.cancel_scope.deadline = min(nursery.cancel_scope.deadline, trio.current_time() + _PIPE_GRACE)
-        finally:
-            if proc.returncode is None:  # cancelled: the node is stopping
-                _kill_group(proc)
-            with trio.CancelScope(shield=True):
-                for stream in (proc.stdin, proc.stdout, proc.stderr):
-                    if stream is not None:
-                        await stream.aclose()
-                await proc.wait()
+        timed_out, ended = await run_child(proc, data, out.drain, err.drain, self.timeout, _PIPE_GRACE)
+        runtime = ended - started
         status = proc.returncode
         result: dict[str, Any] = {
             "status": status,
@@ -331,6 +303,55 @@ class Handlers:
             log.warning("handler_failed", **keys, **result)
         else:
             log.info("handler_done", **keys, **result)
+
+
+async def open_shell(command: str, env: dict[str, str]) -> trio.Process:
+    """``command`` through the shell, its three pipes open, in a process group of its own (a
+    timeout kills its children too). Raises OSError when the shell cannot start."""
+    return await trio.lowlevel.open_process(
+        [SHELL, "-c", command],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
+
+
+Drain = Callable[[trio.abc.ReceiveStream | None], Awaitable[None]]
+
+
+async def run_child(
+    proc: trio.Process, stdin: bytes, out: Drain, err: Drain, timeout: float, grace: float
+) -> tuple[bool, float]:
+    """Feed ``stdin``, drain stdout and stderr with ``out`` and ``err``, wait up to ``timeout``
+    and kill the process group past it; the pipes are closed and the child reaped whatever
+    happens (cancelled: killed first). Returns (killed, when it ended, trio time)."""
+    killed = False
+    ended = trio.current_time()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_feed, proc.stdin, stdin)
+            nursery.start_soon(out, proc.stdout)
+            nursery.start_soon(err, proc.stderr)
+            with trio.move_on_after(timeout):
+                await proc.wait()
+            if proc.returncode is None:
+                killed = True
+                _kill_group(proc)
+                await proc.wait()
+            ended = trio.current_time()
+            # A background child may hold the pipes open: read what it wrote, then stop.
+            nursery.cancel_scope.deadline = min(nursery.cancel_scope.deadline, ended + grace)
+    finally:
+        if proc.returncode is None:  # cancelled: the node is stopping
+            _kill_group(proc)
+        with trio.CancelScope(shield=True):
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                if stream is not None:
+                    await stream.aclose()
+            await proc.wait()
+    return killed, ended
 
 
 async def _feed(stream: trio.abc.SendStream | None, data: bytes) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,7 +29,7 @@ import trio
 
 from chatterd.core.config import MAX_ANSWERING, QUERY_HANDLERS_AT_ONCE, QUERY_RESPONSE_MAX
 from chatterd.core.events import QueryRequest
-from chatterd.handlers import ENV_KEYS, SHELL, HandlerSpec, _feed, _kill_group
+from chatterd.handlers import ENV_KEYS, SHELL, HandlerSpec, open_shell, run_child
 
 log = structlog.get_logger("chatterd.handlers")
 
@@ -71,36 +70,9 @@ class _Capture:
 async def run_command(command: str, stdin: bytes, env: dict[str, str], timeout: float, limit: int) -> Outcome:
     """Run ``command`` through the shell with ``stdin``; kill its process group at ``timeout``.
     Raises OSError when the shell cannot start."""
-    proc = await trio.lowlevel.open_process(
-        [SHELL, "-c", command],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        start_new_session=True,
-    )
+    proc = await open_shell(command, env)
     out, err = _Capture(limit + 1), _Capture(_STDERR_KEEP)
-    killed = False
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_feed, proc.stdin, stdin)
-            nursery.start_soon(out.drain, proc.stdout)
-            nursery.start_soon(err.drain, proc.stderr)
-            with trio.move_on_after(timeout):
-                await proc.wait()
-            if proc.returncode is None:
-                killed = True
-                _kill_group(proc)
-                await proc.wait()
-            nursery.cancel_scope.deadline = min(nursery.cancel_scope.deadline, trio.current_time() + _PIPE_GRACE)
-    finally:
-        if proc.returncode is None:  # cancelled: the node is stopping
-            _kill_group(proc)
-        with trio.CancelScope(shield=True):
-            for stream in (proc.stdin, proc.stdout, proc.stderr):
-                if stream is not None:
-                    await stream.aclose()
-            await proc.wait()
+    killed, _ = await run_child(proc, stdin, out.drain, err.drain, timeout, _PIPE_GRACE)
     return Outcome(None if killed else proc.returncode, bytes(out.data), bytes(err.data))
 
 
