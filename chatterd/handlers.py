@@ -164,10 +164,12 @@ def _query_name(name: str, filt: str) -> str:
         raise HandlerSpecError(f"{e} in filter {filt!r}") from None
 
 
-class _Capture:
-    """The first bytes of a pipe; reads it to the end so the child never blocks on it."""
+class Capture:
+    """The first ``limit`` bytes of a pipe; reads it to the end so the child never blocks on it
+    (event handlers here, query handlers in chatterd.queryhandlers)."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = _CAPTURE_BYTES) -> None:
+        self.limit = limit
         self.data = bytearray()
 
     async def drain(self, stream: trio.abc.ReceiveStream | None) -> None:
@@ -175,7 +177,7 @@ class _Capture:
             return
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             while chunk := await stream.receive_some(65536):
-                room = _CAPTURE_BYTES - len(self.data)
+                room = self.limit - len(self.data)
                 if room > 0:
                     self.data += chunk[:room]
 
@@ -280,7 +282,7 @@ class Handlers:
             self.stats["handler_failures"] += 1
             log.warning("handler_failed", **keys, error=f"cannot start {SHELL}: {e}")
             return
-        out, err = _Capture(), _Capture()
+        out, err = Capture(), Capture()
         timed_out, ended = await run_child(proc, data, out.drain, err.drain, self.timeout, _PIPE_GRACE)
         runtime = ended - started
         status = proc.returncode

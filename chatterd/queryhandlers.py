@@ -19,7 +19,6 @@ exits non-zero answers with its output and the error "exit status N" (its first 
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ import trio
 
 from chatterd.core.config import MAX_ANSWERING, QUERY_HANDLERS_AT_ONCE, QUERY_RESPONSE_MAX
 from chatterd.core.events import QueryRequest
-from chatterd.handlers import ENV_KEYS, SHELL, HandlerSpec, open_shell, run_child
+from chatterd.handlers import ENV_KEYS, SHELL, Capture, HandlerSpec, open_shell, run_child
 
 log = structlog.get_logger("chatterd.handlers")
 
@@ -51,27 +50,11 @@ class Outcome:
     stderr: bytes
 
 
-class _Capture:
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.data = bytearray()
-
-    async def drain(self, stream: trio.abc.ReceiveStream | None) -> None:
-        """Keep the first ``limit`` bytes; read the rest to the end so the child never blocks."""
-        if stream is None:
-            return
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            while chunk := await stream.receive_some(65536):
-                room = self.limit - len(self.data)
-                if room > 0:
-                    self.data += chunk[:room]
-
-
 async def run_command(command: str, stdin: bytes, env: dict[str, str], timeout: float, limit: int) -> Outcome:
     """Run ``command`` through the shell with ``stdin``; kill its process group at ``timeout``.
     Raises OSError when the shell cannot start."""
     proc = await open_shell(command, env)
-    out, err = _Capture(limit + 1), _Capture(_STDERR_KEEP)
+    out, err = Capture(limit + 1), Capture(_STDERR_KEEP)
     killed, _ = await run_child(proc, stdin, out.drain, err.drain, timeout, _PIPE_GRACE)
     return Outcome(None if killed else proc.returncode, bytes(out.data), bytes(err.data))
 
