@@ -41,6 +41,7 @@ def coordinates_view(node: Node) -> dict[str, Any]:
     rtt = node.rtt
     rows = [coordinate_row(node.name, rtt.vivaldi.coord)]
     rows += [coordinate_row(n, c) for n, c in rtt.known.items() if n in node.table.members]
+    rows += [coordinate_row(n, c) for n, c in rtt.heard.items() if n in node.table.members and n not in rtt.known]
     return {
         "node": node.name,
         "enabled": rtt.enabled,
@@ -79,7 +80,7 @@ def cmd_rtt(client: Client, args: argparse.Namespace) -> int:
     if missing:
         raise CtlError(
             f"{answer.get('node')} has no coordinate for {', '.join(map(str, missing))} yet "
-            f"(it knows {len(rows)}: they come with its round-trip probes, see chatterd rtt --help)",
+            f"(it knows {len(rows)}: they come with its round-trip probes and their answers, see chatterd rtt --help)",
             EXIT_FAILED,
         )
     est = _parse(rows[a]).distance(_parse(rows[b]))
@@ -98,7 +99,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Estimate the round trip between two nodes from their Vivaldi network coordinates, like "
         "serf rtt: with one NODE, from the asked node to NODE; with two, between them. The coordinates come "
         "from a round-trip probe each node sends one member every --rtt-interval (60 s in the lan profile, the "
-        "first 16 every second): the asked node knows a member's coordinate once it has probed it (within N "
+        "first 16 every second); each answer also passes on two coordinates the answerer measured of other "
+        "members, so the asked node knows most members' coordinates within 30 s of its start (all within N "
         "intervals), and the estimates settle within the hour (minutes at --rtt-interval 5).",
     )
     r.add_argument("nodes", nargs="+", metavar="NODE", help="one or two member names")

@@ -56,6 +56,7 @@ log = structlog.get_logger("chatterd.runtime")
 
 Addr = tuple[str, int]
 
+
 class Runtime:
     def __init__(self, opts: Options) -> None:
         self.opts = opts

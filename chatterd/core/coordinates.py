@@ -52,6 +52,10 @@ COORD_MAX_RTT = 10.0
 # each within +-100 s (far beyond any real coordinate). Beyond: a malformed datagram.
 COORD_WIRE_MAX = 100_000_000
 COORD_ERROR_WIRE_MAX = 1500
+# Gossip (core/rtt.py): an answer to a probe carries up to this many coordinates of other
+# members, each named in at most COORD_NAME_MAX characters (a DNS name's length).
+RTT_GOSSIP_MAX = 2
+COORD_NAME_MAX = 255
 ZERO = 1e-6  # below this (seconds), two points coincide and a distance or error is zero
 
 

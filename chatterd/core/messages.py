@@ -14,7 +14,13 @@ import msgspec
 
 from chatterd.core.bounds import U63, Epoch
 from chatterd.core.config import MAX_RELAY_FACTOR
-from chatterd.core.coordinates import COORD_DIMENSIONS, COORD_ERROR_WIRE_MAX, COORD_WIRE_MAX
+from chatterd.core.coordinates import (
+    COORD_DIMENSIONS,
+    COORD_ERROR_WIRE_MAX,
+    COORD_NAME_MAX,
+    COORD_WIRE_MAX,
+    RTT_GOSSIP_MAX,
+)
 from chatterd.core.digest import BUCKETS
 from chatterd.core.membership import MemberState
 from chatterd.core.roles import Claim
@@ -76,6 +82,13 @@ class Coord(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     height: Annotated[int, msgspec.Meta(ge=0, le=COORD_WIRE_MAX)]
 
 
+class HeardCoord(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    """``[member, coordinate]``: a member's coordinate as the sender last had it from it."""
+
+    node: Annotated[str, msgspec.Meta(min_length=1, max_length=COORD_NAME_MAX)]
+    c: Coord
+
+
 class RttPing(_Msg, tag="rtt"):
     """A round-trip probe for network coordinates (core/rtt.py), answered with an RttAck
     echoing ``t`` (a random token: the asker times the round trip itself, nothing from the
@@ -86,10 +99,13 @@ class RttPing(_Msg, tag="rtt"):
 
 
 class RttAck(_Msg, tag="rtt-ack"):
-    """The answer to an RttPing: its token and the answering node's coordinate."""
+    """The answer to an RttPing: its token, the answering node's coordinate and, gossiped, up
+    to RTT_GOSSIP_MAX coordinates it got first-hand from other members."""
 
     t: Annotated[int, msgspec.Meta(ge=0, le=0xFFFFFFFF)]
     c: Coord
+    # Coordinates the answerer measured of other members (core/rtt.py gossip), a few at most.
+    g: Annotated[list[HeardCoord], msgspec.Meta(max_length=RTT_GOSSIP_MAX)] = []
 
 
 class Lease(_Msg, tag="lease"):

@@ -12,6 +12,16 @@ with its coordinate. The asker times the round trip on its own clock (nothing fr
 peer's clock is used), feeds it to its Vivaldi client and keeps the member's coordinate.
 The ping carries no coordinate: bytes are what the idle budget is short of (core/config.py).
 
+Gossip: the answer also carries up to RTT_GOSSIP_MAX coordinates the answerer measured
+first-hand from other members (the next ones of its list, in turn), so that a node soon knows
+the coordinates of members it has not probed yet: ``chatterd rtt A B`` works on a third node
+(as Serf's coordinates ride on its probes' acks). What is heard second-hand is kept apart
+(``heard``): it serves the operator's estimates, never the detector's slack or a query's
+timeout (a member lying about another must not delay that one's detection), and a first-hand
+coordinate always replaces it. The reconnection of a dead member (core/sync.py) knocks with a
+ping too: an answer from a member held dead calls ``revived`` (the digest exchange that
+merges both sides), and a member really gone costs 54 bytes, not a 64-bucket digest.
+
 Bounds (every datagram is hostile): a coordinate is integers of bounded magnitude in a fixed
 number of dimensions (core/messages.py Coord: anything else makes the datagram malformed,
 dropped and counted); pings are answered for members only (the answer, about twice the
@@ -37,11 +47,13 @@ from chatterd.core.coordinates import (
     COORD_ERROR_WIRE_MAX,
     COORD_MAX_RTT,
     COORD_WIRE_MAX,
+    RTT_GOSSIP_MAX,
     VIVALDI_ERROR_MAX,
     VIVALDI_HEIGHT_MIN,
     Coordinate,
     Vivaldi,
 )
+from chatterd.core.membership import DEAD
 
 Addr = tuple[str, int]
 
@@ -80,7 +92,11 @@ class RoundTrips(Part):
         super().__init__(ctx)
         self.enabled = ctx.cfg.coordinates
         self.vivaldi = Vivaldi(ctx.rng)
-        self.known: dict[str, Coordinate] = {}  # members → their latest coordinate
+        self.known: dict[str, Coordinate] = {}  # members → their latest coordinate, first-hand
+        self.heard: dict[str, Coordinate] = {}  # members → a coordinate another member passed on
+        self._to_gossip: list[str] = []  # the known members whose coordinates we pass on next
+        # An answer from a member held dead (a reconnection's knock): core/sync.py merges.
+        self.revived: Callable[[Addr], None] = lambda addr: None
         self.pending: dict[int, tuple[str, float]] = {}  # token → (member probed, when)
         self._cursor = self.rng.randrange(1 << 30)  # where this node walks the ring (_next_target)
         # The first probe at a random point of the warm-up interval: nodes started together
@@ -122,12 +138,25 @@ class RoundTrips(Part):
         self._probes += 1
         if self._probes % PRUNE_EVERY == 0:
             self._prune()
+        self._send_probe(target, self.table.members[target].addr, now)
+        self.fx.stats["rtt_probes"] += 1
+
+    def knock(self, name: str, now: float) -> bool:
+        """A ping to a member held dead (core/sync.py reconnect): if it answers, ``revived``.
+        False if the coordinates are off (the caller sends its digest instead)."""
+        m = self.table.get(name)
+        if not self.enabled or m is None:
+            return False
+        self._send_probe(name, m.addr, now)
+        self.fx.stats["rtt_knocks"] += 1
+        return True
+
+    def _send_probe(self, name: str, addr: Addr, now: float) -> None:
         while len(self.pending) >= MAX_PENDING_RTT:
             del self.pending[next(iter(self.pending))]  # the oldest: its answer is not coming
         token = self.rng.getrandbits(32)
-        self.pending[token] = (target, now)
-        self.fx.send_msg(wire.RttPing(t=token), self.table.members[target].addr)
-        self.fx.stats["rtt_probes"] += 1
+        self.pending[token] = (name, now)
+        self.fx.send_msg(wire.RttPing(t=token), addr)
 
     def _next_watched(self) -> str | None:
         """The next of the members the detector watches (their slack needs their coordinate)."""
@@ -159,6 +188,8 @@ class RoundTrips(Part):
             del self.known[name]
             self.vivaldi.forget(name)
             self.generation += 1
+        for name in [n for n in self.heard if n not in members]:
+            del self.heard[name]
 
     # ------------------------------------------------------------------ messages
 
@@ -167,7 +198,25 @@ class RoundTrips(Part):
         if not self.enabled or name is None or name == self.local.name or self.local.leaving:
             self.fx.stats["rtt_pings_ignored"] += 1
             return
-        self.fx.send_msg(wire.RttAck(t=msg.t, c=to_wire(self.vivaldi.coord)), src)
+        self.fx.send_msg(wire.RttAck(t=msg.t, c=to_wire(self.vivaldi.coord), g=self._gossip(name)), src)
+
+    def _gossip(self, asker: str) -> list[wire.HeardCoord]:
+        """The next RTT_GOSSIP_MAX coordinates we have first-hand, in turn (each known one is
+        passed on once per pass through the list), but the asker's own."""
+        out: list[wire.HeardCoord] = []
+        for _ in range(2 * RTT_GOSSIP_MAX):
+            if len(out) == RTT_GOSSIP_MAX:
+                break
+            if not self._to_gossip:
+                self._to_gossip = list(self.known)
+                if not self._to_gossip:
+                    break
+            name = self._to_gossip.pop()
+            coord = self.known.get(name)
+            m = self.table.get(name)
+            if coord is not None and name != asker and m is not None and m.state != DEAD:
+                out.append(wire.HeardCoord(node=name, c=to_wire(coord)))
+        return out
 
     def on_ack(self, msg: wire.RttAck, src: Addr, now: float) -> None:
         probe = self.pending.get(msg.t)
@@ -185,9 +234,25 @@ class RoundTrips(Part):
         self.vivaldi.update(name, other, rtt)
         self.generation += 1
         self.fx.stats["rtt_samples"] += 1
+        for entry in msg.g:
+            self._hear(entry, name)
+        if m.state == DEAD:
+            self.revived(src)  # a reconnection's knock answered: it is not gone after all
+
+    def _hear(self, entry: wire.HeardCoord, sender: str) -> None:
+        """A coordinate passed on by ``sender``: kept if it is of a member we have not measured
+        ourselves (first-hand wins), and not of us or of the sender (its own came in ``c``)."""
+        name = entry.node
+        if name in (self.local.name, sender) or name not in self.table.members:
+            self.fx.stats["rtt_gossip_ignored"] += 1
+            return
+        if name not in self.known:
+            self.heard[name] = from_wire(entry.c)
+            self.fx.stats["rtt_gossip_heard"] += 1
 
     def _learn(self, name: str, c: wire.Coord) -> Coordinate:
         coord = from_wire(c)
+        self.heard.pop(name, None)
         if self.known.get(name) != coord:
             self.known[name] = coord
             self.generation += 1
@@ -195,13 +260,16 @@ class RoundTrips(Part):
 
     # ------------------------------------------------------------------ estimates
 
-    def coordinate_of(self, name: str) -> Coordinate | None:
-        return self.vivaldi.coord if name == self.local.name else self.known.get(name)
+    def coordinate_of(self, name: str, heard: bool = True) -> Coordinate | None:
+        """Our coordinate, a member's first-hand one, else (``heard``) one passed on."""
+        if name == self.local.name:
+            return self.vivaldi.coord
+        return self.known.get(name) or (self.heard.get(name) if heard else None)
 
-    def estimate(self, a: str, b: str) -> float | None:
+    def estimate(self, a: str, b: str, heard: bool = True) -> float | None:
         """The estimated round trip between members ``a`` and ``b``, in seconds, or None if
-        the coordinate of either is not known here."""
-        ca, cb = self.coordinate_of(a), self.coordinate_of(b)
+        the coordinate of either is not known here (``heard=False``: first-hand ones only)."""
+        ca, cb = self.coordinate_of(a, heard), self.coordinate_of(b, heard)
         if ca is None or cb is None:
             return None
         return ca.distance(cb)

@@ -48,6 +48,7 @@ class Sync(Part):
         self.election = election
         self.delegate = delegate
         self.gossip = gossip
+        news.detector.rtt.revived = self.revived  # a knock answered (_reconnect)
         self.seeds = list(seeds)
         # Seeds from DNS (the shell's discovery) come later, by set_seeds: joined only then.
         self.joined = not self.seeds and not discover
@@ -129,9 +130,12 @@ class Sync(Part):
         members = self.table.members
         dead = [m for name in self.news.dead if (m := members.get(name)) is not None and m.state == DEAD]
         if dead:
-            # A digest is small: a member that is really gone costs us one datagram; one
-            # that was only cut off answers, and the exchange merges both sides.
-            self.fx.send_msg(wire.DigestMsg(h=list(self.digest.hashes)), self.rng.choice(dead).addr)
+            # A knock (a round-trip ping, core/rtt.py) costs a member that is really gone 54
+            # bytes; one that was only cut off answers, and our digest merges both sides
+            # (revived). Without coordinates, the digest at once.
+            target = self.rng.choice(dead)
+            if not self.news.detector.rtt.knock(target.name, now):
+                self.revived(target.addr)
         elif not self.joined or len(self.ring) <= 1:
             for seed in self.seeds:  # alone: keep knocking on the seeds
                 if seed != self.local.addr:
@@ -143,6 +147,10 @@ class Sync(Part):
         self.delegate.expire(now)
 
     # ------------------------------------------------------------------ messages
+
+    def revived(self, addr: Addr) -> None:
+        """A member held dead answered (core/rtt.py knock): our digest merges both sides."""
+        self.fx.send_msg(wire.DigestMsg(h=list(self.digest.hashes)), addr)
 
     def on_join(self, msg: wire.Join, src: Addr, now: float) -> None:
         self.news.on_alive(msg, now, src)

@@ -146,7 +146,7 @@ class UserQueries(Part):
     def slowest_rtt(self) -> float:
         """The longest round trip estimated from here to a live member, 0 if none is known."""
         me = self.local.name
-        rtts = (self.rtt.estimate(me, m.name) for m in self.table.members.values() if m.state in LIVE)
+        rtts = (self.rtt.estimate(me, m.name, heard=False) for m in self.table.members.values() if m.state in LIVE)
         return max((r for r in rtts if r is not None), default=0.0)
 
     # ------------------------------------------------------------------ asking

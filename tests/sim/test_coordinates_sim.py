@@ -169,7 +169,8 @@ def test_no_slack_on_a_lan(chatter_sim: SimFactory) -> None:
 
 def test_idle_cost_of_the_probes(chatter_sim: SimFactory) -> None:
     """What the coordinates add to an idle node at N = 30 once its warm-up is over, next to
-    the same cluster without them: 2 datagrams (a probe and its answer) per 60 s, ~4 bytes/s."""
+    the same cluster without them: 2 datagrams (a probe and its answer, which passes on two
+    coordinates of other members) per 60 s, ~6 bytes/s."""
     added = {}
     for on in (True, False):
         sim = chatter_sim(seed=0, config=LAN if on else NO_COORDS)
@@ -182,7 +183,7 @@ def test_idle_cost_of_the_probes(chatter_sim: SimFactory) -> None:
         added[on] = (dgrams, ((sim.sent_bytes - payload) + 28 * (sim.sent - sent)) / 30 / window)
     extra_dgrams, extra_bytes = added[True][0] - added[False][0], added[True][1] - added[False][1]
     assert 0.025 <= extra_dgrams <= 0.04, added
-    assert 2.5 <= extra_bytes <= 5.0, added
+    assert 4.0 <= extra_bytes <= 7.0, added
     assert added[True][0] <= 4.0 and added[True][1] <= 300  # issue #13's budget still holds
 
 
